@@ -1,0 +1,412 @@
+"""Flume agent files: parse, validate, and build the typed configuration of one agent.
+
+Flume drops a broken component with a log line and starts the rest.  Flumery refuses to start the agent and
+reports **every** problem at once, each as ``<full key>: <what is wrong> (<the bad value>)`` with a did-you-mean
+where a name looks misspelt (see :class:`ConfigInvalid`).  Accepted and differing from Flume on purpose:
+
+* ``${env:VAR}`` / ``${env:VAR:-default}`` in values;
+* unknown keys are errors, not silence;
+* Flume's fully qualified class names of built-in components are aliases of their short type names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app import options, properties
+from app.options import ConfigError
+from app.registry import Registry, UnknownType, did_you_mean
+
+LIST_KEYS = ("sources", "channels", "sinks", "sinkgroups")
+SOURCE_COMMON = ("type", "channels")
+SINK_COMMON = ("type", "channel")
+
+
+class ConfigInvalid(Exception):
+    """The agent cannot start; ``errors`` lists every problem found, ``notices`` what is accepted but inert."""
+
+    def __init__(self, errors: list[ConfigError], notices: list[str] | None = None):
+        self.errors = sorted(set(errors), key=lambda e: (e.key, e.message))
+        self.notices = notices or []
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+@dataclass(frozen=True)
+class Component:
+    """A component of the agent, validated: build it with ``cls(name, config, ...)``."""
+
+    key: str                 # full key prefix, e.g. "a1.sources.r1"
+    name: str
+    type: str                # the type as written in the file
+    cls: type
+    config: Any
+
+
+@dataclass(frozen=True)
+class SourceSpec(Component):
+    channels: tuple[str, ...] = ()
+    selector: Component | None = None
+    interceptors: tuple[Component, ...] = ()
+
+
+@dataclass(frozen=True)
+class SinkSpec(Component):
+    channel: str = ""
+
+
+@dataclass(frozen=True)
+class SinkGroupSpec:
+    key: str
+    name: str
+    sinks: tuple[str, ...]
+    processor: Component
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    file: str
+    sources: dict[str, SourceSpec]
+    channels: dict[str, Component]
+    sinks: dict[str, SinkSpec]
+    sinkgroups: dict[str, SinkGroupSpec]
+    notices: tuple[str, ...] = ()
+
+    def sink_units(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(unit name, sinks) for every sink group and every sink outside a group: one runner each."""
+        grouped = {s for g in self.sinkgroups.values() for s in g.sinks}
+        units = [(g.name, g.sinks) for g in self.sinkgroups.values()]
+        units += [(name, (name,)) for name in self.sinks if name not in grouped]
+        return units
+
+    def channel_of_unit(self, sinks: tuple[str, ...]) -> str:
+        return self.sinks[sinks[0]].channel
+
+
+# --- registries (imported lazily: they import component modules) ---------------------------------------------
+
+def _registries() -> dict[str, Registry]:
+    from routing.channels import CHANNELS
+    from routing.selectors import SELECTORS
+    from workers.interceptors import INTERCEPTORS
+    from workers.processors import PROCESSORS
+    from workers.sinks import SINKS
+    from workers.sources import SOURCES
+    return {"source": SOURCES, "sink": SINKS, "channel": CHANNELS, "selector": SELECTORS,
+            "interceptor": INTERCEPTORS, "processor": PROCESSORS}
+
+
+# --- loading --------------------------------------------------------------------------------------------------
+
+def load_agent(path: str | os.PathLike, agent: str, environ: dict[str, str] | None = None) -> AgentConfig:
+    """Read ``path`` and return the validated configuration of ``agent``; raise :class:`ConfigInvalid`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigInvalid([ConfigError("", f"cannot read configuration file '{path}': {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigInvalid([ConfigError("", f"configuration file '{path}' is not UTF-8 text: {exc}")]) from None
+    return parse_agent(text, agent, str(path), environ)
+
+
+def parse_agent(text: str, agent: str, file: str = "<string>",
+                environ: dict[str, str] | None = None) -> AgentConfig:
+    builder = _Builder(agent, file, environ)
+    builder.read(properties.parse(text))
+    return builder.build()
+
+
+class _Builder:
+    def __init__(self, agent: str, file: str, environ: dict[str, str] | None):
+        self.agent = agent
+        self.file = file
+        self.environ = environ
+        self.errors: list[ConfigError] = []
+        self.notices: list[str] = []
+        self.props: dict[str, str] = {}          # keys relative to "<agent>."
+        self.agents: set[str] = set()
+        self.registries = _registries()
+
+    def error(self, key: str, message: str) -> None:
+        self.errors.append(ConfigError(key, message))
+
+    def full(self, rel: str) -> str:
+        return f"{self.agent}.{rel}"
+
+    # -- lines -> this agent's properties ---------------------------------------------------------------------
+    def read(self, lines: list[properties.Line]) -> None:
+        seen: dict[str, int] = {}
+        for line in lines:
+            where = f"{self.file}:{line.number}"
+            agent, dot, rel = line.key.partition(".")
+            if not dot or not agent:
+                self.error(line.key, f"key does not start with an agent name ({where})")
+                continue
+            if not rel:
+                self.error(line.key, f"property name missing after the agent name ({where})")
+                continue
+            self.agents.add(agent)
+            if agent != self.agent:
+                continue
+            if line.value == "":
+                self.error(line.key, f"empty value ({where})")
+                continue
+            value, problems = properties.substitute(line.value, self.environ)
+            for problem in problems:
+                self.error(line.key, f"{problem} ({where})")
+            if rel in seen:
+                self.notices.append(f"{line.key} is set on lines {seen[rel]} and {line.number}; "
+                                    f"the last one wins")
+            seen[rel] = line.number
+            self.props[rel] = value
+
+    # -- properties -> typed configuration --------------------------------------------------------------------
+    def build(self) -> AgentConfig:
+        if self.agent not in self.agents:
+            known = ", ".join(sorted(self.agents)) or "none"
+            self.error("", f"no agent named '{self.agent}' in {self.file} (agents: {known})"
+                       + did_you_mean(self.agent, self.agents))
+            raise ConfigInvalid(self.errors, self.notices)
+        declared, groups = self._split()
+        channels = self._channels(declared["channels"], groups["channels"])
+        sources = self._sources(declared["sources"], groups["sources"], channels)
+        sinks = self._sinks(declared["sinks"], groups["sinks"], channels)
+        sinkgroups = self._sinkgroups(declared["sinkgroups"], groups["sinkgroups"], sinks)
+        self._check_agent(channels, sources, sinks)
+        if self.errors:
+            raise ConfigInvalid(self.errors, self.notices)
+        return AgentConfig(self.agent, self.file, sources, channels, sinks, sinkgroups, tuple(self.notices))
+
+    def _split(self):
+        """Declared names per kind, and per kind and component name its properties."""
+        declared: dict[str, list[str]] = {kind: [] for kind in LIST_KEYS}
+        groups: dict[str, dict[str, dict[str, str]]] = {kind: defaultdict(dict) for kind in LIST_KEYS}
+        for rel, value in self.props.items():
+            kind, dot, rest = rel.partition(".")
+            if kind in LIST_KEYS and not dot:
+                names = value.split()
+                declared[kind] = list(dict.fromkeys(names))
+                continue
+            if kind in LIST_KEYS:
+                name, dot, prop = rest.partition(".")
+                if not name or not prop:
+                    self.error(self.full(rel), f"expected {self.agent}.{kind}.<name>.<property>")
+                    continue
+                groups[kind][name][prop] = value
+                continue
+            self.error(self.full(rel), "unknown key" + did_you_mean(kind, LIST_KEYS)
+                       + f" (an agent has {', '.join(LIST_KEYS)})")
+        for kind in LIST_KEYS:
+            for name in groups[kind]:
+                if name not in declared[kind]:
+                    listed = " ".join(declared[kind]) or "nothing"
+                    self.error(self.full(f"{kind}.{name}"),
+                               f"'{name}' is configured but not listed in {self.agent}.{kind} (listed: {listed})"
+                               + did_you_mean(name, declared[kind]))
+        return declared, groups
+
+    def _component(self, kind: str, key: str, name: str, type_name: str | None, props: dict[str, str],
+                   default_type: str | None = None) -> Component | None:
+        """Resolve the type and build the typed config of one component; None (with errors) on failure."""
+        type_name = type_name or default_type
+        if not type_name:
+            self.error(f"{key}.type", "required property is missing")
+            return None
+        try:
+            cls = self.registries[kind].resolve(type_name)
+        except UnknownType as exc:
+            self.error(f"{key}.type", str(exc))
+            return None
+        config, errors, notices = options.build(cls.Config, props, key + ".")
+        self.errors.extend(errors)
+        self.notices.extend(notices)
+        if config is None:
+            return None
+        return Component(key, name, type_name, cls, config)
+
+    def _channels(self, names, groups) -> dict[str, Component]:
+        out = {}
+        for name in names:
+            props = dict(groups.get(name, {}))
+            component = self._component("channel", self.full(f"channels.{name}"), name,
+                                        props.pop("type", None), props)
+            if component:
+                out[name] = component
+        return out
+
+    def _channel_refs(self, key: str, names: list[str], channels: dict, declared: list[str]) -> list[str]:
+        good = []
+        for name in names:
+            if name in declared:
+                good.append(name)
+            else:
+                self.error(key, f"unknown channel '{name}' (known: {', '.join(declared) or 'none'})"
+                           + did_you_mean(name, declared))
+        return good
+
+    def _sources(self, names, groups, channels) -> dict[str, SourceSpec]:
+        declared_channels = list(self.props.get("channels", "").split())
+        out = {}
+        for name in names:
+            key = self.full(f"sources.{name}")
+            props = dict(groups.get(name, {}))
+            type_name = props.pop("type", None)
+            channel_list = props.pop("channels", "").split()
+            if not channel_list:
+                self.error(f"{key}.channels", "required property is missing (the channels this source feeds)")
+            if "channel" in props:
+                self.error(f"{key}.channel", "a source feeds 'channels' (plural)")
+                props.pop("channel")
+            refs = self._channel_refs(f"{key}.channels", channel_list, channels, declared_channels)
+            selector_props = _take_prefixed(props, "selector.")
+            interceptor_props = _take_prefixed(props, "interceptors.")
+            interceptor_names = props.pop("interceptors", "").split()
+            component = self._component("source", key, name, type_name, props)
+            selector = self._selector(key, selector_props, refs)
+            interceptors = self._interceptors(key, interceptor_names, interceptor_props)
+            if component and selector is not None and interceptors is not None and refs == channel_list:
+                out[name] = SourceSpec(**_fields(component), channels=tuple(refs), selector=selector,
+                                       interceptors=tuple(interceptors))
+        return out
+
+    def _selector(self, source_key: str, props: dict[str, str], channels: list[str]) -> Component | None:
+        key = f"{source_key}.selector"
+        type_name = props.pop("type", None)
+        component = self._component("selector", key, "selector", type_name, props, default_type="replicating")
+        if component is None:
+            return None
+        problems = component.cls.check_channels(component.config, channels)
+        for prop, message in problems:
+            self.error(f"{key}.{prop}", message)
+        return None if problems else component
+
+    def _interceptors(self, source_key: str, names: list[str], props: dict[str, str]) -> list[Component] | None:
+        grouped: dict[str, dict[str, str]] = defaultdict(dict)
+        for rel, value in props.items():
+            name, dot, prop = rel.partition(".")
+            grouped[name][prop] = value
+        for name in grouped:
+            if name not in names:
+                self.error(f"{source_key}.interceptors.{name}",
+                           f"interceptor '{name}' is configured but not listed in {source_key}.interceptors"
+                           + did_you_mean(name, names))
+        out = []
+        ok = True
+        for name in names:
+            key = f"{source_key}.interceptors.{name}"
+            iprops = dict(grouped.get(name, {}))
+            component = self._component("interceptor", key, name, iprops.pop("type", None), iprops)
+            ok = ok and component is not None
+            if component:
+                out.append(component)
+        return out if ok else None
+
+    def _sinks(self, names, groups, channels) -> dict[str, SinkSpec]:
+        declared_channels = list(self.props.get("channels", "").split())
+        out = {}
+        for name in names:
+            key = self.full(f"sinks.{name}")
+            props = dict(groups.get(name, {}))
+            type_name = props.pop("type", None)
+            channel = props.pop("channel", "")
+            if "channels" in props:
+                self.error(f"{key}.channels", "a sink drains exactly one 'channel' (singular)")
+                props.pop("channels")
+            if not channel:
+                self.error(f"{key}.channel", "required property is missing (the channel this sink drains)")
+            elif len(channel.split()) > 1:
+                self.error(f"{key}.channel", f"a sink drains exactly one channel (got '{channel}')")
+                channel = ""
+            else:
+                channel = (self._channel_refs(f"{key}.channel", [channel], channels, declared_channels)
+                           or [""])[0]
+            component = self._component("sink", key, name, type_name, props)
+            if component and channel:
+                out[name] = SinkSpec(**_fields(component), channel=channel)
+        return out
+
+    def _sinkgroups(self, names, groups, sinks) -> dict[str, SinkGroupSpec]:
+        declared_sinks = list(self.props.get("sinks", "").split())
+        out = {}
+        owner: dict[str, str] = {}
+        for name in names:
+            key = self.full(f"sinkgroups.{name}")
+            props = dict(groups.get(name, {}))
+            members = props.pop("sinks", "").split()
+            if not members:
+                self.error(f"{key}.sinks", "required property is missing (the sinks of this group)")
+            for sink in members:
+                if sink not in declared_sinks:
+                    self.error(f"{key}.sinks", f"unknown sink '{sink}' (known: {', '.join(declared_sinks)})"
+                               + did_you_mean(sink, declared_sinks))
+                elif sink in owner:
+                    self.error(f"{key}.sinks", f"sink '{sink}' is already in sink group '{owner[sink]}'")
+                else:
+                    owner[sink] = name
+            drained = {sinks[s].channel for s in members if s in sinks}
+            if len(drained) > 1:
+                self.error(f"{key}.sinks", "Flumery runs a sink group on one channel; these sinks drain "
+                           f"{', '.join(sorted(drained))}")
+            processor_props = _take_prefixed(props, "processor.")
+            for prop in props:
+                self.error(f"{key}.{prop}", "unknown property" + did_you_mean(prop, ["sinks", "processor.type"]))
+            ptype = processor_props.pop("type", None)
+            processor = self._component("processor", f"{key}.processor", name, ptype, processor_props,
+                                        default_type="default")
+            if processor is not None:
+                for prop, message in processor.cls.check_sinks(processor.config, members):
+                    self.error(f"{key}.processor.{prop}", message)
+                out[name] = SinkGroupSpec(key, name, tuple(members), processor)
+        return out
+
+    def _check_agent(self, channels, sources, sinks) -> None:
+        declared = {kind: self.props.get(kind, "").split() for kind in LIST_KEYS}
+        if not declared["channels"]:
+            self.error(self.full("channels"), "an agent needs at least one channel")
+        if not declared["sources"] and not declared["sinks"]:
+            self.error(self.full("sources"), "an agent needs at least one source or sink")
+        for source in sources.values():
+            for channel in source.channels:
+                self._check_batch(source, channels.get(channel))
+        for sink in sinks.values():
+            self._check_batch(sink, channels.get(sink.channel))
+        if self.errors:
+            return                         # "unused" would only echo the errors of the components that use it
+        used = {c for s in sources.values() for c in s.channels} | {s.channel for s in sinks.values()}
+        for name in channels:
+            if name not in used:
+                self.notices.append(f"{self.full('channels')}: channel '{name}' is not used by any source or sink")
+
+    def _check_batch(self, component: Component, channel: Component | None) -> None:
+        batch = getattr(component.config, "batch_size", None)
+        if channel is None or batch is None:
+            return
+        capacity = channel.config.transaction_capacity
+        if batch > capacity:
+            prop = option_key(type(component.config), "batch_size")
+            self.error(f"{component.key}.{prop}",
+                       f"{batch} is larger than the transactionCapacity ({capacity}) of channel '{channel.name}'")
+
+
+def _take_prefixed(props: dict[str, str], prefix: str) -> dict[str, str]:
+    taken = {k[len(prefix):]: v for k, v in props.items() if k.startswith(prefix)}
+    for k in list(props):
+        if k.startswith(prefix):
+            del props[k]
+    return taken
+
+
+def _fields(component: Component) -> dict:
+    return {f.name: getattr(component, f.name) for f in dataclasses.fields(Component)}
+
+
+def option_key(config_cls: type, field_name: str) -> str:
+    """The Flume property name behind a config field (for messages)."""
+    for f in dataclasses.fields(config_cls):
+        if f.name == field_name:
+            return f.metadata.get("key", field_name)
+    return field_name

@@ -1,0 +1,101 @@
+"""Channel types: ``memory`` and ``file``, each a durable queue on the broker.
+
+A Flume channel becomes one broker queue per channel (``flumery.<agent>.<channel>``) bound to the agent's
+direct exchange (``flumery.<agent>``), never a fanout exchange (on Redis that is PUB/SUB and loses messages
+while a consumer is down).  ``capacity`` bounds the events held in the channel (queued plus taken but not yet
+committed by a sink); ``transactionCapacity`` bounds the events of one channel message, i.e. of one put or take
+transaction.
+
+``file`` means durable: on the embedded broker its writes are fsynced before the source acknowledges
+(Redis ``appendfsync always``).  ``memory`` may trade that for speed (``appendfsync everysec``).  Flume's
+file-channel storage settings (``checkpointDir``, ``dataDirs``, ...) are accepted so that existing files
+load, and have no effect: the broker holds the data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.options import opt, positive
+from app.registry import Registry
+
+_BROKER_HOLDS_DATA = "the broker's persistence holds channel data"
+_NO_BYTE_LIMIT = "channels are bounded by event count"
+
+
+def _capacity_checks(config) -> list[tuple[str, str]]:
+    if config.transaction_capacity > config.capacity:
+        return [("transactionCapacity",
+                 f"must not exceed capacity ({config.transaction_capacity} > {config.capacity})")]
+    return []
+
+
+@dataclass(frozen=True)
+class MemoryChannelConfig:
+    capacity: int = opt("capacity", 100, check=positive, doc="most events held in the channel")
+    transaction_capacity: int = opt("transactionCapacity", 100, check=positive,
+                                    doc="most events in one put or take (one channel message)")
+    keep_alive: str = opt("keep-alive", "3", inert="a full channel answers the source at once")
+    byte_capacity: str = opt("byteCapacity", "", inert=_NO_BYTE_LIMIT)
+    byte_capacity_buffer_percentage: str = opt("byteCapacityBufferPercentage", "20", inert=_NO_BYTE_LIMIT)
+
+    check = _capacity_checks
+
+
+@dataclass(frozen=True)
+class FileChannelConfig:
+    capacity: int = opt("capacity", 1_000_000, check=positive, doc="most events held in the channel")
+    transaction_capacity: int = opt("transactionCapacity", 10_000, check=positive,
+                                    doc="most events in one put or take (one channel message)")
+    checkpoint_dir: str = opt("checkpointDir", "", inert=_BROKER_HOLDS_DATA)
+    data_dirs: str = opt("dataDirs", "", inert=_BROKER_HOLDS_DATA)
+    use_dual_checkpoints: str = opt("useDualCheckpoints", "false", inert=_BROKER_HOLDS_DATA)
+    backup_checkpoint_dir: str = opt("backupCheckpointDir", "", inert=_BROKER_HOLDS_DATA)
+    checkpoint_interval: str = opt("checkpointInterval", "30000", inert=_BROKER_HOLDS_DATA)
+    max_file_size: str = opt("maxFileSize", "2146435071", inert=_BROKER_HOLDS_DATA)
+    minimum_required_space: str = opt("minimumRequiredSpace", "524288000", inert=_BROKER_HOLDS_DATA)
+    keep_alive: str = opt("keep-alive", "3", inert="a full channel answers the source at once")
+    use_log_replay_v1: str = opt("use-log-replay-v1", "false", inert=_BROKER_HOLDS_DATA)
+    use_fast_replay: str = opt("use-fast-replay", "false", inert=_BROKER_HOLDS_DATA)
+    checkpoint_on_close: str = opt("checkpointOnClose", "true", inert=_BROKER_HOLDS_DATA)
+
+    check = _capacity_checks
+
+
+class MemoryChannel:
+    """Fast channel: the embedded broker fsyncs its log once a second."""
+
+    Config = MemoryChannelConfig
+    durable = False
+
+
+class FileChannel:
+    """Durable channel: the embedded broker fsyncs every write before the source is acknowledged."""
+
+    Config = FileChannelConfig
+    durable = True
+
+
+CHANNELS = Registry(
+    kind="channel",
+    types={
+        "memory": "routing.channels:MemoryChannel",
+        "file": "routing.channels:FileChannel",
+    },
+    flume_classes={
+        "org.apache.flume.channel.MemoryChannel": "memory",
+        "org.apache.flume.channel.file.FileChannel": "file",
+    },
+    not_yet=frozenset({"SPILLABLEMEMORY", "jdbc", "kafka",
+                       "org.apache.flume.channel.SpillableMemoryChannel",
+                       "org.apache.flume.channel.jdbc.JdbcChannel",
+                       "org.apache.flume.channel.kafka.KafkaChannel"}),
+)
+
+
+def queue_name(agent: str, channel: str) -> str:
+    """The broker queue (and Redis list) that holds channel ``channel`` of agent ``agent``."""
+    return f"flumery.{agent}.{channel}"
+
+
+def exchange_name(agent: str) -> str:
+    return f"flumery.{agent}"

@@ -1,0 +1,137 @@
+"""The channel processor: interceptors, then the selector, then one put transaction (Flume's ChannelProcessor).
+
+Contract of :meth:`ChannelProcessor.process`: when it returns, every event of the batch that the interceptors
+kept is in every **required** channel chosen for it, durably as the broker's persistence allows; only then may a
+source acknowledge upstream.  If it raises, no required channel received anything from this call (the put is
+one Redis transaction over all of them), so the source can retry the same batch without creating duplicates.
+Optional channels are written after the required ones; their failures are logged and counted, never raised.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+
+from kombu import Connection
+from kombu.serialization import dumps as serialize
+
+from app.event import Event, to_wire
+from routing.channels import exchange_name, queue_name
+from routing.transport import EVENTS_HEADER, ChannelFullError, PutTarget, Transport
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "flumery.take"
+
+
+class BatchTooLarge(Exception):
+    """A batch holds more events for one channel than that channel can ever hold: retrying cannot help."""
+
+
+class ChannelWriter:
+    """Builds channel messages (Celery task messages carrying a batch) and puts them transactionally.
+
+    Thread-safe: sources running in several threads share one writer.
+    """
+
+    def __init__(self, celery_app, agent, broker_url: str, transport_options: dict):
+        self.app = celery_app
+        self.agent = agent
+        self.exchange = exchange_name(agent.name)
+        self.connection = Connection(broker_url, transport=Transport, transport_options=transport_options)
+        self.channel = self.connection.default_channel
+
+    def message(self, channel: str, events: list[Event]) -> dict:
+        task_id = str(uuid.uuid4())
+        task = self.app.amqp.as_task_v2(
+            task_id, TASK_NAME, args=(channel, to_wire(events)),
+            argsrepr=f"({channel!r}, <{len(events)} events>)", kwargsrepr="{}",
+        )
+        _, _, body = serialize(task.body, serializer="msgpack")
+        headers = {**task.headers, EVENTS_HEADER: len(events)}
+        return self.channel.make_message(body, headers, task.properties, self.exchange, channel, task_id)
+
+    def targets(self, batches: dict[str, list[Event]]) -> list[PutTarget]:
+        out = []
+        for name, events in batches.items():
+            config = self.agent.channels[name].config
+            if len(events) > config.capacity:
+                raise BatchTooLarge(f"{len(events)} events for channel '{name}' exceed its capacity "
+                                    f"({config.capacity})")
+            step = config.transaction_capacity
+            messages = [self.message(name, events[i:i + step]) for i in range(0, len(events), step)]
+            out.append(PutTarget(name, queue_name(self.agent.name, name), config.capacity, len(events), messages))
+        return out
+
+    def put(self, batches: dict[str, list[Event]]) -> None:
+        """All of ``batches`` (channel -> events) or nothing; raises ChannelFullError or BatchTooLarge."""
+        batches = {name: events for name, events in batches.items() if events}
+        if batches:
+            self.channel.put_transaction(self.exchange, self.targets(batches))
+
+    def sizes(self) -> dict[str, int]:
+        return self.channel.channel_sizes(self.exchange)
+
+    def close(self) -> None:
+        self.connection.release()
+
+
+class ChannelProcessor:
+    """Routes a source's batches into its channels; one per source."""
+
+    def __init__(self, source_spec, writer: ChannelWriter, interceptors: list, metrics=None):
+        self.source = source_spec
+        selector = source_spec.selector
+        self.selector = selector.cls(list(source_spec.channels), selector.config)
+        self.writer = writer
+        self.interceptors = interceptors
+        self.metrics = metrics
+
+    def intercept(self, events: list[Event]) -> list[Event]:
+        for interceptor in self.interceptors:
+            events = interceptor.intercept_batch(events)
+            if not events:
+                break
+        return events
+
+    def route(self, events: list[Event]) -> tuple[dict[str, list[Event]], dict[str, list[Event]]]:
+        if self.selector.uniform:
+            required, optional = self.selector.select({})
+            return {c: events for c in required}, {c: events for c in optional}
+        req: dict[str, list[Event]] = defaultdict(list)
+        opt: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            required, optional = self.selector.select(event.headers)
+            for c in required:
+                req[c].append(event)
+            for c in optional:
+                opt[c].append(event)
+        return dict(req), dict(opt)
+
+    def process(self, events: list[Event]) -> int:
+        """Intercept, route and put ``events``; return how many were kept by the interceptors."""
+        events = self.intercept(events)
+        if not events:
+            return 0
+        required, optional = self.route(events)
+        self._count_put("EventPutAttemptCount", required)
+        self.writer.put(required)
+        self._count_put("EventPutSuccessCount", required)
+        for name, batch in optional.items():
+            self._count_put("EventPutAttemptCount", {name: batch})
+            try:
+                self.writer.put({name: batch})
+            except (ChannelFullError, BatchTooLarge) as exc:
+                log.warning("optional channel %s of source %s did not take %d events: %s",
+                            name, self.source.name, len(batch), exc)
+            except Exception:   # optional channels never fail a put (Flume's ChannelProcessor)
+                log.exception("optional channel %s of source %s failed", name, self.source.name)
+            else:
+                self._count_put("EventPutSuccessCount", {name: batch})
+        return len(events)
+
+    def _count_put(self, counter: str, batches: dict[str, list[Event]]) -> None:
+        if self.metrics is None:
+            return
+        for name, batch in batches.items():
+            self.metrics.group("CHANNEL", name).add(counter, len(batch))

@@ -1,0 +1,112 @@
+"""Channel selectors: which channels must (required) and may (optional) receive an event.
+
+Pure functions of the event's headers, with Flume's exact semantics (``ReplicatingChannelSelector``,
+``MultiplexingChannelSelector``; checked against Flume's own test cases in ``tests/test_selectors.py``):
+
+* replicating: every channel of the source is required, except those listed in ``optional``;
+* multiplexing on header ``header`` (default ``flume.selector.header``) with value ``v``:
+  required = ``mapping.v``, or ``default`` when ``v`` is not mapped or the header is missing or blank;
+  optional = ``optional.v`` minus required, looked up by the raw value even when required fell back to
+  the default.
+
+Contract: ``select(headers) -> (required, optional)``, both lists of channel names in a stable order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.options import opt
+from app.registry import Registry, did_you_mean
+
+DEFAULT_HEADER = "flume.selector.header"
+
+
+def _unique(names) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _unknown(prop: str, names, channels) -> list[tuple[str, str]]:
+    return [(prop, f"channel '{n}' is not one of this source's channels ({', '.join(channels)})"
+             + did_you_mean(n, channels)) for n in names if n not in channels]
+
+
+@dataclass(frozen=True)
+class ReplicatingConfig:
+    optional: list[str] = opt("optional", [], doc="channels whose failure does not fail the put")
+
+
+class ReplicatingSelector:
+    Config = ReplicatingConfig
+
+    def __init__(self, channels: list[str], config: ReplicatingConfig):
+        optional = set(config.optional)
+        self.optional = [c for c in channels if c in optional]
+        self.required = [c for c in channels if c not in optional]
+
+    @staticmethod
+    def check_channels(config: ReplicatingConfig, channels: list[str]) -> list[tuple[str, str]]:
+        return _unknown("optional", config.optional, channels)
+
+    def select(self, headers: dict[str, str]) -> tuple[list[str], list[str]]:
+        return self.required, self.optional
+
+    @property
+    def uniform(self) -> bool:
+        """Every event goes to the same channels (lets the channel processor skip per-event selection)."""
+        return True
+
+
+@dataclass(frozen=True)
+class MultiplexingConfig:
+    header: str = opt("header", DEFAULT_HEADER, doc="the header whose value picks the channels")
+    mapping: dict = opt("mapping.*", doc="mapping.<value> = required channels for that value")
+    optional: dict = opt("optional.*", doc="optional.<value> = optional channels for that value")
+    default: list[str] = opt("default", [], doc="required channels for unmapped or missing values")
+
+
+class MultiplexingSelector:
+    Config = MultiplexingConfig
+
+    def __init__(self, channels: list[str], config: MultiplexingConfig):
+        self.header = config.header
+        self.default = _unique(config.default)
+        self.mapping = {v: _unique(c.split()) for v, c in config.mapping.items()}
+        self.optional = {v: _unique(c.split()) for v, c in config.optional.items()}
+
+    @staticmethod
+    def check_channels(config: MultiplexingConfig, channels: list[str]) -> list[tuple[str, str]]:
+        problems = _unknown("default", config.default, channels)
+        for value, names in config.mapping.items():
+            if not names.split():
+                problems.append((f"mapping.{value}", "maps to no channel"))
+            problems += _unknown(f"mapping.{value}", names.split(), channels)
+        for value, names in config.optional.items():
+            problems += _unknown(f"optional.{value}", names.split(), channels)
+        return problems
+
+    def select(self, headers: dict[str, str]) -> tuple[list[str], list[str]]:
+        value = headers.get(self.header)
+        if value is None or not value.strip():
+            required = self.default
+        else:
+            required = self.mapping.get(value, self.default)
+        optional = [c for c in self.optional.get(value, ()) if c not in required]
+        return required, optional
+
+    @property
+    def uniform(self) -> bool:
+        return False
+
+
+SELECTORS = Registry(
+    kind="channel selector",
+    types={
+        "replicating": "routing.selectors:ReplicatingSelector",
+        "multiplexing": "routing.selectors:MultiplexingSelector",
+    },
+    flume_classes={
+        "org.apache.flume.channel.ReplicatingChannelSelector": "replicating",
+        "org.apache.flume.channel.MultiplexingChannelSelector": "multiplexing",
+    },
+    not_yet=frozenset({"load_balancing", "org.apache.flume.channel.LoadBalancingChannelSelector"}),
+)

@@ -1,0 +1,27 @@
+"""``default``: Flume's DefaultSinkProcessor, a single sink (what every sink outside a sink group runs in)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.processors.base import SinkProcessor
+
+
+@dataclass(frozen=True)
+class DefaultProcessorConfig:
+    pass
+
+
+class DefaultSinkProcessor(SinkProcessor):
+    Config = DefaultProcessorConfig
+
+    @staticmethod
+    def check_sinks(config, sinks: list[str]) -> list[tuple[str, str]]:
+        if len(sinks) > 1:
+            return [("type", f"the default processor runs exactly one sink (group has {len(sinks)}); "
+                             "use failover or load_balance")]
+        return []
+
+    def write(self, events: list):
+        sink = self.sinks[0]
+        sink.write(events)
+        return sink

@@ -1,0 +1,302 @@
+"""What a sink worker process runs: Flume's SinkRunner, on Celery.
+
+A channel message reaches a worker as the ``flumery.take`` task.  :meth:`WorkerRuntime.take` is the sink's take
+transaction:
+
+1. It gathers more messages of the same channel (atomically taken, see :mod:`routing.transport`) until the
+   sink's ``batchSize`` is reached or the channel is empty, so that one store write and one fsync cover many
+   small source batches.
+2. It writes them through the sink group's processor, retrying with exponential backoff (capped at
+   ``FLUMERY_SINK_RETRY_MAX_S``) for as long as the store fails; meanwhile every held message's visibility lease
+   is renewed, so no other worker receives it.
+3. Only after the write was confirmed does it acknowledge the gathered messages; the task's own message is
+   acknowledged by Celery when the task returns (``acks_late``).
+
+If the worker is asked to stop while the store is failing, the gathered messages are given back to the front of
+the channel and the task's message is rejected with requeue: nothing is acknowledged that was not written.
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import logging
+import os
+import threading
+import time
+from functools import lru_cache
+
+from kombu import Connection
+from kombu.serialization import loads as deserialize
+
+from app.config import AgentConfig, ConfigInvalid, load_agent
+from app.event import from_wire
+from app.metrics import MetricsStore
+from app.settings import Settings
+from routing.channels import exchange_name, queue_name
+from routing.transport import Transport
+from workers.sinks.base import SinkContext
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "flumery.take"
+
+
+class Requeue(Exception):
+    """The batch was not written and must go back to its channel."""
+
+
+class Poison(Exception):
+    """A channel message that can never be written (it cannot even be decoded)."""
+
+
+@lru_cache(maxsize=8)
+def _load(conf_file: str, agent: str) -> AgentConfig:
+    try:
+        return load_agent(conf_file, agent)
+    except ConfigInvalid as exc:
+        raise SystemExit(f"flumery: {conf_file}: agent '{agent}' is not valid:\n"
+                         + "\n".join(f"  {e}" for e in exc.errors)) from None
+
+
+def agent_config(settings: Settings) -> AgentConfig:
+    if not (settings.conf_file and settings.agent):
+        raise SystemExit("flumery: set FLUMERY_CONF_FILE and FLUMERY_AGENT to say which agent's sinks to serve")
+    return _load(settings.conf_file, settings.agent)
+
+
+def served_units(settings: Settings, config: AgentConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """The sink units (sink groups and lone sinks) this worker serves: all, or those named in FLUMERY_SINKS."""
+    units = config.sink_units()
+    if not settings.sinks:
+        return units
+    by_name = {name: unit for unit in units for name in (unit[0], *unit[1])}
+    unknown = [s for s in settings.sinks if s not in by_name]
+    if unknown:
+        raise SystemExit(f"flumery: FLUMERY_SINKS names {', '.join(unknown)}, which agent '{config.name}' does "
+                         f"not have (sinks and groups: {', '.join(sorted(by_name))})")
+    return list(dict.fromkeys(by_name[s] for s in settings.sinks))
+
+
+def served_channels(settings: Settings) -> list[str]:
+    config = agent_config(settings)
+    return list(dict.fromkeys(config.channel_of_unit(sinks) for _, sinks in served_units(settings, config)))
+
+
+def decode_extra(payload: dict) -> tuple[str, list]:
+    """(channel, wire events) of a channel message taken directly from Redis."""
+    if payload.get("headers", {}).get("task") != TASK_NAME:
+        raise Poison(f"not a {TASK_NAME} message")
+    body = base64.b64decode(payload["body"])
+    args, _kwargs, _embed = deserialize(body, payload["content-type"], payload["content-encoding"],
+                                        accept={"application/x-msgpack"})
+    channel, events = args
+    return channel, events
+
+
+class Leases:
+    """Renews the visibility lease of every message this process holds, every ``period_s``."""
+
+    def __init__(self, channel, period_s: float):
+        self.channel = channel
+        self.period_s = period_s
+        self.held: set[str] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, name="flumery-leases", daemon=True).start()
+
+    def hold(self, tags) -> None:
+        with self.lock:
+            self.held.update(tags)
+
+    def release(self, tags) -> None:
+        with self.lock:
+            self.held.difference_update(tags)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.period_s)
+            with self.lock:
+                tags = list(self.held)
+            if tags:
+                try:
+                    self.channel.touch(tags)
+                except Exception as exc:
+                    log.warning("could not renew %d message leases: %s", len(tags), exc)
+
+
+class SinkRunner:
+    """One sink group (or lone sink) draining one channel."""
+
+    def __init__(self, unit: str, processor, channel: str, metrics: MetricsStore):
+        self.unit = unit
+        self.processor = processor
+        self.channel = channel
+        self.metrics = metrics
+        self.started = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.processor.batch_size
+
+    def start(self) -> None:
+        if not self.started:
+            for sink in self.processor.sinks:
+                sink.start()
+                self.metrics.group("SINK", sink.name).started()
+            self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            for sink in self.processor.sinks:
+                try:
+                    sink.stop()
+                finally:
+                    self.metrics.group("SINK", sink.name).stopped()
+            self.started = False
+
+    def write(self, events: list, should_stop, retry_max_s: float) -> None:
+        """Write until a sink confirms; raise :class:`Requeue` if asked to stop before that."""
+        attempt = 0
+        while True:
+            try:
+                self.start()
+                sink = self.processor.write(events)
+            except Exception as exc:
+                attempt += 1
+                for s in self.processor.sinks:
+                    self.metrics.group("SINK", s.name).add("EventWriteFail")
+                delay = min(retry_max_s, 0.1 * 2 ** attempt)
+                log.warning("sink %s: write of %d events failed (attempt %d): %s; retrying in %.1fs",
+                            self.unit, len(events), attempt, exc, delay)
+                if _sleep_unless(should_stop, delay):
+                    raise Requeue(f"stopping while sink {self.unit} is failing") from exc
+                continue
+            counters = self.metrics.group("SINK", sink.name)
+            counters.add("EventDrainAttemptCount", len(events))
+            counters.add("EventDrainSuccessCount", len(events))
+            counters.add("BatchCompleteCount" if len(events) >= sink.batch_size else "BatchUnderflowCount")
+            return
+
+
+def _sleep_unless(should_stop, delay_s: float) -> bool:
+    """Sleep ``delay_s`` in short steps; True as soon as ``should_stop()`` is."""
+    end = time.monotonic() + delay_s
+    while time.monotonic() < end:
+        if should_stop():
+            return True
+        time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+    return should_stop()
+
+
+def worker_should_stop() -> bool:
+    from celery.worker import state
+    return bool(state.should_stop is not None or state.should_terminate is not None)
+
+
+class WorkerRuntime:
+    """The sinks one worker process serves, built once per process from the agent file."""
+
+    _current: "WorkerRuntime | None" = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def current(cls, settings: Settings) -> "WorkerRuntime":
+        with cls._lock:
+            if cls._current is None or cls._current.pid != os.getpid():
+                cls._current = cls(settings)
+            return cls._current
+
+    def __init__(self, settings: Settings, should_stop=worker_should_stop):
+        from app.celery_app import transport_options
+        import redis
+
+        self.pid = os.getpid()
+        self.settings = settings
+        self.should_stop = should_stop
+        self.config = agent_config(settings)
+        url = settings.resolved_broker_url()
+        self.connection = Connection(url, transport=Transport, transport_options=transport_options(settings))
+        self.channel = self.connection.default_channel
+        self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name).start()
+        self.leases = Leases(self.channel, max(1.0, settings.visibility_timeout_s / 4))
+        context = SinkContext(self.config.name, settings.data_path())
+        self.runners: dict[str, itertools.cycle] = {}
+        self.all_runners: list[SinkRunner] = []
+        for unit, sinks in served_units(settings, self.config):
+            runner = self._build_runner(unit, sinks, context)
+            self.all_runners.append(runner)
+        by_channel: dict[str, list[SinkRunner]] = {}
+        for runner in self.all_runners:
+            by_channel.setdefault(runner.channel, []).append(runner)
+        # Several sinks outside a group on one channel compete for its messages, as in Flume.
+        self.runners = {channel: itertools.cycle(rs) for channel, rs in by_channel.items()}
+
+    def _build_runner(self, unit: str, sinks: tuple[str, ...], context: SinkContext) -> SinkRunner:
+        built = [self.config.sinks[s].cls(s, self.config.sinks[s].config, context) for s in sinks]
+        group = self.config.sinkgroups.get(unit)
+        if group is not None:
+            processor = group.processor.cls(unit, group.processor.config, built)
+        else:
+            from workers.processors.default import DefaultSinkProcessor
+            processor = DefaultSinkProcessor(unit, None, built)
+        return SinkRunner(unit, processor, self.config.channel_of_unit(sinks), self.metrics)
+
+    def take(self, channel: str, wire_events: list, tag: str) -> int:
+        """Process one channel message (and whatever else of the channel fits the sink's batch)."""
+        runners = self.runners.get(channel)
+        if runners is None:
+            raise Requeue(f"this worker serves no sink of channel '{channel}'")
+        runner = next(runners)
+        try:
+            events = from_wire(wire_events)
+        except ValueError as exc:
+            raise Poison(str(exc)) from exc
+        held = [tag]
+        extras: list[tuple[str, int]] = []        # (tag, events) of messages gathered beyond the task's own
+        self.leases.hold(held)
+        try:
+            events += self._gather(channel, runner.batch_size - len(events), extras, held)
+            channel_counters = self.metrics.group("CHANNEL", channel)
+            channel_counters.add("EventTakeAttemptCount", len(events))
+            try:
+                runner.write(events, self.should_stop, self.settings.sink_retry_max_s)
+            except Requeue:
+                for extra_tag, _ in extras:
+                    self.channel.give_back(extra_tag)
+                raise
+            exchange = exchange_name(self.config.name)
+            for extra_tag, n in extras:
+                self.channel.ack_tag(extra_tag, exchange, channel, n)
+            channel_counters.add("EventTakeSuccessCount", len(events))
+            return len(events)
+        finally:
+            self.leases.release(held)
+
+    def _gather(self, channel: str, wanted: int, extras: list, held: list) -> list:
+        gathered: list = []
+        queue = queue_name(self.config.name, channel)
+        while len(gathered) < wanted:
+            payload = self.channel.fetch(queue)
+            if payload is None:
+                break
+            tag = payload["properties"]["delivery_tag"]
+            try:
+                msg_channel, wire = decode_extra(payload)
+                events = from_wire(wire)
+            except Exception as exc:
+                # Leave it to its own task delivery, where it is dealt with as a poison message.
+                log.warning("channel %s: message %s cannot be combined (%s); giving it back", channel, tag, exc)
+                self.channel.give_back(tag)
+                break
+            held.append(tag)
+            self.leases.hold([tag])
+            extras.append((tag, len(events)))
+            gathered += events
+        return gathered
+
+    def stop(self) -> None:
+        for runner in self.all_runners:
+            try:
+                runner.stop()
+            except Exception:
+                log.exception("sink %s did not stop cleanly", runner.unit)
+        self.metrics.stop()

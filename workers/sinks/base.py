@@ -1,0 +1,41 @@
+"""Base class of sinks.
+
+Contract for every sink: ``write(events)`` returns only after the store confirmed every event of the batch
+durably (file_roll: written and fsynced).  On any failure it raises; the batch is then still unacknowledged in
+its channel and is written again later, so a store sees a batch at least once.  Where the store can take a key,
+a sink should make a repeated write an overwrite.  A sink instance is used by one thread at a time; ``start``
+is called before the first write and ``stop`` after the last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    agent: str
+    data_dir: Path
+
+
+class Sink:
+    Config: type
+
+    def __init__(self, name: str, config, context: SinkContext):
+        self.name = name
+        self.config = config
+        self.context = context
+
+    @property
+    def batch_size(self) -> int:
+        """Events the runner gathers from the channel for one write (Flume's batchSize)."""
+        return getattr(self.config, "batch_size", 100)
+
+    def start(self) -> None:
+        """Open connections or files; may raise (the runner then retries, like a failed write)."""
+
+    def write(self, events: list) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Close what ``start`` opened; called once, after the last write."""

@@ -1,0 +1,104 @@
+"""Base class of sources.
+
+Contract for every source: it reads events from outside, hands them in batches to its channel processor
+(:meth:`Source.deliver`), and acknowledges upstream (HTTP 200, netcat ``OK``, ...) only after ``deliver`` returned
+True, i.e. after every required channel holds the batch.  While the channels are full ``deliver`` keeps retrying,
+so the source stops reading (back-pressure) instead of buffering or dropping.  ``start`` returns at once;
+``stop`` makes the source stop accepting, lets an in-flight put finish or abandon it unacknowledged, and returns
+when the source's threads have ended.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from routing.processor import BatchTooLarge
+from routing.transport import ChannelFullError
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START_S = 0.05
+BACKOFF_MAX_S = 1.0
+
+
+class Source:
+    Config: type
+
+    def __init__(self, name: str, config, processor, counters):
+        self.name = name
+        self.config = config
+        self.processor = processor
+        self.counters = counters
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.counters.started()
+        self.spawn(self.run, "main")
+
+    def run(self) -> None:
+        """The source's main loop, in its own thread; return when ``self.stopping`` is set."""
+
+    def spawn(self, target, label: str) -> threading.Thread:
+        thread = threading.Thread(target=self._guard, args=(target,), name=f"source-{self.name}-{label}",
+                                  daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def _guard(self, target, *args) -> None:
+        try:
+            target(*args)
+        except Exception:
+            log.exception("source %s crashed", self.name)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.stopping.set()
+        self.close()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout_s)
+        self.counters.stopped()
+
+    def close(self) -> None:
+        """Release what blocks the source's threads (listening sockets, child processes)."""
+
+    # -- delivery --------------------------------------------------------------------------------------------
+    def put(self, events: list) -> int:
+        """One put attempt; returns the events kept by the interceptors.  Raises ChannelFullError,
+        BatchTooLarge, or a broker error; in every case nothing of the batch is in any required channel."""
+        self.counters.add("EventReceivedCount", len(events))
+        return self._attempt(events)
+
+    def _attempt(self, events: list) -> int:
+        try:
+            kept = self.processor.process(events)
+        except ChannelFullError:
+            self.counters.add("ChannelWriteFail")
+            raise
+        self.counters.add("EventAcceptedCount", len(events))
+        return kept
+
+    def deliver(self, events: list) -> bool:
+        """Put ``events``, retrying with backoff while the channels are full or the broker is unreachable.
+
+        Returns True once the batch is in every required channel, False if the source was stopped first (the
+        batch was then not acknowledged and is not in any channel).
+        """
+        self.counters.add("EventReceivedCount", len(events))
+        delay = BACKOFF_START_S
+        while True:
+            try:
+                self._attempt(events)
+                return True
+            except BatchTooLarge:
+                raise
+            except ChannelFullError as exc:
+                log.debug("source %s: %s; retrying in %.2fs", self.name, exc, delay)
+            except Exception as exc:      # the broker is down or restarting: keep the batch, try again
+                self.counters.add("GenericProcessingFail")
+                log.warning("source %s: put failed (%s); retrying in %.2fs", self.name, exc, delay)
+            if self.stopping.wait(delay):
+                return False
+            delay = min(delay * 2, BACKOFF_MAX_S)

@@ -1,0 +1,52 @@
+"""The Celery task that carries a channel message: ``flumery.take(channel, events)``.
+
+Sources never call it through Celery's ``send_task``: they put its messages into channel queues with a
+capacity-checked transaction (:mod:`routing.processor`).  Celery workers consume them like any other task.
+The task returns normally only after the batch was written and confirmed; then Celery acknowledges the message
+(``acks_late``).  Every other outcome gives the message back (``Reject(requeue=True)``), except a message that
+cannot be decoded at all, which is rejected for good with an error in the log.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import signals
+from celery.exceptions import Reject
+
+from workers.runtime import TASK_NAME, Poison, Requeue, WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+def register_tasks(app) -> None:
+    settings = app.flumery_settings
+
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, ignore_result=True)
+    def take(self, channel, events):
+        try:
+            return WorkerRuntime.current(settings).take(channel, events, self.request.id)
+        except Requeue as exc:
+            log.info("channel message %s goes back to channel %s: %s", self.request.id, channel, exc)
+            raise Reject(str(exc), requeue=True) from None
+        except Poison as exc:
+            log.error("channel message %s of channel %s cannot be written and is dropped: %s",
+                      self.request.id, channel, exc)
+            raise Reject(str(exc), requeue=False) from None
+        except Exception as exc:
+            # Celery would drop the message of a failed acks_late task (acks_on_failure_or_timeout=False
+            # rejects it without requeue): never let an unexpected error reach Celery.
+            log.exception("channel message %s of channel %s failed; it goes back to the channel",
+                          self.request.id, channel)
+            time.sleep(1.0)
+            raise Reject(f"unexpected error: {exc}", requeue=True) from None
+
+
+def stop_sinks(**_) -> None:
+    runtime = WorkerRuntime._current
+    if runtime is not None:
+        runtime.stop()
+
+
+signals.worker_process_shutdown.connect(stop_sinks, weak=False, dispatch_uid="flumery.stop_sinks.process")
+signals.worker_shutdown.connect(stop_sinks, weak=False, dispatch_uid="flumery.stop_sinks")
