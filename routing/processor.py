@@ -1,6 +1,7 @@
 """The channel processor: interceptors, then the selector, then one put transaction (Flume's ChannelProcessor).
 
-Contract of :meth:`ChannelProcessor.process`: when it returns, every event of the batch that the interceptors
+Contract of :meth:`ChannelProcessor.process` (given a :class:`~app.event.Batch`): when it returns, every event of
+the batch that the interceptors
 kept is in every **required** channel chosen for it, durably as the broker's persistence allows; only then may a
 source acknowledge upstream.  If it raises, no required channel received anything from this call (the put is
 one Redis transaction over all of them), so the source can retry the same batch without creating duplicates.
@@ -15,7 +16,7 @@ from collections import defaultdict
 from kombu import Connection
 from kombu.serialization import dumps as serialize
 
-from app.event import Event, to_wire
+from app.event import Batch
 from routing.channels import exchange_name, queue_name
 from routing.transport import EVENTS_HEADER, ChannelFullError, PutTarget, Transport
 
@@ -41,31 +42,33 @@ class ChannelWriter:
         self.connection = Connection(broker_url, transport=Transport, transport_options=transport_options)
         self.channel = self.connection.default_channel
 
-    def message(self, channel: str, events: list[Event]) -> dict:
+    def message(self, channel: str, batch: Batch) -> tuple[str, int, dict, bytes]:
+        """(tag, events, envelope, body) of a ``flumery.take(channel, bodies, headers)`` task message."""
         task_id = str(uuid.uuid4())
         task = self.app.amqp.as_task_v2(
-            task_id, TASK_NAME, args=(channel, to_wire(events)),
-            argsrepr=f"({channel!r}, <{len(events)} events>)", kwargsrepr="{}",
+            task_id, TASK_NAME, args=(channel, batch.bodies, batch.headers),
+            argsrepr=f"({channel!r}, <{len(batch)} events>)", kwargsrepr="{}",
         )
         _, _, body = serialize(task.body, serializer="msgpack")
-        headers = {**task.headers, EVENTS_HEADER: len(events)}
-        return self.channel.make_message(body, headers, task.properties, self.exchange, channel, task_id)
+        headers = {**task.headers, EVENTS_HEADER: len(batch)}
+        envelope = self.channel.make_message(headers, task.properties, self.exchange, channel, task_id)
+        return task_id, len(batch), envelope, body
 
-    def targets(self, batches: dict[str, list[Event]]) -> list[PutTarget]:
+    def targets(self, batches: dict[str, Batch]) -> list[PutTarget]:
         out = []
-        for name, events in batches.items():
+        for name, batch in batches.items():
             config = self.agent.channels[name].config
-            if len(events) > config.capacity:
-                raise BatchTooLarge(f"{len(events)} events for channel '{name}' exceed its capacity "
+            if len(batch) > config.capacity:
+                raise BatchTooLarge(f"{len(batch)} events for channel '{name}' exceed its capacity "
                                     f"({config.capacity})")
             step = config.transaction_capacity
-            messages = [self.message(name, events[i:i + step]) for i in range(0, len(events), step)]
-            out.append(PutTarget(name, queue_name(self.agent.name, name), config.capacity, len(events), messages))
+            messages = [self.message(name, batch[i:i + step]) for i in range(0, len(batch), step)]
+            out.append(PutTarget(name, queue_name(self.agent.name, name), config.capacity, len(batch), messages))
         return out
 
-    def put(self, batches: dict[str, list[Event]]) -> None:
-        """All of ``batches`` (channel -> events) or nothing; raises ChannelFullError or BatchTooLarge."""
-        batches = {name: events for name, events in batches.items() if events}
+    def put(self, batches: dict[str, Batch]) -> None:
+        """All of ``batches`` (channel -> batch) or nothing; raises ChannelFullError or BatchTooLarge."""
+        batches = {name: batch for name, batch in batches.items() if len(batch)}
         if batches:
             self.channel.put_transaction(self.exchange, self.targets(batches))
 
@@ -87,51 +90,51 @@ class ChannelProcessor:
         self.interceptors = interceptors
         self.metrics = metrics
 
-    def intercept(self, events: list[Event]) -> list[Event]:
+    def intercept(self, events: list) -> list:
         for interceptor in self.interceptors:
             events = interceptor.intercept_batch(events)
             if not events:
                 break
         return events
 
-    def route(self, events: list[Event]) -> tuple[dict[str, list[Event]], dict[str, list[Event]]]:
-        if self.selector.uniform:
+    def route(self, batch: Batch) -> tuple[dict[str, Batch], dict[str, Batch]]:
+        """Interceptors and selector: (required, optional) batches per channel."""
+        if not self.interceptors and self.selector.uniform:
+            # The fast path for raw lines: no event objects are built at all.
             required, optional = self.selector.select({})
-            return {c: events for c in required}, {c: events for c in optional}
-        req: dict[str, list[Event]] = defaultdict(list)
-        opt: dict[str, list[Event]] = defaultdict(list)
+            return {c: batch for c in required}, {c: batch for c in optional}
+        events = self.intercept(batch.events())
+        req: dict[str, list] = defaultdict(list)
+        opt: dict[str, list] = defaultdict(list)
         for event in events:
             required, optional = self.selector.select(event.headers)
             for c in required:
                 req[c].append(event)
             for c in optional:
                 opt[c].append(event)
-        return dict(req), dict(opt)
+        return ({c: Batch.from_events(e) for c, e in req.items()},
+                {c: Batch.from_events(e) for c, e in opt.items()})
 
-    def process(self, events: list[Event]) -> int:
-        """Intercept, route and put ``events``; return how many were kept by the interceptors."""
-        events = self.intercept(events)
-        if not events:
-            return 0
-        required, optional = self.route(events)
+    def process(self, batch: Batch) -> None:
+        """Intercept, route and put ``batch``; see the module docstring for the contract."""
+        required, optional = self.route(batch)
         self._count_put("EventPutAttemptCount", required)
         self.writer.put(required)
         self._count_put("EventPutSuccessCount", required)
-        for name, batch in optional.items():
-            self._count_put("EventPutAttemptCount", {name: batch})
+        for name, part in optional.items():
+            self._count_put("EventPutAttemptCount", {name: part})
             try:
-                self.writer.put({name: batch})
+                self.writer.put({name: part})
             except (ChannelFullError, BatchTooLarge) as exc:
                 log.warning("optional channel %s of source %s did not take %d events: %s",
-                            name, self.source.name, len(batch), exc)
+                            name, self.source.name, len(part), exc)
             except Exception:   # optional channels never fail a put (Flume's ChannelProcessor)
                 log.exception("optional channel %s of source %s failed", name, self.source.name)
             else:
-                self._count_put("EventPutSuccessCount", {name: batch})
-        return len(events)
+                self._count_put("EventPutSuccessCount", {name: part})
 
-    def _count_put(self, counter: str, batches: dict[str, list[Event]]) -> None:
+    def _count_put(self, counter: str, batches: dict[str, Batch]) -> None:
         if self.metrics is None:
             return
-        for name, batch in batches.items():
-            self.metrics.group("CHANNEL", name).add(counter, len(batch))
+        for name, part in batches.items():
+            self.metrics.group("CHANNEL", name).add(counter, len(part))

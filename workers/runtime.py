@@ -17,7 +17,6 @@ the channel and the task's message is rejected with requeue: nothing is acknowle
 """
 from __future__ import annotations
 
-import base64
 import itertools
 import logging
 import os
@@ -29,17 +28,15 @@ from kombu import Connection
 from kombu.serialization import loads as deserialize
 
 from app.config import AgentConfig, ConfigInvalid, load_agent
-from app.event import from_wire
+from app.event import Batch
 from app.metrics import MetricsStore
 from app.settings import Settings
-from routing.channels import exchange_name, queue_name
+from routing.channels import queue_name
+from routing.processor import TASK_NAME
 from routing.transport import Transport
 from workers.sinks.base import SinkContext
 
 log = logging.getLogger(__name__)
-
-TASK_NAME = "flumery.take"
-
 
 class Requeue(Exception):
     """The batch was not written and must go back to its channel."""
@@ -82,26 +79,26 @@ def served_channels(settings: Settings) -> list[str]:
     return list(dict.fromkeys(config.channel_of_unit(sinks) for _, sinks in served_units(settings, config)))
 
 
-def decode_extra(payload: dict) -> tuple[str, list]:
-    """(channel, wire events) of a channel message taken directly from Redis."""
+def decode_extra(payload: dict) -> Batch:
+    """The batch of a channel message taken directly from Redis (not through Celery)."""
     if payload.get("headers", {}).get("task") != TASK_NAME:
         raise Poison(f"not a {TASK_NAME} message")
-    body = base64.b64decode(payload["body"])
-    args, _kwargs, _embed = deserialize(body, payload["content-type"], payload["content-encoding"],
+    args, _kwargs, _embed = deserialize(payload["body"], payload["content-type"], payload["content-encoding"],
                                         accept={"application/x-msgpack"})
-    channel, events = args
-    return channel, events
+    _channel, bodies, headers = args
+    return Batch.from_wire(bodies, headers)
 
 
-class Leases:
-    """Renews the visibility lease of every message this process holds, every ``period_s``."""
+class Housekeeper:
+    """Every ``period_s``: renews the leases of the messages this process holds, and gives back messages whose
+    lease expired (their worker died), so recovery does not wait for the next Celery restore sweep."""
 
     def __init__(self, channel, period_s: float):
         self.channel = channel
         self.period_s = period_s
         self.held: set[str] = set()
         self.lock = threading.Lock()
-        threading.Thread(target=self._run, name="flumery-leases", daemon=True).start()
+        threading.Thread(target=self._run, name="flumery-housekeeper", daemon=True).start()
 
     def hold(self, tags) -> None:
         with self.lock:
@@ -116,11 +113,11 @@ class Leases:
             time.sleep(self.period_s)
             with self.lock:
                 tags = list(self.held)
-            if tags:
-                try:
-                    self.channel.touch(tags)
-                except Exception as exc:
-                    log.warning("could not renew %d message leases: %s", len(tags), exc)
+            try:
+                self.channel.touch(tags)
+                self.channel.reclaim()
+            except Exception as exc:
+                log.warning("housekeeping of %d held messages failed: %s", len(tags), exc)
 
 
 class SinkRunner:
@@ -153,27 +150,27 @@ class SinkRunner:
                     self.metrics.group("SINK", sink.name).stopped()
             self.started = False
 
-    def write(self, events: list, should_stop, retry_max_s: float) -> None:
+    def write(self, batch: Batch, should_stop, retry_max_s: float) -> None:
         """Write until a sink confirms; raise :class:`Requeue` if asked to stop before that."""
         attempt = 0
         while True:
             try:
                 self.start()
-                sink = self.processor.write(events)
+                sink = self.processor.write(batch)
             except Exception as exc:
                 attempt += 1
                 for s in self.processor.sinks:
                     self.metrics.group("SINK", s.name).add("EventWriteFail")
                 delay = min(retry_max_s, 0.1 * 2 ** attempt)
                 log.warning("sink %s: write of %d events failed (attempt %d): %s; retrying in %.1fs",
-                            self.unit, len(events), attempt, exc, delay)
+                            self.unit, len(batch), attempt, exc, delay)
                 if _sleep_unless(should_stop, delay):
                     raise Requeue(f"stopping while sink {self.unit} is failing") from exc
                 continue
             counters = self.metrics.group("SINK", sink.name)
-            counters.add("EventDrainAttemptCount", len(events))
-            counters.add("EventDrainSuccessCount", len(events))
-            counters.add("BatchCompleteCount" if len(events) >= sink.batch_size else "BatchUnderflowCount")
+            counters.add("EventDrainAttemptCount", len(batch))
+            counters.add("EventDrainSuccessCount", len(batch))
+            counters.add("BatchCompleteCount" if len(batch) >= sink.batch_size else "BatchUnderflowCount")
             return
 
 
@@ -217,7 +214,7 @@ class WorkerRuntime:
         self.connection = Connection(url, transport=Transport, transport_options=transport_options(settings))
         self.channel = self.connection.default_channel
         self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name).start()
-        self.leases = Leases(self.channel, max(1.0, settings.visibility_timeout_s / 4))
+        self.leases = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         context = SinkContext(self.config.name, settings.data_path())
         self.runners: dict[str, itertools.cycle] = {}
         self.all_runners: list[SinkRunner] = []
@@ -240,58 +237,53 @@ class WorkerRuntime:
             processor = DefaultSinkProcessor(unit, None, built)
         return SinkRunner(unit, processor, self.config.channel_of_unit(sinks), self.metrics)
 
-    def take(self, channel: str, wire_events: list, tag: str) -> int:
+    def take(self, channel: str, bodies: list, headers: list | None, tag: str) -> int:
         """Process one channel message (and whatever else of the channel fits the sink's batch)."""
         runners = self.runners.get(channel)
         if runners is None:
             raise Requeue(f"this worker serves no sink of channel '{channel}'")
         runner = next(runners)
         try:
-            events = from_wire(wire_events)
+            batch = Batch.from_wire(bodies, headers)
         except ValueError as exc:
             raise Poison(str(exc)) from exc
         held = [tag]
-        extras: list[tuple[str, int]] = []        # (tag, events) of messages gathered beyond the task's own
+        extras: list[str] = []                    # tags of messages gathered beyond the task's own
         self.leases.hold(held)
         try:
-            events += self._gather(channel, runner.batch_size - len(events), extras, held)
+            self._gather(channel, runner.batch_size, batch, extras, held)
             channel_counters = self.metrics.group("CHANNEL", channel)
-            channel_counters.add("EventTakeAttemptCount", len(events))
+            channel_counters.add("EventTakeAttemptCount", len(batch))
             try:
-                runner.write(events, self.should_stop, self.settings.sink_retry_max_s)
+                runner.write(batch, self.should_stop, self.settings.sink_retry_max_s)
             except Requeue:
-                for extra_tag, _ in extras:
-                    self.channel.give_back(extra_tag)
+                for extra in extras:
+                    self.channel.give_back(extra, front=True)
                 raise
-            exchange = exchange_name(self.config.name)
-            for extra_tag, n in extras:
-                self.channel.ack_tag(extra_tag, exchange, channel, n)
-            channel_counters.add("EventTakeSuccessCount", len(events))
-            return len(events)
+            self.channel.ack_tag(*extras)
+            channel_counters.add("EventTakeSuccessCount", len(batch))
+            return len(batch)
         finally:
             self.leases.release(held)
 
-    def _gather(self, channel: str, wanted: int, extras: list, held: list) -> list:
-        gathered: list = []
-        queue = queue_name(self.config.name, channel)
-        while len(gathered) < wanted:
-            payload = self.channel.fetch(queue)
-            if payload is None:
-                break
+    def _gather(self, channel: str, wanted: int, batch: Batch, extras: list, held: list) -> None:
+        """Take more of ``channel`` (in one transaction) until ``batch`` holds ``wanted`` events."""
+        if len(batch) >= wanted:
+            return
+        taken = self.channel.fetch(queue_name(self.config.name, channel), wanted - len(batch))
+        for payload in taken:
             tag = payload["properties"]["delivery_tag"]
             try:
-                msg_channel, wire = decode_extra(payload)
-                events = from_wire(wire)
+                more = decode_extra(payload)
             except Exception as exc:
                 # Leave it to its own task delivery, where it is dealt with as a poison message.
                 log.warning("channel %s: message %s cannot be combined (%s); giving it back", channel, tag, exc)
-                self.channel.give_back(tag)
-                break
+                self.channel.give_back(tag, front=True)
+                continue
             held.append(tag)
             self.leases.hold([tag])
-            extras.append((tag, len(events)))
-            gathered += events
-        return gathered
+            extras.append(tag)
+            batch.extend(more)
 
     def stop(self) -> None:
         for runner in self.all_runners:

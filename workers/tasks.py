@@ -1,4 +1,4 @@
-"""The Celery task that carries a channel message: ``flumery.take(channel, events)``.
+"""The Celery task that carries a channel message: ``flumery.take(channel, bodies, headers)``.
 
 Sources never call it through Celery's ``send_task``: they put its messages into channel queues with a
 capacity-checked transaction (:mod:`routing.processor`).  Celery workers consume them like any other task.
@@ -14,7 +14,8 @@ import time
 from celery import signals
 from celery.exceptions import Reject
 
-from workers.runtime import TASK_NAME, Poison, Requeue, WorkerRuntime
+from routing.processor import TASK_NAME
+from workers.runtime import Poison, Requeue, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,9 @@ def register_tasks(app) -> None:
     settings = app.flumery_settings
 
     @app.task(name=TASK_NAME, bind=True, acks_late=True, ignore_result=True)
-    def take(self, channel, events):
+    def take(self, channel, bodies, headers=None):
         try:
-            return WorkerRuntime.current(settings).take(channel, events, self.request.id)
+            return WorkerRuntime.current(settings).take(channel, bodies, headers, self.request.id)
         except Requeue as exc:
             log.info("channel message %s goes back to channel %s: %s", self.request.id, channel, exc)
             raise Reject(str(exc), requeue=True) from None

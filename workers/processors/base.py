@@ -1,6 +1,6 @@
 """Base class of sink processors (Flume's sink groups).
 
-Contract: ``write(events)`` writes the batch through one of the group's sinks, chosen by the processor's
+Contract: ``write(batch)`` writes the batch through one of the group's sinks, chosen by the processor's
 policy, and returns only when a sink confirmed it; if no sink could, it raises and the batch stays in its
 channel, unacknowledged.
 """
@@ -24,6 +24,6 @@ class SinkProcessor:
     def batch_size(self) -> int:
         return max(s.batch_size for s in self.sinks)
 
-    def write(self, events: list):
-        """Write ``events`` through one sink; return that sink.  Raise if none could write."""
+    def write(self, batch):
+        """Write ``batch`` through one sink; return that sink.  Raise if none could write."""
         raise NotImplementedError

@@ -21,7 +21,7 @@ class DefaultSinkProcessor(SinkProcessor):
                              "use failover or load_balance")]
         return []
 
-    def write(self, events: list):
+    def write(self, batch):
         sink = self.sinks[0]
-        sink.write(events)
+        sink.write(batch)
         return sink

@@ -49,16 +49,16 @@ class FileRollSink(Sink):
         self.path: Path | None = None
         self.opened_at = 0.0
 
-    def serialize(self, events: list) -> bytes:
+    def serialize(self, batch) -> bytes:
+        if not len(batch):
+            return b""
         newline = b"\n" if self.config.append_newline else b""
         if self.config.serializer.lower() == "text":
-            if newline:
-                return b"".join(e.body + newline for e in events)
-            return b"".join(e.body for e in events)
-        return b"".join(java_map(e.headers).encode() + b" " + e.body + newline for e in events)
+            return newline.join(batch.bodies) + newline
+        return b"".join([java_map(e.headers).encode() + b" " + e.body + newline for e in batch])
 
-    def write(self, events: list) -> None:
-        data = self.serialize(events)
+    def write(self, batch) -> None:
+        data = self.serialize(batch)
         fd = self._current_file()
         offset = os.lseek(fd, 0, os.SEEK_END)
         try:

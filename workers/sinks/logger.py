@@ -44,6 +44,6 @@ class LoggerConfig:
 class LoggerSink(Sink):
     Config = LoggerConfig
 
-    def write(self, events: list) -> None:
-        for event in events:
+    def write(self, batch) -> None:
+        for event in batch:
             log.info("Event: %s", dump_event(event.headers, event.body, self.config.max_bytes_to_log))

@@ -15,5 +15,5 @@ class NullConfig:
 class NullSink(Sink):
     Config = NullConfig
 
-    def write(self, events: list) -> None:
+    def write(self, batch) -> None:
         pass

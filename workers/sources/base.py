@@ -1,7 +1,7 @@
 """Base class of sources.
 
-Contract for every source: it reads events from outside, hands them in batches to its channel processor
-(:meth:`Source.deliver`), and acknowledges upstream (HTTP 200, netcat ``OK``, ...) only after ``deliver`` returned
+Contract for every source: it reads events from outside, hands them in batches (:class:`~app.event.Batch`) to
+its channel processor (:meth:`Source.deliver`), and acknowledges upstream (HTTP 200, netcat ``OK``, ...) only after ``deliver`` returned
 True, i.e. after every required channel holds the batch.  While the channels are full ``deliver`` keeps retrying,
 so the source stops reading (back-pressure) instead of buffering or dropping.  ``start`` returns at once;
 ``stop`` makes the source stop accepting, lets an in-flight put finish or abandon it unacknowledged, and returns
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from app.event import Batch
 from routing.processor import BatchTooLarge
 from routing.transport import ChannelFullError
 
@@ -65,32 +66,31 @@ class Source:
         """Release what blocks the source's threads (listening sockets, child processes)."""
 
     # -- delivery --------------------------------------------------------------------------------------------
-    def put(self, events: list) -> int:
-        """One put attempt; returns the events kept by the interceptors.  Raises ChannelFullError,
-        BatchTooLarge, or a broker error; in every case nothing of the batch is in any required channel."""
-        self.counters.add("EventReceivedCount", len(events))
-        return self._attempt(events)
+    def put(self, batch: Batch) -> None:
+        """One put attempt.  Raises ChannelFullError, BatchTooLarge, or a broker error; in every case nothing
+        of the batch is in any required channel."""
+        self.counters.add("EventReceivedCount", len(batch))
+        self._attempt(batch)
 
-    def _attempt(self, events: list) -> int:
+    def _attempt(self, batch: Batch) -> None:
         try:
-            kept = self.processor.process(events)
+            self.processor.process(batch)
         except ChannelFullError:
             self.counters.add("ChannelWriteFail")
             raise
-        self.counters.add("EventAcceptedCount", len(events))
-        return kept
+        self.counters.add("EventAcceptedCount", len(batch))
 
-    def deliver(self, events: list) -> bool:
-        """Put ``events``, retrying with backoff while the channels are full or the broker is unreachable.
+    def deliver(self, batch: Batch) -> bool:
+        """Put ``batch``, retrying with backoff while the channels are full or the broker is unreachable.
 
         Returns True once the batch is in every required channel, False if the source was stopped first (the
         batch was then not acknowledged and is not in any channel).
         """
-        self.counters.add("EventReceivedCount", len(events))
+        self.counters.add("EventReceivedCount", len(batch))
         delay = BACKOFF_START_S
         while True:
             try:
-                self._attempt(events)
+                self._attempt(batch)
                 return True
             except BatchTooLarge:
                 raise

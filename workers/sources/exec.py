@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from app.event import Event
+from app.event import Batch
 from app.options import non_negative, opt, positive
 from workers.sources.base import Source
 
@@ -77,7 +77,7 @@ class ExecSource(Source):
         return self.process.wait()
 
     def _pump(self, fd: int) -> bool:
-        batch: list[Event] = []
+        batch: list[bytes] = []             # line bodies not yet put
         pending = b""
         first_at = 0.0
         size, timeout_s = self.config.batch_size, self.config.batch_timeout_ms / 1000
@@ -94,22 +94,24 @@ class ExecSource(Source):
             data = os.read(fd, READ_SIZE)
             if not data:
                 if pending:
-                    batch.append(Event(pending.removesuffix(b"\r"), {}))
+                    batch.append(pending.removesuffix(b"\r"))
                 return self._flush(batch)
-            lines = (pending + data).split(b"\n")
+            chunk = pending + data
+            lines = chunk.split(b"\n")
             pending = lines.pop()
+            if b"\r" in chunk:
+                lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
             if lines and not batch:
                 first_at = time.monotonic()
-            for line in lines:
-                batch.append(Event(line[:-1] if line.endswith(b"\r") else line, {}))
-                if len(batch) >= size:
-                    if not self._flush(batch):
-                        return False
-                    batch = []
-                    first_at = time.monotonic()
+            batch += lines
+            while len(batch) >= size:
+                if not self._flush(batch[:size]):
+                    return False
+                del batch[:size]
+                first_at = time.monotonic()
 
-    def _flush(self, batch: list[Event]) -> bool:
-        return not batch or self.deliver(batch)
+    def _flush(self, bodies: list[bytes]) -> bool:
+        return not bodies or self.deliver(Batch(bodies))
 
     def _drain_stderr(self) -> None:
         for line in self.process.stderr:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from app.event import Event
+from app.event import Batch, Event
 from app.options import opt, port_number, positive
 from app.registry import Registry
 from routing.processor import BatchTooLarge
@@ -174,7 +174,7 @@ class HttpSource(Source):
         if not events:
             return 200, "OK"
         try:
-            self.put(events)
+            self.put(Batch.from_events(events))
         except ChannelFullError as exc:
             return 503, str(exc)
         except BatchTooLarge as exc:

@@ -13,7 +13,7 @@ import socket
 import socketserver
 from dataclasses import dataclass
 
-from app.event import Event
+from app.event import Batch
 from app.options import opt, port_number, positive
 from workers.sources.base import Source
 
@@ -72,7 +72,7 @@ class NetcatSource(Source):
                 pending += data
                 lines = pending.split(b"\n")
                 pending = lines.pop()
-                events, replies = [], []
+                bodies, replies = [], []
                 for line in lines:
                     if skipping or len(line) + 1 > limit:
                         if not skipping:
@@ -80,15 +80,15 @@ class NetcatSource(Source):
                         skipping = False
                         replies.append(self._too_long())
                         continue
-                    events.append(Event(line, {}))
+                    bodies.append(line)
                     replies.append(b"OK\n")
                 if len(pending) + 1 > limit and not skipping:
                     skipping, pending = True, b""
                     self.counters.add("EventReadFail")
                 elif skipping:
                     pending = b""
-                for start in range(0, len(events), MAX_BATCH):
-                    if not self.deliver(events[start:start + MAX_BATCH]):
+                for start in range(0, len(bodies), MAX_BATCH):
+                    if not self.deliver(Batch(bodies[start:start + MAX_BATCH])):
                         return            # stopping: the unacknowledged lines are not in any channel
                 if self.config.ack_every_event:
                     sock.sendall(b"".join(replies))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.event import Event
+from app.event import Batch
 from app.options import non_negative, opt, positive
 from workers.sources.base import Source
 
@@ -28,7 +28,6 @@ class SeqSource(Source):
         total, step = self.config.total_events, self.config.batch_size
         while sent < total and not self.stopping.is_set():
             n = min(step, total - sent)
-            batch = [Event(str(i).encode(), {}) for i in range(sent, sent + n)]
-            if not self.deliver(batch):
+            if not self.deliver(Batch([str(i).encode() for i in range(sent, sent + n)])):
                 return
             sent += n
