@@ -128,6 +128,8 @@ class _Builder:
         self.errors: list[ConfigError] = []
         self.notices: list[str] = []
         self.props: dict[str, str] = {}          # keys relative to "<agent>."
+        self.explicit: set[str] = set()          # full keys set in the file
+        self.line_errors: set[str] = set()       # full keys whose line was already reported as bad
         self.agents: set[str] = set()
         self.registries = _registries()
 
@@ -152,12 +154,15 @@ class _Builder:
             self.agents.add(agent)
             if agent != self.agent:
                 continue
+            self.explicit.add(line.key)
             if line.value == "":
                 self.error(line.key, f"empty value ({where})")
+                self.line_errors.add(line.key)
                 continue
             value, problems = properties.substitute(line.value, self.environ)
             for problem in problems:
                 self.error(line.key, f"{problem} ({where})")
+                self.line_errors.add(line.key)
             if rel in seen:
                 self.notices.append(f"{line.key} is set on lines {seen[rel]} and {line.number}; "
                                     f"the last one wins")
@@ -166,6 +171,7 @@ class _Builder:
 
     # -- properties -> typed configuration --------------------------------------------------------------------
     def build(self) -> AgentConfig:
+        self.read_errors = len(self.errors)
         if self.agent not in self.agents:
             known = ", ".join(sorted(self.agents)) or "none"
             self.error("", f"no agent named '{self.agent}' in {self.file} (agents: {known})"
@@ -178,8 +184,14 @@ class _Builder:
         sinkgroups = self._sinkgroups(declared["sinkgroups"], groups["sinkgroups"], sinks)
         self._check_agent(channels, sources, sinks)
         if self.errors:
-            raise ConfigInvalid(self.errors, self.notices)
+            raise ConfigInvalid(self._first_errors(), self.notices)
         return AgentConfig(self.agent, self.file, sources, channels, sinks, sinkgroups, tuple(self.notices))
+
+    def _first_errors(self) -> list[ConfigError]:
+        """Drop follow-up errors about a key whose line was already reported (an empty value is not also
+        a missing property, an unset ${env:PORT} is not also a bad number)."""
+        first, later = self.errors[:self.read_errors], self.errors[self.read_errors:]
+        return first + [e for e in later if e.key not in self.line_errors]
 
     def _split(self):
         """Declared names per kind, and per kind and component name its properties."""
@@ -385,9 +397,11 @@ class _Builder:
         batch = getattr(component.config, "batch_size", None)
         if channel is None or batch is None:
             return
+        prop = option_key(type(component.config), "batch_size")
+        if f"{component.key}.{prop}" not in self.explicit and getattr(component.cls, "batch_size_is_flumerys", False):
+            return                         # Flume's component has no batch size, so its default is not checked
         capacity = channel.config.transaction_capacity
         if batch > capacity:
-            prop = option_key(type(component.config), "batch_size")
             self.error(f"{component.key}.{prop}",
                        f"{batch} is larger than the transactionCapacity ({capacity}) of channel '{channel.name}'")
 

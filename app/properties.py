@@ -24,7 +24,8 @@ class Line:
 def parse(text: str) -> list[Line]:
     """Parse properties text into logical lines, in file order (duplicates kept; callers take the last)."""
     lines: list[Line] = []
-    physical = text.splitlines()
+    # Java ends lines at \n, \r and \r\n only (str.splitlines would also split at form feeds and more).
+    physical = re.split(r"\r\n|\r|\n", text)
     i = 0
     while i < len(physical):
         start = i

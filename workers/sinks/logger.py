@@ -43,6 +43,7 @@ class LoggerConfig:
 
 class LoggerSink(Sink):
     Config = LoggerConfig
+    batch_size_is_flumerys = True       # Flume's LoggerSink takes one event per transaction
 
     def write(self, batch) -> None:
         for event in batch:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+import redis
+
 from app.event import Batch, Event
 from app.options import opt, port_number, positive
 from app.registry import Registry
@@ -26,6 +28,11 @@ from routing.transport import ChannelFullError
 from workers.sources.base import Source
 
 log = logging.getLogger(__name__)
+
+
+# Broker trouble is Flume's ChannelException (HTTP 503, retry later); anything else is a 500.
+BROKER_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                 redis.exceptions.BusyLoadingError, OSError)
 
 
 class BadRequest(ValueError):
@@ -160,7 +167,9 @@ class HttpSource(Source):
         try:
             size = int(length)
         except ValueError:
-            return 400, "bad Content-Length"
+            size = -1
+        if size < 0:
+            return 400, f"bad Content-Length '{length}'"
         if size > self.config.max_request_bytes:
             return 413, f"request of {size} bytes exceeds maxRequestBytes ({self.config.max_request_bytes})"
         raw = body_reader(size)
@@ -179,7 +188,7 @@ class HttpSource(Source):
             return 503, str(exc)
         except BatchTooLarge as exc:
             return 413, str(exc)
-        except Exception as exc:          # broker unreachable: the client may retry
+        except BROKER_ERRORS as exc:      # the channels are unreachable for now: the client may retry
             self.counters.add("ChannelWriteFail")
             log.warning("http source %s: put failed: %s", self.name, exc)
             return 503, f"channel write failed: {exc}"

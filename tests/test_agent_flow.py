@@ -1,0 +1,286 @@
+"""End to end: real ``flumery agent`` processes, a real Redis, real Celery workers, real files and sockets."""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+from app.broker import free_port
+from agents import AgentProcess, port_open, read_lines, wait_until
+
+
+def post(port: int, events: list[dict], timeout_s: float = 10) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=json.dumps(events).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_seq_flow_delivers_every_event_exactly_once(tmp_path, redis_server):
+    out = tmp_path / "out"
+    agent = AgentProcess(tmp_path, f"""
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = seq
+a1.sources.r1.totalEvents = 5000
+a1.sources.r1.batchSize = 100
+a1.sources.r1.channels = c1
+a1.channels.c1.type = memory
+a1.channels.c1.capacity = 1000
+a1.channels.c1.transactionCapacity = 100
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.channel = c1
+""", broker_url=redis_server.url).start()
+    try:
+        wait_until(lambda: len(read_lines(out)) >= 5000, 60, what="5000 events in file_roll output")
+    finally:
+        assert agent.stop() == 0
+    lines = read_lines(out)
+    assert sorted(lines, key=int) == [str(i).encode() for i in range(5000)]
+    assert redis_server.client().hget("flumery.a1:sizes", "c1") == b"0"
+
+
+def test_netcat_answers_ok_after_put_and_keeps_bytes_intact(tmp_path):
+    out, port = tmp_path / "out", free_port()
+    agent = AgentProcess(tmp_path, f"""
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = netcat
+a1.sources.r1.bind = 127.0.0.1
+a1.sources.r1.port = {port}
+a1.sources.r1.max-line-length = 20
+a1.sources.r1.channels = c1
+a1.channels.c1.type = file
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.sink.batchSize = 10
+a1.sinks.k1.channel = c1
+""").start()
+    try:
+        wait_until(lambda: port_open(port), 30, what="the netcat source")
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"hello\n\x00\xff\xfe binary\r\n" + b"x" * 40 + b"\nlast\n")
+            s.shutdown(socket.SHUT_WR)
+            replies = b""
+            while chunk := s.recv(4096):
+                replies += chunk
+        assert replies == (b"OK\nOK\nFAILED: Event exceeds the maximum length (20 chars, including newline)\n"
+                           b"OK\n")
+        wait_until(lambda: len(read_lines(out)) >= 3, 30, what="3 lines in the output")
+    finally:
+        assert agent.stop() == 0
+    assert read_lines(out) == [b"hello", b"\x00\xff\xfe binary\r", b"last"]
+
+
+def test_exec_source_delivers_every_line_of_its_command(tmp_path, redis_server):
+    out = tmp_path / "out"
+    agent = AgentProcess(tmp_path, f"""
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = exec
+a1.sources.r1.command = seq 1 20000
+a1.sources.r1.batchSize = 500
+a1.sources.r1.channels = c1
+a1.channels.c1.type = file
+a1.channels.c1.capacity = 3000
+a1.channels.c1.transactionCapacity = 500
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.sink.batchSize = 500
+a1.sinks.k1.channel = c1
+""", broker_url=redis_server.url).start()
+    try:
+        wait_until(lambda: len(read_lines(out)) >= 20000, 60, what="20000 lines")
+    finally:
+        assert agent.stop() == 0
+    assert read_lines(out) == [str(i).encode() for i in range(1, 20001)]     # one sink: order is kept
+
+
+HTTP_CONF = """
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = http
+a1.sources.r1.bind = 127.0.0.1
+a1.sources.r1.port = {port}
+a1.sources.r1.channels = c1
+a1.channels.c1.type = memory
+a1.channels.c1.capacity = 50
+a1.channels.c1.transactionCapacity = 10
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.sink.batchSize = 10
+a1.sinks.k1.channel = c1
+"""
+
+
+def test_full_channel_answers_503_and_loses_nothing(tmp_path, redis_server):
+    out, port = tmp_path / "out", free_port()
+    conf = HTTP_CONF.format(port=port, out=out)
+    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
+    sinks = None
+    try:
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        accepted, refused = [], []
+        for i in range(12):                       # 12 requests of 5 events into a channel of 50: 10 fit
+            events = [{"headers": {"n": str(i)}, "body": f"req{i}-ev{j}"} for j in range(5)]
+            (accepted if post(port, events) == 200 else refused).append(i)
+        assert accepted == list(range(10)) and refused == [10, 11]
+        assert post(port, [{"body": "x"}] * 51) == 413                      # could never fit
+        assert post(port, "not json") == 400
+        sinks = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks").start()
+        wait_until(lambda: len(read_lines(out)) >= 50, 60, what="the 50 accepted events")
+        assert post(port, [{"body": "after"}]) == 200                       # room again
+        wait_until(lambda: len(read_lines(out)) >= 51, 60, what="the 51st event")
+    finally:
+        assert sources.stop() == 0
+        if sinks:
+            assert sinks.stop() == 0
+    expected = sorted([f"req{i}-ev{j}".encode() for i in range(10) for j in range(5)] + [b"after"])
+    assert sorted(read_lines(out)) == expected
+
+
+def test_multiplexing_and_replicating_routes_end_to_end(tmp_path, redis_server):
+    port, out1, out2 = free_port(), tmp_path / "out1", tmp_path / "out2"
+    agent = AgentProcess(tmp_path, f"""
+a1.sources = r1
+a1.channels = c1 c2
+a1.sinks = k1 k2
+a1.sources.r1.type = http
+a1.sources.r1.bind = 127.0.0.1
+a1.sources.r1.port = {port}
+a1.sources.r1.channels = c1 c2
+a1.sources.r1.selector.type = multiplexing
+a1.sources.r1.selector.header = State
+a1.sources.r1.selector.mapping.CA = c1
+a1.sources.r1.selector.mapping.NY = c1 c2
+a1.sources.r1.selector.default = c2
+a1.channels.c1.type = memory
+a1.channels.c2.type = memory
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out1}
+a1.sinks.k1.sink.serializer = header_and_text
+a1.sinks.k1.channel = c1
+a1.sinks.k2.type = file_roll
+a1.sinks.k2.sink.directory = {out2}
+a1.sinks.k2.channel = c2
+""", broker_url=redis_server.url).start()
+    try:
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        assert post(port, [{"headers": {"State": "CA"}, "body": "ca"}, {"headers": {"State": "NY"}, "body": "ny"},
+                           {"headers": {"State": "TX"}, "body": "tx"}, {"body": "none"}]) == 200
+        wait_until(lambda: len(read_lines(out1)) >= 2 and len(read_lines(out2)) >= 3, 60, what="routed events")
+    finally:
+        assert agent.stop() == 0
+    assert sorted(read_lines(out1)) == [b"{State=CA} ca", b"{State=NY} ny"]
+    assert sorted(read_lines(out2)) == [b"none", b"ny", b"tx"]
+
+
+def test_metrics_endpoint_serves_flume_json(tmp_path, redis_server):
+    out, port = tmp_path / "out", free_port()
+    agent = AgentProcess(tmp_path, f"""
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = seq
+a1.sources.r1.totalEvents = 300
+a1.sources.r1.batchSize = 100
+a1.sources.r1.channels = c1
+a1.channels.c1.type = memory
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.channel = c1
+""", broker_url=redis_server.url, extra=["--metrics-port", str(port)]).start()
+    try:
+        wait_until(lambda: len(read_lines(out)) >= 300, 60, what="300 events")
+
+        def metrics():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                assert response.headers["Content-Type"] == "application/json;charset=utf-8"
+                return json.load(response)
+
+        doc = wait_until(lambda: (lambda d: d if d["SINK.k1"]["EventDrainSuccessCount"] == "300" else None)(
+            metrics()), 30, what="sink counters")
+        assert doc["SOURCE.r1"]["EventAcceptedCount"] == "300"
+        assert doc["CHANNEL.c1"]["EventPutSuccessCount"] == "300"
+        assert doc["CHANNEL.c1"]["ChannelSize"] == "0"
+        assert doc["CHANNEL.c1"]["ChannelCapacity"] == "100"
+        assert all(isinstance(v, str) for group in doc.values() for v in group.values())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            assert b'href = "./metrics"' in response.read()
+        for path, method, status in (("/nothing", "GET", 404), ("/metrics", "TRACE", 403),
+                                     ("/metrics", "OPTIONS", 403)):
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method))
+                raise AssertionError(f"{method} {path} should fail")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == status
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/prometheus", timeout=5) as response:
+            assert b'flumery_event_drain_success_count{agent="a1",type="SINK",component="k1"} 300' in response.read()
+    finally:
+        assert agent.stop() == 0
+
+
+def test_invalid_file_is_refused_with_every_error(tmp_path):
+    agent = AgentProcess(tmp_path, """
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = netcta
+a1.sources.r1.channels = c1
+a1.channels.c1.type = memory
+a1.sinks.k1.type = logger
+a1.sinks.k1.channel = c9
+""").start()
+    assert agent.process.wait(30) == 2
+    text = agent.output()
+    assert "a1.sources.r1.type: unknown source type 'netcta'; did you mean 'netcat'?" in text
+    assert "a1.sinks.k1.channel: unknown channel 'c9' (known: c1)" in text
+    assert not (tmp_path / "data" / "broker.url").exists()
+
+
+def test_clean_stop_under_load_loses_nothing(tmp_path):
+    """SIGTERM while a client is posting: every request answered 200 is delivered after a restart, once."""
+    out, port = tmp_path / "out", free_port()
+    conf = HTTP_CONF.format(port=port, out=out).replace("capacity = 50", "capacity = 100000")
+    agent = AgentProcess(tmp_path, conf).start()          # embedded broker, append-only file in the data dir
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def client():
+        i = 0
+        while not stop.is_set():
+            try:
+                status = post(port, [{"body": f"{i}-{j}"} for j in range(10)], timeout_s=5)
+            except OSError:
+                status = None
+            if status == 200:
+                acked.append(i)
+            i += 1
+
+    wait_until(lambda: port_open(port), 30, what="the http source")
+    thread = threading.Thread(target=client)
+    thread.start()
+    wait_until(lambda: len(acked) >= 100, 60, what="100 acknowledged requests")
+    assert agent.stop(signal.SIGTERM) == 0
+    stop.set()
+    thread.join()
+    expected = sorted(f"{i}-{j}".encode() for i in acked for j in range(10))
+    restarted = AgentProcess(tmp_path, conf).start()
+    try:
+        wait_until(lambda: len(read_lines(out)) >= len(expected), 60, what="every acknowledged event")
+    finally:
+        assert restarted.stop() == 0
+    lines = read_lines(out)
+    assert sorted(set(lines)) == expected                 # nothing acknowledged was lost, nothing invented
+    assert len(lines) == len(expected)                    # and nothing was written twice

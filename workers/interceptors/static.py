@@ -1,0 +1,28 @@
+"""``static``: Flume's StaticInterceptor, one fixed header on every event.
+
+Properties, as in Flume: ``key`` (``key``), ``value`` (``value``) and ``preserveExisting`` (**true**, unlike the
+timestamp and host interceptors: a header already on the event is kept).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.event import Event
+from app.options import opt
+from workers.interceptors.base import Interceptor
+
+
+@dataclass(frozen=True)
+class StaticConfig:
+    key: str = opt("key", "key", doc="the header name")
+    value: str = opt("value", "value", doc="the header value")
+    preserve_existing: bool = opt("preserveExisting", True, doc="keep the header if the event already has it")
+
+
+class StaticInterceptor(Interceptor):
+    Config = StaticConfig
+
+    def intercept(self, event: Event) -> Event:
+        if self.config.preserve_existing and self.config.key in event.headers:
+            return event
+        return Event(event.body, {**event.headers, self.config.key: self.config.value})

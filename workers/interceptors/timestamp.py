@@ -1,0 +1,29 @@
+"""``timestamp``: Flume's TimestampInterceptor, the interception time (epoch milliseconds) in a header.
+
+Properties, as in Flume: ``headerName`` (``timestamp``) and ``preserveExisting`` (false: a header already on the
+event is replaced).  The value is ``System.currentTimeMillis()`` as a decimal string, taken per event.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from app.event import Event
+from app.options import opt
+from workers.interceptors.base import Interceptor
+
+
+@dataclass(frozen=True)
+class TimestampConfig:
+    header_name: str = opt("headerName", "timestamp", doc="the header that receives the time in ms")
+    preserve_existing: bool = opt("preserveExisting", False, doc="keep the header if the event already has it")
+
+
+class TimestampInterceptor(Interceptor):
+    Config = TimestampConfig
+
+    def intercept(self, event: Event) -> Event:
+        header = self.config.header_name
+        if self.config.preserve_existing and header in event.headers:
+            return event
+        return Event(event.body, {**event.headers, header: str(time.time_ns() // 1_000_000)})
