@@ -53,7 +53,7 @@ def free_port() -> int:
 
 class EmbeddedRedis:
     def __init__(self, directory: Path, fsync_always: bool, port: int | None = None):
-        self.directory = Path(directory)
+        self.directory = Path(directory).resolve()       # redis-server chdirs into it before opening files
         self.fsync_always = fsync_always
         self.port = port
         self.process: subprocess.Popen | None = None

@@ -10,9 +10,7 @@ from kombu import Exchange, Queue
 
 from app.settings import Settings
 from routing.channels import exchange_name, queue_name
-
-TRANSPORT = "routing.transport:Transport"
-
+from routing.transport import install as install_transport
 
 def transport_options(settings: Settings) -> dict:
     """kombu Redis transport options; the visibility timeout is Flumery's crash-recovery time."""
@@ -39,7 +37,6 @@ def celery_config(settings: Settings, queues: list[Queue]) -> dict:
     options = transport_options(settings)
     config = dict(
         broker_url=settings.resolved_broker_url() or "redis://127.0.0.1:6379/0",
-        broker_transport=TRANSPORT,
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         # Sinks confirm writes by acknowledging the channel message; there are no task results to keep.
@@ -77,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     from workers.runtime import served_channels   # imported here: the config loader imports components
     from workers.tasks import register_tasks
 
+    install_transport()
     settings = settings or Settings.from_env()
     queues = []
     if settings.conf_file and settings.agent:

@@ -107,6 +107,8 @@ def _settings(config) -> str:
                 value = getattr(config, f.name)
                 if isinstance(value, list):
                     value = " ".join(value)
+                elif isinstance(value, bool):
+                    value = str(value).lower()
                 if str(value) != default and value not in ({}, ""):
                     shown.append(f"{key}={value}")
     return " ".join(shown)

@@ -172,6 +172,8 @@ def describe(cls: type) -> list[tuple[str, str, str]]:
             continue
         if f.default is not MISSING:
             default = "" if f.default is None else str(f.default)
+            if isinstance(f.default, bool):
+                default = default.lower()
         elif f.default_factory is not MISSING:
             default = " ".join(f.default_factory()) if isinstance(f.default_factory(), list) else ""
         else:

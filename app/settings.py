@@ -48,8 +48,8 @@ class Settings:
 
     def data_path(self) -> Path:
         if self.data_dir:
-            return Path(self.data_dir).expanduser()
-        return Path("~/.flumery").expanduser() / (self.agent or "default")
+            return Path(self.data_dir).expanduser().resolve()
+        return Path("~/.flumery").expanduser().resolve() / (self.agent or "default")
 
     def resolved_broker_url(self) -> str | None:
         """The configured broker URL, else the one a running ``flumery agent`` recorded in the data dir."""

@@ -36,6 +36,8 @@ class ReplicatingConfig:
 
 
 class ReplicatingSelector:
+    """Every channel of the source is required, except those listed in ``optional`` (the default selector)."""
+
     Config = ReplicatingConfig
 
     def __init__(self, channels: list[str], config: ReplicatingConfig):
@@ -65,6 +67,8 @@ class MultiplexingConfig:
 
 
 class MultiplexingSelector:
+    """Routes each event by the value of one header to required and optional channels, with a default."""
+
     Config = MultiplexingConfig
 
     def __init__(self, channels: list[str], config: MultiplexingConfig):

@@ -287,3 +287,19 @@ class Channel(kombu_redis.Channel):
 class Transport(kombu_redis.Transport):
     Channel = Channel
     driver_name = "flumery-redis"
+
+
+def install() -> None:
+    """Make ``redis://`` URLs use this transport in this process.
+
+    Setting Celery's ``broker_transport`` to this class would do for the workers, but then the broker URL that
+    Celery and Flower print and parse becomes ``routing.transport:Transport://...``, which Flower cannot inspect.
+    Every queue that is not a Flumery channel behaves exactly as with kombu's Redis transport.
+    """
+    from kombu import transport
+
+    path = f"{__name__}:Transport"
+    for scheme in ("redis", "rediss"):
+        if transport.TRANSPORT_ALIASES.get(scheme) != path:
+            transport.TRANSPORT_ALIASES[scheme] = path
+            transport._transport_cache.pop(scheme, None)

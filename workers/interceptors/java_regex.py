@@ -10,8 +10,9 @@ pattern into a Python pattern that matches the same strings where they do not:
   match at the very end; ``(?d)`` (UNIX_LINES) goes back to ``\\n`` alone.  This matters for CRLF bodies.
 * ``(?i)`` folds ASCII letters only, unless ``(?u)`` or ``(?U)`` is on; ``\\b`` stays Unicode-aware, as in Java.
 * inline flags (``(?i)``, ``(?-s)``, ``(?x)`` ...) may stand anywhere and last to the end of their group.
-* ``(?<name>...)``, ``\\k<name>``, ``\\Q...\\E``, ``\\z``, ``\\Z``, ``\\h \\H \\v \\V \\R``, ``\\e``, ``\\cX``, ``\\0ooo``,
-  ``\\x{h...}``, ``\\uD83D\\uDE00`` surrogate pairs, the POSIX classes ``\\p{Lower}`` ... ``\\p{Space}`` (ASCII).
+* ``(?<name>...)``, ``\\k<name>``, ``\\Q...\\E``, ``\\z``, ``\\Z``, ``\\h \\H \\v \\V \\R``, ``\\e``, ``\\cX``,
+  ``\\0ooo``, ``\\x{h...}``, ``\\uD83D\\uDE00`` surrogate pairs, the POSIX classes ``\\p{Lower}`` ...
+  ``\\p{Space}`` (ASCII).
 * character classes: ``]`` first is literal, nested classes are unions, ``&&`` intersects, ``[^...]`` negates the
   whole class (Java 9+ semantics; Java 8 negated only the non-nested part), whitespace and ``#`` comments are
   ignored inside classes under ``(?x)``.
@@ -124,6 +125,12 @@ def _py_flags(flags: frozenset) -> str:
 
 
 class _Translator:
+    """Reads a Java pattern left to right and writes the equivalent Python pattern (see the module docstring).
+
+    It tracks what Java's parser tracks: the inline flags in force (restored when a group closes), the capturing
+    groups opened so far (for back-references) and whether a quantifier may follow.
+    """
+
     def __init__(self, pattern: str):
         self.p = pattern
         self.i = 0
@@ -262,14 +269,14 @@ class _Translator:
             _need_python_311("atomic groups", start)
             self.push("(?>")
         elif c == "<":
-            self.angle_group(start)
+            self.angle_group()
         elif c in _FLAGS or c == "-":
             self.i -= 1
-            self.inline_flags(start)
+            self.inline_flags()
         else:
             raise self.error("Unknown inline modifier", self.i - 1)
 
-    def angle_group(self, start: int) -> None:
+    def angle_group(self) -> None:
         c = self.take()
         if c in "=!":
             self.push("(?<" + c)
@@ -291,7 +298,7 @@ class _Translator:
             raise self.error("named capturing group is missing trailing '>'", self.i - 1)
         return name
 
-    def inline_flags(self, start: int) -> None:
+    def inline_flags(self) -> None:
         on, off, negative = set(), set(), False
         while True:
             c = self.take()
@@ -444,20 +451,20 @@ class _Translator:
         if c in simple:
             return simple[c]
         if c == "0":
-            return self.octal(start)
+            return self.octal()
         if c == "c":
             return chr(ord(self.take()) ^ 64)
         if c == "x":
-            return self.hex_escape(start)
+            return self.hex_escape()
         if c == "u":
-            return self.unicode_escape(start)
+            return self.unicode_escape()
         if c == "N":
             return self.named_char(start)
         if c.isascii() and c.isalnum():
             raise self.error("Illegal/unsupported escape sequence", self.i - 1)
         return c
 
-    def octal(self, start: int) -> str:
+    def octal(self) -> str:
         digits = ""
         while len(digits) < 3 and self.peek() and self.peek() in "01234567":
             if len(digits) == 2 and digits[0] > "3":
@@ -467,7 +474,7 @@ class _Translator:
             raise self.error("Illegal octal escape sequence", self.i)
         return chr(int(digits, 8))
 
-    def hex_escape(self, start: int) -> str:
+    def hex_escape(self) -> str:
         if self.peek() == "{":
             close = self.p.find("}", self.i)
             digits = self.p[self.i + 1:close] if close > 0 else ""
@@ -481,7 +488,7 @@ class _Translator:
         self.i += 2
         return chr(int(digits, 16))
 
-    def unicode_escape(self, start: int) -> str:
+    def unicode_escape(self) -> str:
         digits = self.p[self.i:self.i + 4]
         if not re.fullmatch(r"[0-9a-fA-F]{4}", digits):
             raise self.error("Illegal Unicode escape sequence", self.i)
@@ -554,9 +561,9 @@ class _Translator:
             for ch in self.quoted():
                 union.add_body(_escape_char(ch))
         else:
-            self.class_member(union, self.escaped_char(c, start), escaped=True)
+            self.class_member(union, self.escaped_char(c, start))
 
-    def class_member(self, union: _Union, ch: str, escaped: bool = False) -> None:
+    def class_member(self, union: _Union, ch: str) -> None:
         """A single character, or a range if ``-`` and an end character follow."""
         if self.peek() == "-" and self.peek(1) not in ("]", "[", ""):
             self.i += 1

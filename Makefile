@@ -1,0 +1,48 @@
+# Flumery: `make run` runs a demo agent on embedded defaults; `make test` installs and runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-fast bench docs lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# The demo agent: netcat on 44444 and HTTP on 41410 -> memory channel -> logger and file_roll in var/demo-out.
+run: install
+	@mkdir -p var
+	@echo "Flumery demo agent (deploy/demo.conf). Send it events from another terminal:"
+	@echo "  curl -d '[{\"headers\": {\"host\": \"web1\"}, \"body\": \"hello\"}]' http://127.0.0.1:41410/"
+	@echo "  echo 'hello over netcat' | nc 127.0.0.1 44444"
+	@echo "Each event is logged below by the logger sink and written to var/demo-out/ by the file_roll sink."
+	@echo "Metrics: http://127.0.0.1:34545/metrics.  Ctrl-C stops cleanly; undelivered events wait in var/demo-data."
+	$(BIN)/flumery agent -f deploy/demo.conf -n demo --data-dir var/demo-data --metrics-port 34545
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m 'not slow'
+
+# Throughput: 1,000,000 access-log lines exec -> file channel -> file_roll, beside syslog-ng (Debian syslog-ng-core).
+bench: install
+	@command -v syslog-ng >/dev/null || [ -x /usr/sbin/syslog-ng ] || \
+		( [ "$$(id -u)" = 0 ] && apt-get install -y -q syslog-ng-core >/dev/null ) || \
+		echo "syslog-ng not installed (apt-get install syslog-ng-core); benchmarking Flumery alone"
+	$(BIN)/python bench/run.py
+
+docs: install
+	$(BIN)/python -m app.reference --write
+
+lint: install
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check --select F,E9 app workers routing tests bench
+
+clean:
+	rm -rf $(VENV) var *.egg-info
