@@ -4,15 +4,23 @@ Bodies are bytes from the source to the store (binary-safe, never decoded in bet
 An event is immutable: a tuple whose headers mapping must not be changed in place (an event can sit in several
 channels' batches at once); interceptors make new events with :meth:`Event.with_headers` or ``Event(body, h)``.
 
-On the wire a batch is columnar: the task message of a channel carries ``(bodies, headers)``, a list of bodies and
-a parallel list of header maps, or ``None`` when no event has headers (the common case for raw log lines, where it
-saves a million empty maps per million events).  msgpack keeps ``bytes`` and ``str`` apart, so nothing is
+Every event has a stable id (``Event.id``), given at its source: from the file and offset for file sources, a
+random batch prefix and a number otherwise (:class:`IdRange`).  It stays the same across retries and hops, so a
+store that takes a key (Elasticsearch ``_id``, MongoDB ``_id``, an HBase row key) turns a redelivery into an
+overwrite.  Towards systems that only know headers it travels as the ``flumery.id`` header.
+
+On the wire a batch is columnar: the task message of a channel carries ``(bodies, headers, ids)``, a list of
+bodies, a parallel list of header maps or ``None`` when no event has headers (the common case for raw log lines,
+where it saves a million empty maps per million events), and the ids.  msgpack keeps ``bytes`` and ``str`` apart, so nothing is
 re-encoded.  A :class:`Batch` is that pair as an object: sources hand batches to the channel processor (a source
 reading raw lines never builds an event object per line), and sinks receive batches, which iterate as events and
 also expose ``bodies`` directly.
 """
 from __future__ import annotations
 
+import uuid
+from itertools import repeat
+from collections.abc import Sequence
 from typing import Mapping, NamedTuple
 
 
@@ -28,37 +36,101 @@ class FrozenHeaders(dict):
 NO_HEADERS: Mapping[str, str] = FrozenHeaders()
 
 
+ID_HEADER = "flumery.id"
+
+
 class Event(NamedTuple):
     body: bytes
     headers: Mapping[str, str] = NO_HEADERS
+    id: str = ""             # stable event id, assigned at the source (see IdRange); "" = none yet
 
     def with_headers(self, **extra: str) -> "Event":
-        """A copy with ``extra`` headers set."""
-        return Event(self.body, {**self.headers, **extra})
+        """A copy with ``extra`` headers set (body and id kept)."""
+        return self._replace(headers={**self.headers, **extra})
 
 
-def to_wire(events: list[Event]) -> tuple[list[bytes], list | None]:
-    """The batch as a channel message carries it: ``(bodies, headers or None)``."""
-    bodies = [e.body for e in events]
-    headers = [e.headers for e in events]
-    return bodies, (headers if any(headers) else None)
+class IdRange(Sequence):
+    """The ids ``<prefix>-<start>``, ``<prefix>-<start+1>``, ... of consecutive events, without a string each.
+
+    Sources that have no natural identity for an event (a command's output, an HTTP request) give a batch one
+    random prefix and number its events: the ids stay unique and stable across retries and hops, and cost
+    nothing until a sink asks for them.  On the wire an IdRange is ``[prefix, start, count]``.
+    """
+
+    __slots__ = ("prefix", "start", "count")
+
+    def __init__(self, prefix: str, start: int, count: int):
+        self.prefix, self.start, self.count = prefix, start, count
+
+    @classmethod
+    def fresh(cls, count: int) -> "IdRange":
+        return cls(uuid.uuid4().hex, 0, count)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            first, stop, step = index.indices(self.count)
+            if step != 1:
+                return [self[i] for i in range(first, stop, step)]
+            return IdRange(self.prefix, self.start + first, max(0, stop - first))
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return f"{self.prefix}-{self.start + index}"
+
+    def to_wire(self) -> list:
+        return [self.prefix, self.start, self.count]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+
+def _ids_to_wire(ids):
+    return ids.to_wire() if isinstance(ids, IdRange) else ids
+
+
+def _ids_from_wire(raw, count: int):
+    if raw is None:
+        return None
+    if (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[0], str) and isinstance(raw[1], int)
+            and isinstance(raw[2], int)):
+        if raw[2] != count:
+            raise ValueError(f"malformed batch: id range of {raw[2]} for {count} events")
+        return IdRange(raw[0], raw[1], raw[2])
+    if not isinstance(raw, list) or len(raw) != count or not all(type(i) is str for i in raw):
+        raise ValueError(f"malformed batch: ids must be a list of strings, one per event (got {raw!r:.80})")
+    return raw
 
 
 class Batch:
-    """The events of one take, columnar.  Iterating yields :class:`Event` objects."""
+    """The events of one put or take, columnar.  Iterating yields :class:`Event` objects.
 
-    __slots__ = ("bodies", "headers")
+    ``bodies``: list of bytes; ``headers``: a parallel list of header maps, or None when no event has one;
+    ``ids``: a parallel sequence of event ids (a list, or an :class:`IdRange`), or None before ids are given.
+    """
 
-    def __init__(self, bodies: list[bytes], headers: list | None = None):
+    __slots__ = ("bodies", "headers", "ids")
+
+    def __init__(self, bodies: list[bytes], headers: list | None = None, ids: Sequence[str] | None = None):
         self.bodies = bodies
         self.headers = headers
+        self.ids = ids
 
     @classmethod
     def from_events(cls, events: list[Event]) -> "Batch":
-        return cls(*to_wire(events))
+        headers = [e.headers for e in events]
+        ids = [e.id for e in events]
+        return cls([e.body for e in events], headers if any(headers) else None, ids if all(ids) else None)
+
+    def to_wire(self) -> tuple:
+        """What a channel message carries: ``(bodies, headers or None, ids or None)``."""
+        return self.bodies, self.headers, _ids_to_wire(self.ids)
 
     @classmethod
-    def from_wire(cls, bodies, headers) -> "Batch":
+    def from_wire(cls, bodies, headers, ids=None) -> "Batch":
         """Validate a batch received from a channel; raise ValueError if it is malformed."""
         if not isinstance(bodies, list) or not all(type(b) is bytes for b in bodies):
             raise ValueError(f"malformed batch: bodies must be a list of bytes (got {bodies!r:.80})")
@@ -68,28 +140,36 @@ class Batch:
             for h in headers:
                 if not isinstance(h, dict) or not all(type(k) is str and type(v) is str for k, v in h.items()):
                     raise ValueError(f"malformed batch: headers must map str to str (got {h!r:.80})")
-        return cls(bodies, headers)
+        return cls(bodies, headers, _ids_from_wire(ids, len(bodies)))
+
+    def with_fresh_ids(self) -> "Batch":
+        """This batch with ids for its events, if it has none yet."""
+        if self.ids is None:
+            self.ids = IdRange.fresh(len(self.bodies))
+        return self
 
     def __len__(self) -> int:
         return len(self.bodies)
 
     def __getitem__(self, span: slice) -> "Batch":
         """A sub-batch: ``batch[i:j]``."""
-        return Batch(self.bodies[span], None if self.headers is None else self.headers[span])
+        return Batch(self.bodies[span], None if self.headers is None else self.headers[span],
+                     None if self.ids is None else self.ids[span])
+
+    def __iter__(self):
+        headers = self.headers if self.headers is not None else repeat(NO_HEADERS, len(self.bodies))
+        ids = self.ids if self.ids is not None else repeat("", len(self.bodies))
+        return map(Event, self.bodies, headers, ids)
 
     def events(self) -> list[Event]:
         return list(self)
 
-    def __iter__(self):
-        if self.headers is None:
-            return map(Event, self.bodies)
-        return map(Event, self.bodies, self.headers)
-
     def extend(self, other: "Batch") -> None:
-        if self.headers is None and other.headers is None:
-            self.bodies += other.bodies
-            return
-        mine = self.headers if self.headers is not None else [NO_HEADERS] * len(self.bodies)
-        theirs = other.headers if other.headers is not None else [NO_HEADERS] * len(other.bodies)
-        self.bodies += other.bodies
-        self.headers = mine + theirs
+        """Append ``other``'s events (used when a sink gathers several channel messages into one write)."""
+        if self.headers is not None or other.headers is not None:
+            mine = self.headers if self.headers is not None else [NO_HEADERS] * len(self.bodies)
+            theirs = other.headers if other.headers is not None else [NO_HEADERS] * len(other.bodies)
+            self.headers = mine + theirs
+        both = self.ids is not None and other.ids is not None
+        self.ids = list(self.ids) + list(other.ids) if both else None
+        self.bodies = self.bodies + other.bodies

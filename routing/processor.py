@@ -43,10 +43,10 @@ class ChannelWriter:
         self.channel = self.connection.default_channel
 
     def message(self, channel: str, batch: Batch) -> tuple[str, int, dict, bytes]:
-        """(tag, events, envelope, body) of a ``flumery.take(channel, bodies, headers)`` task message."""
+        """(tag, events, envelope, body) of a ``flumery.take(channel, bodies, headers, ids)`` task message."""
         task_id = str(uuid.uuid4())
         task = self.app.amqp.as_task_v2(
-            task_id, TASK_NAME, args=(channel, batch.bodies, batch.headers),
+            task_id, TASK_NAME, args=(channel, *batch.to_wire()),
             argsrepr=f"({channel!r}, <{len(batch)} events>)", kwargsrepr="{}",
         )
         _, _, body = serialize(task.body, serializer="msgpack")
@@ -117,7 +117,7 @@ class ChannelProcessor:
 
     def process(self, batch: Batch) -> None:
         """Intercept, route and put ``batch``; see the module docstring for the contract."""
-        required, optional = self.route(batch)
+        required, optional = self.route(batch.with_fresh_ids())
         self._count_put("EventPutAttemptCount", required)
         self.writer.put(required)
         self._count_put("EventPutSuccessCount", required)

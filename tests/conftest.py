@@ -11,8 +11,9 @@ import redis
 from app.broker import free_port, redis_server_binary
 
 REPO = Path(__file__).resolve().parent.parent
-VECTORS = REPO.parent / "shared" / "flume-compat" / "vectors.json"
-EXAMPLES = REPO.parent / "shared" / "flume-compat" / "examples"
+FIXTURES = REPO / "tests" / "fixtures" / "flume-compat"     # a copy of ../shared/flume-compat
+VECTORS = FIXTURES / "vectors.json"
+EXAMPLES = FIXTURES / "examples"
 
 
 class RedisServer:

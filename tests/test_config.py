@@ -13,7 +13,6 @@ from workers.sinks.file_roll import FileRollSink
 from workers.sinks.logger import LoggerSink
 from workers.sinks.null import NullSink
 from workers.sources.netcat import NetcatSource
-from workers.sources.seq import SeqSource
 
 NETCAT_LOGGER = """\
 # example.conf: A single-node Flume configuration

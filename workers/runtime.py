@@ -85,8 +85,8 @@ def decode_extra(payload: dict) -> Batch:
         raise Poison(f"not a {TASK_NAME} message")
     args, _kwargs, _embed = deserialize(payload["body"], payload["content-type"], payload["content-encoding"],
                                         accept={"application/x-msgpack"})
-    _channel, bodies, headers = args
-    return Batch.from_wire(bodies, headers)
+    _channel, *columns = args
+    return Batch.from_wire(*columns)
 
 
 class Housekeeper:
@@ -237,14 +237,14 @@ class WorkerRuntime:
             processor = DefaultSinkProcessor(unit, None, built)
         return SinkRunner(unit, processor, self.config.channel_of_unit(sinks), self.metrics)
 
-    def take(self, channel: str, bodies: list, headers: list | None, tag: str) -> int:
+    def take(self, channel: str, bodies: list, headers: list | None, ids, tag: str) -> int:
         """Process one channel message (and whatever else of the channel fits the sink's batch)."""
         runners = self.runners.get(channel)
         if runners is None:
             raise Requeue(f"this worker serves no sink of channel '{channel}'")
         runner = next(runners)
         try:
-            batch = Batch.from_wire(bodies, headers)
+            batch = Batch.from_wire(bodies, headers, ids)
         except ValueError as exc:
             raise Poison(str(exc)) from exc
         held = [tag]

@@ -1,4 +1,4 @@
-"""The Celery task that carries a channel message: ``flumery.take(channel, bodies, headers)``.
+"""The Celery task that carries a channel message: ``flumery.take(channel, bodies, headers, ids)``.
 
 Sources never call it through Celery's ``send_task``: they put its messages into channel queues with a
 capacity-checked transaction (:mod:`routing.processor`).  Celery workers consume them like any other task.
@@ -24,9 +24,9 @@ def register_tasks(app) -> None:
     settings = app.flumery_settings
 
     @app.task(name=TASK_NAME, bind=True, acks_late=True, ignore_result=True)
-    def take(self, channel, bodies, headers=None):
+    def take(self, channel, bodies, headers=None, ids=None):
         try:
-            return WorkerRuntime.current(settings).take(channel, bodies, headers, self.request.id)
+            return WorkerRuntime.current(settings).take(channel, bodies, headers, ids, self.request.id)
         except Requeue as exc:
             log.info("channel message %s goes back to channel %s: %s", self.request.id, channel, exc)
             raise Reject(str(exc), requeue=True) from None

@@ -86,4 +86,4 @@ class HostInterceptor(Interceptor):
         header = self.config.host_header
         if self.host is None or (self.config.preserve_existing and header in event.headers):
             return event
-        return Event(event.body, {**event.headers, header: self.host})
+        return event._replace(headers={**event.headers, header: self.host})

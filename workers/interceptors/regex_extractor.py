@@ -152,7 +152,7 @@ class RegexExtractorInterceptor(Interceptor):
                 added[header] = serializer.serialize(value)
             except joda.JodaError as exc:
                 self._failed(header, exc)
-        return Event(event.body, {**event.headers, **added}) if added else event
+        return event._replace(headers={**event.headers, **added}) if added else event
 
     def _failed(self, header: str, exc: Exception) -> None:
         self.failures += 1

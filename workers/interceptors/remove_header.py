@@ -42,4 +42,4 @@ class RemoveHeaderInterceptor(Interceptor):
 
     def intercept(self, event: Event) -> Event:
         kept = {k: v for k, v in event.headers.items() if not self.removes(k)}
-        return event if len(kept) == len(event.headers) else Event(event.body, kept)
+        return event if len(kept) == len(event.headers) else event._replace(headers=kept)

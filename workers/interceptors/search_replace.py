@@ -82,4 +82,4 @@ class SearchAndReplaceInterceptor(Interceptor):
         text = self.charset.decode(event.body)
         body = self.charset.encode(java_regex.replace_all(self.pattern, self.replacement, text))
         # Flume always re-encodes the body; here too (a body that is not valid text changes even without a match).
-        return Event(body, dict(event.headers))
+        return event._replace(body=body)

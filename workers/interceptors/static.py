@@ -25,4 +25,4 @@ class StaticInterceptor(Interceptor):
     def intercept(self, event: Event) -> Event:
         if self.config.preserve_existing and self.config.key in event.headers:
             return event
-        return Event(event.body, {**event.headers, self.config.key: self.config.value})
+        return event._replace(headers={**event.headers, self.config.key: self.config.value})

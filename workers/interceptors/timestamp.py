@@ -26,4 +26,4 @@ class TimestampInterceptor(Interceptor):
         header = self.config.header_name
         if self.config.preserve_existing and header in event.headers:
             return event
-        return Event(event.body, {**event.headers, header: str(time.time_ns() // 1_000_000)})
+        return event._replace(headers={**event.headers, header: str(time.time_ns() // 1_000_000)})

@@ -29,4 +29,4 @@ class UUIDInterceptor(Interceptor):
         header = self.config.header_name
         if self.config.preserve_existing and header in event.headers:
             return event
-        return Event(event.body, {**event.headers, header: self.config.prefix + str(uuid.uuid4())})
+        return event._replace(headers={**event.headers, header: self.config.prefix + str(uuid.uuid4())})
