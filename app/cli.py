@@ -3,6 +3,7 @@
     flumery agent    -f FILE -n NAME [--data-dir DIR] [--broker-url URL] [--role all|sources|sinks]
                      [--metrics-port N]
     flumery validate -f FILE -n NAME
+    flumery dlq      list|replay|purge -f FILE -n NAME [--limit N] [--channel C] [--json] [--yes]
 
 Flume's own spellings are accepted too: ``--conf-file``, ``--name``, ``-c/--conf DIR`` (ignored: Flumery has no
 flume-env.sh or log4j file), and ``-Dflume.monitoring.type=http -Dflume.monitoring.port=N``.
@@ -43,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     validate = sub.add_parser("validate", help="check an agent file and summarise the flow")
     _common(validate)
+    dlq = sub.add_parser("dlq", help="list, replay or purge the agent's dead letters")
+    dlq.add_argument("action", choices=("list", "replay", "purge"))
+    _common(dlq)
+    dlq.add_argument("--data-dir", help="the agent's data dir (to find or start its embedded broker)")
+    dlq.add_argument("--broker-url", help="Redis URL (default: $FLUMERY_BROKER_URL, $REDIS_URL, else embedded)")
+    dlq.add_argument("--limit", type=int, help="list: how many (default 20); replay: at most this many")
+    dlq.add_argument("--channel", help="replay: put every event into this channel instead of its own")
+    dlq.add_argument("--json", action="store_true", help="list: one JSON object per line")
+    dlq.add_argument("--yes", action="store_true", help="purge: really delete")
     return parser
 
 
@@ -50,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "validate":
         return validate(args)
+    if args.command == "dlq":
+        return run_dlq(args)
     return run_agent(args)
 
 
@@ -127,6 +139,23 @@ def _metrics_port(args) -> tuple[int | None, list[str]]:
     elif props.get("flume.monitoring.type") == "http" and port is None:
         port = 41414                      # Flume's default monitoring port
     return port, problems
+
+
+def run_dlq(args) -> int:
+    from app import dlq
+
+    config = _load(args)
+    if config is None:
+        return EXIT_INVALID
+    if args.action == "list" and args.limit is None:
+        args.limit = 20
+    settings = Settings.from_env().with_(conf_file=str(Path(args.conf_file).resolve()), agent=args.name,
+                                         data_dir=args.data_dir, broker_url=args.broker_url)
+    try:
+        return dlq.run(args, config, settings)
+    except RuntimeError as exc:
+        print(f"flumery: {exc}", file=sys.stderr)
+        return 1
 
 
 def run_agent(args) -> int:

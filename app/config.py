@@ -23,7 +23,7 @@ from app.registry import Registry, UnknownType, did_you_mean
 
 LIST_KEYS = ("sources", "channels", "sinks", "sinkgroups")
 SOURCE_COMMON = ("type", "channels")
-SINK_COMMON = ("type", "channel")
+SINK_COMMON = ("type", "channel", "maxAttempts")
 
 
 class ConfigInvalid(Exception):
@@ -56,6 +56,7 @@ class SourceSpec(Component):
 @dataclass(frozen=True)
 class SinkSpec(Component):
     channel: str = ""
+    max_attempts: int = 0        # Flumery: failed writes before an event is dead-lettered (0 = retry for ever)
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,9 @@ class _Builder:
     def _channels(self, names, groups) -> dict[str, Component]:
         out = {}
         for name in names:
+            if name.startswith("__"):
+                self.error(self.full("channels"), f"channel names starting with '__' are reserved (got '{name}')")
+                continue
             props = dict(groups.get(name, {}))
             component = self._component("channel", self.full(f"channels.{name}"), name,
                                         props.pop("type", None), props)
@@ -336,10 +340,21 @@ class _Builder:
             else:
                 channel = (self._channel_refs(f"{key}.channel", [channel], channels, declared_channels)
                            or [""])[0]
+            max_attempts = self._max_attempts(key, props.pop("maxAttempts", "0"))
             component = self._component("sink", key, name, type_name, props)
             if component and channel:
-                out[name] = SinkSpec(**_fields(component), channel=channel)
+                out[name] = SinkSpec(**_fields(component), channel=channel, max_attempts=max_attempts)
         return out
+
+    def _max_attempts(self, key: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value < 0:
+            self.error(f"{key}.maxAttempts", f"expected a whole number, 0 or more (got '{raw}')")
+            return 0
+        return value
 
     def _sinkgroups(self, names, groups, sinks) -> dict[str, SinkGroupSpec]:
         declared_sinks = list(self.props.get("sinks", "").split())

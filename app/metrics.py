@@ -18,6 +18,8 @@ import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
+
 log = logging.getLogger(__name__)
 
 COUNTERS = {
@@ -28,7 +30,7 @@ COUNTERS = {
                 "EventTakeSuccessCount"),
     "SINK": ("ConnectionCreatedCount", "ConnectionClosedCount", "ConnectionFailedCount", "BatchEmptyCount",
              "BatchUnderflowCount", "BatchCompleteCount", "EventDrainAttemptCount", "EventDrainSuccessCount",
-             "EventWriteFail", "ChannelReadFail"),
+             "EventWriteFail", "ChannelReadFail", "EventDeadLetterCount"),
 }
 
 
@@ -114,7 +116,8 @@ class MetricsStore:
     def snapshot(self, agent_config, sizes: dict[str, int]) -> dict[str, dict[str, str]]:
         """Flume's JSON document for ``agent_config``: every component, every counter, values as strings."""
         self.flush()
-        components = ([("SOURCE", n) for n in agent_config.sources] + [("CHANNEL", n) for n in agent_config.channels]
+        channels = [*agent_config.channels, DEAD_CHANNEL]
+        components = ([("SOURCE", n) for n in agent_config.sources] + [("CHANNEL", n) for n in channels]
                       + [("SINK", n) for n in agent_config.sinks])
         with self.redis.pipeline(transaction=False) as pipe:
             for kind, name in components:
@@ -126,7 +129,7 @@ class MetricsStore:
             doc = {counter: values.get(counter, "0") for counter in COUNTERS[kind]}
             doc.update(StartTime=values.get("StartTime", "0"), StopTime=values.get("StopTime", "0"), Type=kind)
             if kind == "CHANNEL":
-                capacity = agent_config.channels[name].config.capacity
+                capacity = DEAD_CAPACITY if name == DEAD_CHANNEL else agent_config.channels[name].config.capacity
                 size = sizes.get(name, 0)
                 doc.update(ChannelSize=str(size), ChannelCapacity=str(capacity),
                            ChannelFillPercentage=repr(size * 100.0 / capacity))

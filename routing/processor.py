@@ -18,11 +18,13 @@ from kombu.serialization import dumps as serialize
 
 from app.event import Batch
 from routing.channels import exchange_name, queue_name
+from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
 from routing.transport import EVENTS_HEADER, ChannelFullError, PutTarget, Transport
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "flumery.take"
+DEAD_TRANSACTION_CAPACITY = 1000
 
 
 class BatchTooLarge(Exception):
@@ -54,16 +56,21 @@ class ChannelWriter:
         envelope = self.channel.make_message(headers, task.properties, self.exchange, channel, task_id)
         return task_id, len(batch), envelope, body
 
+    def limits(self, channel: str) -> tuple[int, int]:
+        """(capacity, transactionCapacity) of a channel of the agent, or of its dead-letter channel."""
+        if channel == DEAD_CHANNEL:
+            return DEAD_CAPACITY, DEAD_TRANSACTION_CAPACITY
+        config = self.agent.channels[channel].config
+        return config.capacity, config.transaction_capacity
+
     def targets(self, batches: dict[str, Batch]) -> list[PutTarget]:
         out = []
         for name, batch in batches.items():
-            config = self.agent.channels[name].config
-            if len(batch) > config.capacity:
-                raise BatchTooLarge(f"{len(batch)} events for channel '{name}' exceed its capacity "
-                                    f"({config.capacity})")
-            step = config.transaction_capacity
+            capacity, step = self.limits(name)
+            if len(batch) > capacity:
+                raise BatchTooLarge(f"{len(batch)} events for channel '{name}' exceed its capacity ({capacity})")
             messages = [self.message(name, batch[i:i + step]) for i in range(0, len(batch), step)]
-            out.append(PutTarget(name, queue_name(self.agent.name, name), config.capacity, len(batch), messages))
+            out.append(PutTarget(name, queue_name(self.agent.name, name), capacity, len(batch), messages))
         return out
 
     def put(self, batches: dict[str, Batch]) -> None:

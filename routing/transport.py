@@ -279,6 +279,16 @@ class Channel(kombu_redis.Channel):
                         returned, self.visibility_timeout)
         return returned
 
+    def peek(self, queue: str, limit: int) -> list[dict]:
+        """Up to ``limit`` queued messages of ``queue``, oldest first, without taking them."""
+        with self.conn_or_acquire() as client:
+            tags = client.lrange(queue, -limit, -1)[::-1]
+            with client.pipeline(transaction=False) as pipe:
+                for tag in tags:
+                    pipe.hmget(scripts.MSG_PREFIX + _text(tag), "p", "b")
+                stored = pipe.execute()
+        return [message_from_redis(p, b) for p, b in stored if p is not None]
+
     def channel_sizes(self, exchange: str) -> dict[str, int]:
         with self.conn_or_acquire() as client:
             return read_sizes(client, exchange)

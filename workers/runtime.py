@@ -30,17 +30,15 @@ from kombu.serialization import loads as deserialize
 from app.config import AgentConfig, ConfigInvalid, load_agent
 from app.event import Batch
 from app.metrics import MetricsStore
+from workers.runner import Requeue, SinkRunner
 from app.settings import Settings
 from routing.channels import queue_name
-from routing.processor import TASK_NAME
+from routing import deadletter
+from routing.processor import TASK_NAME, ChannelWriter
 from routing.transport import Transport
 from workers.sinks.base import SinkContext
 
 log = logging.getLogger(__name__)
-
-class Requeue(Exception):
-    """The batch was not written and must go back to its channel."""
-
 
 class Poison(Exception):
     """A channel message that can never be written (it cannot even be decoded)."""
@@ -120,70 +118,6 @@ class Housekeeper:
                 log.warning("housekeeping of %d held messages failed: %s", len(tags), exc)
 
 
-class SinkRunner:
-    """One sink group (or lone sink) draining one channel."""
-
-    def __init__(self, unit: str, processor, channel: str, metrics: MetricsStore):
-        self.unit = unit
-        self.processor = processor
-        self.channel = channel
-        self.metrics = metrics
-        self.started = False
-
-    @property
-    def batch_size(self) -> int:
-        return self.processor.batch_size
-
-    def start(self) -> None:
-        if not self.started:
-            for sink in self.processor.sinks:
-                sink.start()
-                self.metrics.group("SINK", sink.name).started()
-            self.started = True
-
-    def stop(self) -> None:
-        if self.started:
-            for sink in self.processor.sinks:
-                try:
-                    sink.stop()
-                finally:
-                    self.metrics.group("SINK", sink.name).stopped()
-            self.started = False
-
-    def write(self, batch: Batch, should_stop, retry_max_s: float) -> None:
-        """Write until a sink confirms; raise :class:`Requeue` if asked to stop before that."""
-        attempt = 0
-        while True:
-            try:
-                self.start()
-                sink = self.processor.write(batch)
-            except Exception as exc:
-                attempt += 1
-                for s in self.processor.sinks:
-                    self.metrics.group("SINK", s.name).add("EventWriteFail")
-                delay = min(retry_max_s, 0.1 * 2 ** attempt)
-                log.warning("sink %s: write of %d events failed (attempt %d): %s; retrying in %.1fs",
-                            self.unit, len(batch), attempt, exc, delay)
-                if _sleep_unless(should_stop, delay):
-                    raise Requeue(f"stopping while sink {self.unit} is failing") from exc
-                continue
-            counters = self.metrics.group("SINK", sink.name)
-            counters.add("EventDrainAttemptCount", len(batch))
-            counters.add("EventDrainSuccessCount", len(batch))
-            counters.add("BatchCompleteCount" if len(batch) >= sink.batch_size else "BatchUnderflowCount")
-            return
-
-
-def _sleep_unless(should_stop, delay_s: float) -> bool:
-    """Sleep ``delay_s`` in short steps; True as soon as ``should_stop()`` is."""
-    end = time.monotonic() + delay_s
-    while time.monotonic() < end:
-        if should_stop():
-            return True
-        time.sleep(min(0.2, max(0.0, end - time.monotonic())))
-    return should_stop()
-
-
 def worker_should_stop() -> bool:
     from celery.worker import state
     return bool(state.should_stop is not None or state.should_terminate is not None)
@@ -196,13 +130,13 @@ class WorkerRuntime:
     _lock = threading.Lock()
 
     @classmethod
-    def current(cls, settings: Settings) -> "WorkerRuntime":
+    def current(cls, settings: Settings, app) -> "WorkerRuntime":
         with cls._lock:
             if cls._current is None or cls._current.pid != os.getpid():
-                cls._current = cls(settings)
+                cls._current = cls(settings, app)
             return cls._current
 
-    def __init__(self, settings: Settings, should_stop=worker_should_stop):
+    def __init__(self, settings: Settings, app, should_stop=worker_should_stop):
         from app.celery_app import transport_options
         import redis
 
@@ -213,6 +147,7 @@ class WorkerRuntime:
         url = settings.resolved_broker_url()
         self.connection = Connection(url, transport=Transport, transport_options=transport_options(settings))
         self.channel = self.connection.default_channel
+        self.writer = ChannelWriter(app, self.config, url, transport_options(settings))
         self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name).start()
         self.leases = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         context = SinkContext(self.config.name, settings.data_path())
@@ -235,7 +170,19 @@ class WorkerRuntime:
         else:
             from workers.processors.default import DefaultSinkProcessor
             processor = DefaultSinkProcessor(unit, None, built)
-        return SinkRunner(unit, processor, self.config.channel_of_unit(sinks), self.metrics)
+        limits = [self.config.sinks[s].max_attempts for s in sinks]
+        max_attempts = 0 if 0 in limits else max(limits)
+        channel = self.config.channel_of_unit(sinks)
+        return SinkRunner(unit, processor, channel, self.metrics,
+                          lambda events, reasons, attempts: self.bury(events, reasons, unit, channel, attempts),
+                          max_attempts)
+
+    def bury(self, events: list, reasons: list[str], unit: str, channel: str, attempts: int) -> None:
+        """Put events into the dead-letter channel (one reason for all, or one per event)."""
+        reasons = reasons if len(reasons) == len(events) else reasons[:1] * len(events)
+        dead = deadletter.mark(events, reasons, unit, channel, attempts)
+        self.writer.put({deadletter.DEAD_CHANNEL: dead})
+        self.metrics.group("CHANNEL", deadletter.DEAD_CHANNEL).add("EventPutSuccessCount", len(dead))
 
     def take(self, channel: str, bodies: list, headers: list | None, ids, tag: str) -> int:
         """Process one channel message (and whatever else of the channel fits the sink's batch)."""

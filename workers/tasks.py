@@ -26,7 +26,7 @@ def register_tasks(app) -> None:
     @app.task(name=TASK_NAME, bind=True, acks_late=True, ignore_result=True)
     def take(self, channel, bodies, headers=None, ids=None):
         try:
-            return WorkerRuntime.current(settings).take(channel, bodies, headers, ids, self.request.id)
+            return WorkerRuntime.current(settings, app).take(channel, bodies, headers, ids, self.request.id)
         except Requeue as exc:
             log.info("channel message %s goes back to channel %s: %s", self.request.id, channel, exc)
             raise Reject(str(exc), requeue=True) from None

@@ -1,0 +1,56 @@
+"""Sinks that misbehave on purpose, loaded by agents under test as third-party components (``module:Class``).
+
+They write like a TEXT file_roll sink (one file per worker process, fsynced) so tests can count what arrived.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.options import opt, positive
+from routing.deadletter import RejectedEvents
+from workers.sinks.base import Sink
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    directory: str = opt("directory")
+    batch_size: int = opt("batchSize", 100, check=positive)
+    marker: str = opt("marker", "POISON", doc="bodies containing this are refused")
+
+
+class _FileSink(Sink):
+    Config = FaultConfig
+
+    def start(self) -> None:
+        Path(self.config.directory).mkdir(parents=True, exist_ok=True)
+        self.path = Path(self.config.directory) / f"part-{os.getpid()}"
+
+    def append(self, bodies: list[bytes]) -> None:
+        if bodies:
+            with open(self.path, "ab") as f:
+                f.write(b"".join(b + b"\n" for b in bodies))
+                f.flush()
+                os.fsync(f.fileno())
+
+
+class RejectingSink(_FileSink):
+    """Writes every event except those whose body contains the marker, which the 'store' rejects as malformed."""
+
+    def write(self, batch) -> None:
+        marker = self.config.marker.encode()
+        bad = {i: f"malformed: body contains {self.config.marker}" for i, b in enumerate(batch.bodies) if marker in b}
+        self.append([b for i, b in enumerate(batch.bodies) if i not in bad])
+        if bad:
+            raise RejectedEvents(bad)
+
+
+class FailingSink(_FileSink):
+    """Fails a whole write while the batch holds a marked event and the file ``<directory>/broken`` exists."""
+
+    def write(self, batch) -> None:
+        marker = self.config.marker.encode()
+        if (Path(self.config.directory) / "broken").exists() and any(marker in b for b in batch.bodies):
+            raise OSError("store refuses this batch")
+        self.append(batch.bodies)
