@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench docs lint clean
+.PHONY: install run test test-fast chaos bench docs lint clean
 
 install: $(STAMP)
 
@@ -28,7 +28,11 @@ test: install
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m 'not slow'
+	$(BIN)/python -m pytest -q -m 'not slow and not chaos'
+
+# The long fault-injection runs (about 15 minutes): prints the table of sent/delivered/lost/duplicated/recovery.
+chaos: install
+	$(BIN)/python tests/chaos.py --long
 
 # Throughput: 1,000,000 access-log lines exec -> file channel -> file_roll, beside syslog-ng (Debian syslog-ng-core).
 bench: install

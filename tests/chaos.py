@@ -1,0 +1,444 @@
+"""Fault injection: drive unique events through a real agent, break things, count every event at the end.
+
+    python tests/chaos.py [--long] [--only NAME ...]     # `make chaos` runs the long version
+
+Each scenario runs an HTTP client that posts numbered events (10 per request) at a steady rate and retries a
+request until it is answered 200, so every event is acknowledged by the source exactly when it reaches a
+channel.  The sink is ``file_roll``; at the end every event number is counted in its files.  A scenario reports:
+
+* sent: events the source acknowledged (HTTP 200);
+* delivered: distinct acknowledged events found in the output; lost = sent - delivered (must be 0);
+* duplicated: lines written more than once (at-least-once delivery: a batch written just before its worker
+  was killed is written again);
+* recover_s: for each fault, seconds from the fault until every event acknowledged before it was delivered
+  (the largest is reported).
+
+`tests/test_chaos.py` runs the short versions in `make test`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agents import REPO, AgentProcess, port_open, read_lines, wait_until  # noqa: E402
+from app.broker import free_port  # noqa: E402
+from conftest import RedisServer  # noqa: E402
+
+PER_REQUEST = 10
+
+
+@dataclass
+class Result:
+    scenario: str
+    sent: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    recover_s: float = 0.0
+    faults: int = 0
+    peak_growth_kib: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def row(self) -> str:
+        return (f"| {self.scenario} | {self.faults} | {self.sent} | {self.delivered} | {self.lost} | "
+                f"{self.duplicated} | {self.recover_s:.1f} | {'; '.join(self.notes)} |")
+
+
+HEADER = ("| scenario | faults | sent (acked) | delivered | lost | duplicated | recover s (max) | notes |\n"
+          "|---|---|---|---|---|---|---|---|")
+
+
+def agent_conf(port: int, out: Path, channel_type: str = "file", capacity: int = 1_000_000,
+               sinks: str | None = None) -> str:
+    return f"""
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = http
+a1.sources.r1.bind = 127.0.0.1
+a1.sources.r1.port = {port}
+a1.sources.r1.channels = c1
+a1.channels.c1.type = {channel_type}
+a1.channels.c1.capacity = {capacity}
+a1.channels.c1.transactionCapacity = 1000
+""" + (sinks or f"""
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.sink.rollInterval = 1
+a1.sinks.k1.sink.batchSize = 500
+a1.sinks.k1.channel = c1
+""")
+
+
+class Load:
+    """Posts events e0, e1, ... at ``rate`` events/s until ``total`` were acknowledged (or stopped)."""
+
+    def __init__(self, port: int, total: int, rate: float):
+        self.port, self.total, self.rate = port, total, rate
+        self.acked: list[tuple[float, int]] = []      # (time acknowledged, first event number of the request)
+        self.refused = 0                               # 503 answers (channel full or broker down)
+        self.errors = 0                                # connection refused / reset (agent down)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Load":
+        self.thread.start()
+        return self
+
+    def _post(self, first: int) -> int | None:
+        body = json.dumps([{"body": f"e{first + j}"} for j in range(PER_REQUEST)]).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    def _run(self) -> None:
+        start, first = time.monotonic(), 0
+        while first < self.total and not self.stop.is_set():
+            due = start + first / self.rate
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+            status = self._post(first)
+            if status == 200:
+                self.acked.append((time.monotonic(), first))
+                first += PER_REQUEST
+            else:
+                if status == 503:
+                    self.refused += 1
+                else:
+                    self.errors += 1
+                time.sleep(0.05)
+
+    def sent_before(self, moment: float) -> set[bytes]:
+        return {f"e{first + j}".encode() for t, first in self.acked if t <= moment for j in range(PER_REQUEST)}
+
+    def all_sent(self) -> set[bytes]:
+        return self.sent_before(float("inf"))
+
+    def join(self, timeout_s: float = 600) -> None:
+        self.thread.join(timeout_s)
+
+
+class Recovery:
+    """Watches the output and records, per fault, when everything acknowledged before it was delivered."""
+
+    def __init__(self, out: Path, load: Load):
+        self.out, self.load = out, load
+        self.faults: list[tuple[float, set[bytes]]] = []
+        self.recovered: list[float] = []
+
+    def fault(self) -> None:
+        now = time.monotonic()
+        self.faults.append((now, self.load.sent_before(now)))
+
+    def wait_all(self, timeout_s: float) -> None:
+        pending = list(self.faults)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            have = set(read_lines(self.out))
+            while pending and pending[0][1] <= have:
+                self.recovered.append(time.monotonic() - pending[0][0])
+                pending.pop(0)
+            time.sleep(0.25)
+
+    def worst(self) -> float:
+        return max(self.recovered, default=0.0)
+
+
+def count(result: Result, load: Load, out: Path) -> Result:
+    lines = read_lines(out)
+    sent = load.all_sent()
+    seen = Counter(lines)
+    result.sent = len(sent)
+    result.delivered = len(sent & set(seen))
+    result.lost = result.sent - result.delivered
+    result.duplicated = sum(n - 1 for n in seen.values() if n > 1)
+    return result
+
+
+def wait_delivered(out: Path, load: Load, timeout_s: float) -> None:
+    sent = load.all_sent()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sent <= set(read_lines(out)):
+            return
+        time.sleep(0.25)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def sink_worker_pid(agent: AgentProcess) -> int:
+    """The pid of the agent's celery worker child (solo pool: the process that runs the sink)."""
+    def find():
+        for pid in children(agent.process.pid):
+            try:
+                if b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
+                pass
+        return None
+    return wait_until(find, 60, what="the sink worker")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# --- scenarios --------------------------------------------------------------------------------------------------
+
+def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float) -> Result:
+    """kill -9 of the agent's (solo) sink worker, repeatedly; the agent restarts it."""
+    port, out = free_port(), tmp / "out"
+    agent = AgentProcess(tmp, agent_conf(port, out), env={"FLUMERY_VISIBILITY_TIMEOUT_S": "10"}).start()
+    result = Result("kill -9 sink worker (solo pool, main process)", faults=kills)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        for _ in range(kills):
+            time.sleep(interval_s)
+            pid = sink_worker_pid(agent)
+            recovery.fault()
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
+        load.join()
+        recovery.wait_all(180)
+        wait_delivered(out, load, 180)
+        result.recover_s = recovery.worst()
+    finally:
+        agent.stop()
+    return count(result, load, out)
+
+
+def pool_child_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float) -> Result:
+    """kill -9 of a prefork pool child of a separate `celery -A app worker`; Celery replaces the child."""
+    port, out = free_port(), tmp / "out"
+    redis_server = RedisServer(tmp / "redis").start()
+    conf = agent_conf(port, out)
+    sources = AgentProcess(tmp, conf, broker_url=redis_server.url, role="sources").start()
+    env = {**sources.env, "FLUMERY_CONF_FILE": str(sources.conf), "FLUMERY_AGENT": "a1",
+           "FLUMERY_BROKER_URL": redis_server.url, "FLUMERY_VISIBILITY_TIMEOUT_S": "10"}
+    log = open(tmp / "worker.log", "ab")
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "app", "worker", "--pool", "prefork",
+                               "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
+                               "--without-mingle"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    result = Result("kill -9 sink worker (prefork pool child)", faults=kills)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        for _ in range(kills):
+            time.sleep(interval_s)
+            child = wait_until(lambda: (children(worker.pid) or [None])[0], 60, what="the pool child")
+            recovery.fault()
+            os.kill(child, signal.SIGKILL)
+            wait_until(lambda: (children(worker.pid) or [child])[0] != child, 60, what="a new pool child")
+        load.join()
+        recovery.wait_all(180)
+        wait_delivered(out, load, 180)
+        result.recover_s = recovery.worst()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        sources.stop()
+        redis_server.stop()
+    return count(result, load, out)
+
+
+def agent_kill(tmp: Path, total: int, rate: float) -> Result:
+    """kill -9 of the whole agent (sources, and with it its broker and workers) mid-flow, then a restart."""
+    port, out = free_port(), tmp / "out"
+    conf = agent_conf(port, out)
+    agent = AgentProcess(tmp, conf).start()
+    result = Result("kill -9 agent (sources process) + restart", faults=1)
+    wait_until(lambda: port_open(port), 60, what="the http source")
+    load = Load(port, total, rate).start()
+    recovery = Recovery(out, load)
+    time.sleep(3)
+    recovery.fault()
+    agent.process.kill()
+    agent.process.wait(30)
+    agent.log.close()
+    restarted = AgentProcess(tmp, conf).start()
+    try:
+        load.join()
+        recovery.wait_all(180)
+        wait_delivered(out, load, 180)
+        result.recover_s = recovery.worst()
+        result.notes.append(f"{load.errors} requests refused while the agent was down, then retried")
+    finally:
+        restarted.stop()
+    return count(result, load, out)
+
+
+def redis_restart(tmp: Path, total: int, rate: float, appendfsync: str) -> Result:
+    """kill -9 of the broker (append-only file on) mid-flow, restarted a second later on the same port."""
+    port, out = free_port(), tmp / "out"
+    server = RedisServer(tmp / "redis", appendfsync=appendfsync).start()
+    agent = AgentProcess(tmp, agent_conf(port, out), broker_url=server.url).start()
+    result = Result(f"kill -9 + restart Redis (appendfsync {appendfsync})", faults=1)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        time.sleep(3)
+        recovery.fault()
+        server.stop(kill=True)
+        time.sleep(1)
+        server.start()
+        load.join()
+        recovery.wait_all(180)
+        wait_delivered(out, load, 180)
+        result.recover_s = recovery.worst()
+        result.notes.append(f"{load.refused} requests answered 503 while Redis was down")
+    finally:
+        agent.stop()
+        server.stop()
+    return count(result, load, out)
+
+
+def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
+    """The file_roll directory disappears (a regular file takes its path) for ``outage_s``, then comes back."""
+    port, out = free_port(), tmp / "out"
+    agent = AgentProcess(tmp, agent_conf(port, out)).start()
+    result = Result(f"store unavailable for {outage_s:.0f} s", faults=1)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        wait_until(lambda: out.exists() and any(out.iterdir()), 60, what="first output")
+        time.sleep(2)
+        recovery.fault()
+        aside = tmp / "out-aside"
+        out.rename(aside)
+        out.write_text("not a directory\n")             # opening the next file fails, even as root
+        time.sleep(outage_s)
+        out.unlink()
+        aside.rename(out)
+        load.join()
+        recovery.wait_all(180)
+        wait_delivered(out, load, 180)
+        result.recover_s = recovery.worst()
+    finally:
+        agent.stop()
+    return count(result, load, out)
+
+
+def channel_full(tmp: Path, total: int, rate: float, hold_s: float) -> Result:
+    """No sink for ``hold_s`` (sources only): the channel fills, the HTTP source answers 503, memory stays flat;
+    then sink workers start and everything acknowledged is delivered."""
+    port, out = free_port(), tmp / "out"
+    server = RedisServer(tmp / "redis").start()
+    conf = agent_conf(port, out, capacity=2000)
+    sources = AgentProcess(tmp, conf, broker_url=server.url, role="sources").start()
+    result = Result(f"channel held full for {hold_s:.0f} s (no sink)", faults=1)
+    sinks = None
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        wait_until(lambda: load.refused > 0, 60, what="the first 503")
+        baseline = rss_kib(sources.process.pid)
+        peak = baseline
+        end = time.monotonic() + hold_s
+        while time.monotonic() < end:
+            peak = max(peak, rss_kib(sources.process.pid))
+            time.sleep(0.5)
+        recovery.fault()
+        sinks = AgentProcess(tmp, conf, broker_url=server.url, role="sinks").start()
+        load.join()
+        recovery.wait_all(180)
+        wait_delivered(out, load, 180)
+        result.recover_s = recovery.worst()
+        result.notes.append(f"{load.refused} requests answered 503; agent RSS {baseline // 1024} MiB at the first "
+                            f"503, at most {peak // 1024} MiB while full")
+        result.peak_growth_kib = peak - baseline
+    finally:
+        if sinks:
+            sinks.stop()
+        sources.stop()
+        server.stop()
+    return count(result, load, out)
+
+
+def scenarios(long: bool) -> dict:
+    """name -> callable(tmp) -> Result, sized for `make chaos` (long) or `make test` (short)."""
+    if long:
+        return {
+            "worker": lambda t: worker_kills(t, 200_000, 2500, kills=5, interval_s=12),
+            "pool-child": lambda t: pool_child_kills(t, 200_000, 2500, kills=5, interval_s=12),
+            "agent": lambda t: agent_kill(t, 100_000, 2500),
+            "redis-always": lambda t: redis_restart(t, 100_000, 2500, "always"),
+            "redis-everysec": lambda t: redis_restart(t, 100_000, 2500, "everysec"),
+            "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
+            "full": lambda t: channel_full(t, 40_000, 2500, hold_s=60),
+        }
+    return {
+        "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2),
+        "pool-child": lambda t: pool_child_kills(t, 6_000, 1000, kills=2, interval_s=2),
+        "agent": lambda t: agent_kill(t, 6_000, 1000),
+        "redis-always": lambda t: redis_restart(t, 6_000, 1000, "always"),
+        "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
+        "full": lambda t: channel_full(t, 6_000, 1000, hold_s=3),
+    }
+
+
+def main() -> int:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--long", action="store_true", help="the full-size runs (minutes each)")
+    parser.add_argument("--only", nargs="*", help="scenario names to run")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    chosen = scenarios(args.long)
+    results = []
+    for name, run in chosen.items():
+        if args.only and name not in args.only:
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"flumery-chaos-{name}-") as tmp:
+            started = time.monotonic()
+            result = run(Path(tmp))
+            result.notes.append(f"{time.monotonic() - started:.0f} s run")
+            results.append(result)
+            print(result.row(), flush=True)
+    print("\n" + HEADER)
+    for result in results:
+        print(result.row())
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return 1 if any(r.lost for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

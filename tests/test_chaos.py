@@ -1,0 +1,24 @@
+"""The fault-injection suite, short versions (`make chaos` runs the long ones: python tests/chaos.py --long).
+
+Every scenario must lose no acknowledged event.  Duplicates are allowed (delivery is at least once) and reported.
+"""
+from __future__ import annotations
+
+import pytest
+
+import chaos
+
+pytestmark = pytest.mark.chaos
+SHORT = chaos.scenarios(long=False)
+
+
+@pytest.mark.parametrize("name", list(SHORT))
+def test_no_acknowledged_event_is_lost(name, tmp_path):
+    result = SHORT[name](tmp_path)
+    print(result.row())
+    assert result.sent > 0
+    assert result.lost == 0, result.row()
+    assert result.delivered == result.sent
+    if name == "full":
+        assert "503" in " ".join(result.notes)
+        assert result.peak_growth_kib < 32 * 1024, "the agent's memory grew while the channel was full"
