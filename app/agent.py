@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 ROLES = ("all", "sources", "sinks")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-WORKER_RESTART_DELAY_S = 1.0
+WORKER_RESTART_FIRST_S = 1.0
+WORKER_RESTART_MAX_S = 30.0
 
 
 class Agent:
@@ -54,6 +55,7 @@ class Agent:
         self.embedded: EmbeddedRedis | None = None
         self.sources: dict = {}
         self.workers: dict[str, subprocess.Popen] = {}
+        self.started_at: dict[str, float] = {}
         self.writer: ChannelWriter | None = None
         self.metrics: MetricsStore | None = None
         self.metrics_server: MetricsServer | None = None
@@ -132,6 +134,7 @@ class Agent:
                 "--loglevel", self.worker_log_level, "--hostname", f"{unit}@{self.config.name}.%h",
                 "--queues", queue_name(self.config.name, channel), "--without-gossip", "--without-mingle"]
         # Own session: a Ctrl-C in the terminal reaches only the agent, which then stops the workers in order.
+        self.started_at[unit] = time.monotonic()
         self.workers[unit] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                                               preexec_fn=die_with_parent)
         log.info("sink worker for %s (pid %d) drains channel %s", unit, self.workers[unit].pid, channel)
@@ -149,13 +152,26 @@ class Agent:
         return 0
 
     def supervise(self) -> None:
-        """Wait for a stop request; restart a sink worker that died on its own."""
+        """Wait for a stop request; restart a sink worker that died on its own, with a growing delay if it keeps
+        dying (a worker that cannot start must not restart in a tight loop)."""
+        units = dict(self.config.sink_units())
+        delay = {unit: WORKER_RESTART_FIRST_S for unit in units}
+        due: dict[str, float] = {}
         while not self.stop_requested.wait(0.5):
+            now = time.monotonic()
             for unit, process in list(self.workers.items()):
-                if process.poll() is not None and not self.stop_requested.is_set():
-                    log.warning("sink worker for %s exited with %s; restarting it", unit, process.returncode)
-                    time.sleep(WORKER_RESTART_DELAY_S)
-                    self._start_worker(unit, dict(self.config.sink_units())[unit])
+                if process.poll() is None:
+                    if now - self.started_at.get(unit, now) > 60:
+                        delay[unit] = WORKER_RESTART_FIRST_S          # it ran a while: forget earlier deaths
+                    continue
+                if unit not in due:
+                    log.warning("sink worker for %s exited with %s; restarting it in %.0fs", unit,
+                                process.returncode, delay[unit])
+                    due[unit] = now + delay[unit]
+                    delay[unit] = min(delay[unit] * 2, WORKER_RESTART_MAX_S)
+                elif now >= due[unit]:
+                    del due[unit]
+                    self._start_worker(unit, units[unit])
 
     def stop(self) -> None:
         self.stop_requested.set()

@@ -22,8 +22,6 @@ from app.options import ConfigError
 from app.registry import Registry, UnknownType, did_you_mean
 
 LIST_KEYS = ("sources", "channels", "sinks", "sinkgroups")
-SOURCE_COMMON = ("type", "channels")
-SINK_COMMON = ("type", "channel", "maxAttempts")
 
 
 class ConfigInvalid(Exception):

@@ -216,11 +216,13 @@ def rss_kib(pid: int) -> int:
 
 # --- scenarios --------------------------------------------------------------------------------------------------
 
-def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float) -> Result:
-    """kill -9 of the agent's (solo) sink worker, repeatedly; the agent restarts it."""
+def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float, vt_s: float) -> Result:
+    """kill -9 of the agent's (solo) sink worker, repeatedly; the agent restarts it.  ``vt_s`` is the visibility
+    timeout: the killed worker's batch comes back after it."""
     port, out = free_port(), tmp / "out"
-    agent = AgentProcess(tmp, agent_conf(port, out), env={"FLUMERY_VISIBILITY_TIMEOUT_S": "10"}).start()
+    agent = AgentProcess(tmp, agent_conf(port, out), env={"FLUMERY_VISIBILITY_TIMEOUT_S": str(vt_s)}).start()
     result = Result("kill -9 sink worker (solo pool, main process)", faults=kills)
+    result.notes.append(f"visibility timeout {vt_s:.0f} s")
     try:
         wait_until(lambda: port_open(port), 60, what="the http source")
         load = Load(port, total, rate).start()
@@ -240,19 +242,20 @@ def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: flo
     return count(result, load, out)
 
 
-def pool_child_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float) -> Result:
+def pool_child_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float, vt_s: float) -> Result:
     """kill -9 of a prefork pool child of a separate `celery -A app worker`; Celery replaces the child."""
     port, out = free_port(), tmp / "out"
     redis_server = RedisServer(tmp / "redis").start()
     conf = agent_conf(port, out)
     sources = AgentProcess(tmp, conf, broker_url=redis_server.url, role="sources").start()
     env = {**sources.env, "FLUMERY_CONF_FILE": str(sources.conf), "FLUMERY_AGENT": "a1",
-           "FLUMERY_BROKER_URL": redis_server.url, "FLUMERY_VISIBILITY_TIMEOUT_S": "10"}
+           "FLUMERY_BROKER_URL": redis_server.url, "FLUMERY_VISIBILITY_TIMEOUT_S": str(vt_s)}
     log = open(tmp / "worker.log", "ab")
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "app", "worker", "--pool", "prefork",
                                "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
                                "--without-mingle"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     result = Result("kill -9 sink worker (prefork pool child)", faults=kills)
+    result.notes.append(f"visibility timeout {vt_s:.0f} s")
     try:
         wait_until(lambda: port_open(port), 60, what="the http source")
         load = Load(port, total, rate).start()
@@ -395,8 +398,8 @@ def scenarios(long: bool) -> dict:
     """name -> callable(tmp) -> Result, sized for `make chaos` (long) or `make test` (short)."""
     if long:
         return {
-            "worker": lambda t: worker_kills(t, 200_000, 2500, kills=5, interval_s=12),
-            "pool-child": lambda t: pool_child_kills(t, 200_000, 2500, kills=5, interval_s=12),
+            "worker": lambda t: worker_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
+            "pool-child": lambda t: pool_child_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
             "agent": lambda t: agent_kill(t, 100_000, 2500),
             "redis-always": lambda t: redis_restart(t, 100_000, 2500, "always"),
             "redis-everysec": lambda t: redis_restart(t, 100_000, 2500, "everysec"),
@@ -404,8 +407,8 @@ def scenarios(long: bool) -> dict:
             "full": lambda t: channel_full(t, 40_000, 2500, hold_s=60),
         }
     return {
-        "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2),
-        "pool-child": lambda t: pool_child_kills(t, 6_000, 1000, kills=2, interval_s=2),
+        "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
+        "pool-child": lambda t: pool_child_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
         "agent": lambda t: agent_kill(t, 6_000, 1000),
         "redis-always": lambda t: redis_restart(t, 6_000, 1000, "always"),
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
