@@ -40,27 +40,33 @@ class SinkRunner:
         self.metrics = metrics
         self.dead_letter = dead_letter      # callable(events, reasons, attempts)
         self.max_attempts = max_attempts
-        self.started = False
+        self.started_sinks: set = set()
 
     @property
     def batch_size(self) -> int:
         return self.processor.batch_size
 
     def start(self) -> None:
-        if not self.started:
-            for sink in self.processor.sinks:
+        """Start every sink not started yet, each on its own: one sink that cannot start must not keep the
+        others of its group (its failover backup, say) from working.  Its writes then fail until it starts."""
+        for sink in self.processor.sinks:
+            if sink in self.started_sinks:
+                continue
+            try:
                 sink.start()
-                self.metrics.group("SINK", sink.name).started()
-            self.started = True
+            except Exception as exc:
+                log.warning("sink %s could not start (will try again): %s", sink.name, exc)
+                continue
+            self.started_sinks.add(sink)
+            self.metrics.group("SINK", sink.name).started()
 
     def stop(self) -> None:
-        if self.started:
-            for sink in self.processor.sinks:
-                try:
-                    sink.stop()
-                finally:
-                    self.metrics.group("SINK", sink.name).stopped()
-            self.started = False
+        for sink in list(self.started_sinks):
+            try:
+                sink.stop()
+            finally:
+                self.started_sinks.discard(sink)
+                self.metrics.group("SINK", sink.name).stopped()
 
     def write(self, batch: Batch, should_stop, retry_max_s: float) -> None:
         attempt = 0

@@ -132,7 +132,10 @@ class WorkerRuntime:
     @classmethod
     def current(cls, settings: Settings, app) -> "WorkerRuntime":
         with cls._lock:
-            if cls._current is None or cls._current.pid != os.getpid():
+            current = cls._current
+            if current is None or current.pid != os.getpid() or current.settings != settings:
+                if current is not None and current.pid == os.getpid():
+                    current.stop()
                 cls._current = cls(settings, app)
             return cls._current
 

@@ -4,43 +4,51 @@ Sources never call it through Celery's ``send_task``: they put its messages into
 capacity-checked transaction (:mod:`routing.processor`).  Celery workers consume them like any other task.
 The task returns normally only after the batch was written and confirmed; then Celery acknowledges the message
 (``acks_late``).  Every other outcome gives the message back (``Reject(requeue=True)``), except a message that
-cannot be decoded at all, which is rejected for good with an error in the log.
+cannot be decoded at all: its raw content goes to the dead-letter channel, then it is dropped from its channel.
 """
 from __future__ import annotations
 
 import logging
 import time
 
+import msgpack
 from celery import signals
 from celery.exceptions import Reject
 
+from app.event import Event
 from routing.processor import TASK_NAME
 from workers.runtime import Poison, Requeue, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 
-def register_tasks(app) -> None:
-    settings = app.flumery_settings
+def take(task, channel, bodies, headers=None, ids=None):
+    """The task body; ``task.app.flumery_settings`` names the agent whose sinks this worker serves."""
+    runtime = WorkerRuntime.current(task.app.flumery_settings, task.app)
+    try:
+        return runtime.take(channel, bodies, headers, ids, task.request.id)
+    except Requeue as exc:
+        log.info("channel message %s goes back to channel %s: %s", task.request.id, channel, exc)
+        raise Reject(str(exc), requeue=True) from None
+    except Poison as exc:
+        # Undecodable: keep its raw content as one dead letter, then drop the message from its channel.
+        raw = Event(msgpack.packb([channel, bodies, headers, ids], use_bin_type=True, default=repr),
+                    id=task.request.id)
+        runtime.bury([raw], [f"undecodable channel message: {exc}"], "", channel, 1)
+        log.error("channel message %s of channel %s cannot be decoded; it went to the dead-letter channel: %s",
+                  task.request.id, channel, exc)
+        raise Reject(str(exc), requeue=False) from None
+    except Exception as exc:
+        # Celery would drop the message of a failed acks_late task (acks_on_failure_or_timeout=False rejects
+        # it without requeue): never let an unexpected error reach Celery.
+        log.exception("channel message %s of channel %s failed; it goes back to the channel",
+                      task.request.id, channel)
+        time.sleep(1.0)
+        raise Reject(f"unexpected error: {exc}", requeue=True) from None
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, ignore_result=True)
-    def take(self, channel, bodies, headers=None, ids=None):
-        try:
-            return WorkerRuntime.current(settings, app).take(channel, bodies, headers, ids, self.request.id)
-        except Requeue as exc:
-            log.info("channel message %s goes back to channel %s: %s", self.request.id, channel, exc)
-            raise Reject(str(exc), requeue=True) from None
-        except Poison as exc:
-            log.error("channel message %s of channel %s cannot be written and is dropped: %s",
-                      self.request.id, channel, exc)
-            raise Reject(str(exc), requeue=False) from None
-        except Exception as exc:
-            # Celery would drop the message of a failed acks_late task (acks_on_failure_or_timeout=False
-            # rejects it without requeue): never let an unexpected error reach Celery.
-            log.exception("channel message %s of channel %s failed; it goes back to the channel",
-                          self.request.id, channel)
-            time.sleep(1.0)
-            raise Reject(f"unexpected error: {exc}", requeue=True) from None
+
+def register_tasks(app) -> None:
+    app.task(name=TASK_NAME, bind=True, acks_late=True, ignore_result=True)(take)
 
 
 def stop_sinks(**_) -> None:

@@ -33,7 +33,8 @@ class Sink:
         return getattr(self.config, "batch_size", 100)
 
     def start(self) -> None:
-        """Open connections or files; may raise (the runner then retries, like a failed write)."""
+        """Prepare to write.  Should not fail because the store is unreachable (connect in ``write`` instead):
+        a sink that cannot start is retried before each write, and its writes fail meanwhile."""
 
     def write(self, batch) -> None:
         raise NotImplementedError
