@@ -357,6 +357,63 @@ def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
     return count(result, load, out)
 
 
+def failover_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
+    """The primary of a failover group loses its store for ``outage_s``: events go to the backup meanwhile."""
+    port, primary, backup = free_port(), tmp / "primary", tmp / "backup"
+    sinks = f"""
+a1.sinks = k1 k2
+a1.sinkgroups = g1
+a1.sinkgroups.g1.sinks = k1 k2
+a1.sinkgroups.g1.processor.type = failover
+a1.sinkgroups.g1.processor.priority.k1 = 10
+a1.sinkgroups.g1.processor.priority.k2 = 5
+a1.sinkgroups.g1.processor.maxpenalty = 5000
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {primary}
+a1.sinks.k1.sink.rollInterval = 1
+a1.sinks.k1.sink.batchSize = 500
+a1.sinks.k1.channel = c1
+a1.sinks.k2.type = file_roll
+a1.sinks.k2.sink.directory = {backup}
+a1.sinks.k2.sink.rollInterval = 1
+a1.sinks.k2.sink.batchSize = 500
+a1.sinks.k2.channel = c1
+"""
+    conf = agent_conf(port, primary, sinks=sinks).replace("a1.sinks = k1\n", "")
+    agent = AgentProcess(tmp, conf).start()
+    result = Result(f"failover group, primary store unavailable for {outage_s:.0f} s", faults=1)
+    merged = tmp / "merged"
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        wait_until(lambda: primary.exists() and any(primary.iterdir()), 60, what="first output")
+        time.sleep(2)
+        fault_at = time.monotonic()
+        aside = tmp / "primary-aside"
+        primary.rename(aside)
+        primary.write_text("not a directory\n")
+        wait_until(lambda: backup.exists() and any(backup.iterdir()), outage_s + 30, what="the backup taking over")
+        took_over = time.monotonic() - fault_at
+        time.sleep(max(0.0, outage_s - took_over))
+        primary.unlink()
+        aside.rename(primary)
+        load.join()
+        merged.mkdir()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            lines = read_lines(primary) + read_lines(backup)
+            if load.all_sent() <= set(lines):
+                break
+            time.sleep(0.25)
+        result.recover_s = took_over
+        result.notes.append(f"backup took over {took_over:.1f} s after the fault; "
+                            f"{len(read_lines(backup))} events went to the backup")
+    finally:
+        agent.stop()
+    (merged / "all").write_bytes(b"".join(line + b"\n" for line in read_lines(primary) + read_lines(backup)))
+    return count(result, load, merged)
+
+
 def channel_full(tmp: Path, total: int, rate: float, hold_s: float) -> Result:
     """No sink for ``hold_s`` (sources only): the channel fills, the HTTP source answers 503, memory stays flat;
     then sink workers start and everything acknowledged is delivered."""
@@ -404,6 +461,7 @@ def scenarios(long: bool) -> dict:
             "redis-always": lambda t: redis_restart(t, 100_000, 2500, "always"),
             "redis-everysec": lambda t: redis_restart(t, 100_000, 2500, "everysec"),
             "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
+            "failover": lambda t: failover_outage(t, 150_000, 2500, outage_s=30),
             "full": lambda t: channel_full(t, 40_000, 2500, hold_s=60),
         }
     return {
@@ -412,6 +470,7 @@ def scenarios(long: bool) -> dict:
         "agent": lambda t: agent_kill(t, 6_000, 1000),
         "redis-always": lambda t: redis_restart(t, 6_000, 1000, "always"),
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
+        "failover": lambda t: failover_outage(t, 8_000, 1000, outage_s=3),
         "full": lambda t: channel_full(t, 6_000, 1000, hold_s=3),
     }
 
