@@ -123,6 +123,9 @@ class Batch:
     def from_events(cls, events: list[Event]) -> "Batch":
         headers = [e.headers for e in events]
         ids = [e.id for e in events]
+        if any(ids) and not all(ids):
+            fresh = IdRange.fresh(len(ids))
+            ids = [i or fresh[n] for n, i in enumerate(ids)]
         return cls([e.body for e in events], headers if any(headers) else None, ids if all(ids) else None)
 
     def to_wire(self) -> tuple:

@@ -8,7 +8,9 @@ Flumery adds 413 for a request larger than ``maxRequestBytes`` or than a channel
 is no Content-Length.
 
 JSONHandler body: ``[{"headers": {"k": "v"}, "body": "text"}, ...]``.  The body text is encoded back into the
-request's charset (``application/json; charset=UTF-16``), as Flume does; a missing body is an empty body.
+request's charset (``application/json; charset=UTF-16``), as Flume does; a missing body is an empty body.  A
+``flumery.id`` header becomes the event's id (so a client that retries a request can keep its events' ids);
+events without one get a fresh id.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import redis
 
-from app.event import Batch, Event
+from app.event import ID_HEADER, Batch, Event
 from app.options import opt, port_number, positive
 from app.registry import Registry
 from routing.processor import BatchTooLarge
@@ -99,7 +101,8 @@ def json_handler(raw: bytes, content_type: str | None, query: str) -> list[Event
             if isinstance(value, (dict, list)) or value is None:
                 raise BadRequest(f"event {i}: header '{key}' must be a string")
             clean[key] = value if isinstance(value, str) else json.dumps(value)
-        events.append(Event(encode(body or ""), clean))
+        # An id given by the sender (another Flumery agent, or a client that retries) is the event's id.
+        events.append(Event(encode(body or ""), clean, clean.pop(ID_HEADER, "")))
     return events
 
 
