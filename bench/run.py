@@ -48,11 +48,12 @@ b.sources.r1.batchSize = 1000
 """
 
 TAILDIR_SOURCE = """\
+# TAILDIR puts up to the channel's transactionCapacity per batch: one put, one fsync per 10000 lines.
 b.sources.r1.type = TAILDIR
 b.sources.r1.filegroups = f1
 b.sources.r1.filegroups.f1 = {log}
 b.sources.r1.positionFile = {work}/taildir_position.json
-b.sources.r1.batchSize = 1000
+b.sources.r1.batchSize = 10000
 """
 
 SYSLOG_NG_CONF = """\

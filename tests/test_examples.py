@@ -77,11 +77,9 @@ def test_replicating_example_details():
     assert selector.select({}) == (["c1", "c2"], ["c3"])
 
 
-def test_taildir_example_names_taildir():
-    with pytest.raises(ConfigInvalid) as info:
-        load_agent(EXAMPLES / "g-taildir.conf", "a1", environ={})
-    assert [e.key for e in info.value.errors] == ["a1.sources.r1.type"]
-    assert "'TAILDIR' is a Flume type that Flumery does not have yet" in info.value.errors[0].message
+def test_taildir_example_validates():
+    config = load_agent(EXAMPLES / "g-taildir.conf", "a1", environ={})
+    assert config.sources["r1"].type == "TAILDIR"
 
 
 # --- the command line ------------------------------------------------------------------------------------------
@@ -105,13 +103,11 @@ def test_cli_validate_flume_spellings():
     assert result.returncode == 0, result.stderr
 
 
-def test_cli_validate_taildir_fails():
-    result = run_cli("validate", "-f", str(EXAMPLES / "g-taildir.conf"), "-n", "a1")
+def test_cli_validate_names_the_missing_hdfs_type():
+    result = run_cli("validate", "-f", str(EXAMPLES / "f-spooldir-hdfs.conf"), "-n", "a1")
     assert result.returncode == 2
-    assert "TAILDIR" in result.stderr
-    assert "a1.sources.r1.type" in result.stderr
-    assert "does not have yet" in result.stderr
-    assert "1 error" in result.stderr
+    assert "a1.sinks.k1.type: sink type 'hdfs' is a Flume type that Flumery does not have yet" in result.stderr
+    assert "1 error" in result.stderr                         # spooldir and the timestamp interceptor exist
 
 
 def test_cli_validate_unknown_agent():

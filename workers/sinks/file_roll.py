@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.files import fsync_dir, write_all
 from app.options import non_negative, one_of, opt, positive
 from workers.sinks.base import Sink
 from workers.sinks.logger import java_map
@@ -62,9 +63,7 @@ class FileRollSink(Sink):
         fd = self._current_file()
         offset = os.lseek(fd, 0, os.SEEK_END)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         except OSError:
             self._cut_back(fd, offset)
@@ -105,11 +104,7 @@ class FileRollSink(Sink):
                 continue          # another process of this sink took the name: take the next one
         self.path = path
         self.opened_at = time.monotonic()
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)      # the new file's name must survive a crash as well as its content
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self.directory)     # the new file's name must survive a crash as well as its content
         log.info("file_roll sink %s: writing %s", self.name, path)
 
     def _close(self) -> None:
