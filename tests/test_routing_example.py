@@ -22,7 +22,8 @@ def access_lines(start: int, count: int, rnd: random.Random) -> list[tuple[bytes
     for i in range(start, start + count):
         status = STATUSES[rnd.randrange(len(STATUSES))]
         path = f"/api/v1/items/{500 + i % 7}" if i % 5 == 0 else f"/api/v1/items/{i}"   # "500" in the URL
-        out.append((f'10.{i % 256}.{(i // 256) % 256}.{i % 97} - - [01/Dec/2026:04:{(i // 60000) % 60:02d}:'
+        vhost = f"site{i % 3}.example.com:443 " if i % 2 else ""          # vhost_combined and combined lines
+        out.append((f'{vhost}10.{i % 256}.{(i // 256) % 256}.{i % 97} - - [01/Dec/2026:04:{(i // 60000) % 60:02d}:'
                     f'{(i // 1000) % 60:02d} +0000] "GET {path} HTTP/1.1" {status} {rnd.randint(100, 9000)} "-" '
                     f'"Mozilla/5.0 (X11; Linux x86_64) curl/8.0"'.encode(), status))
         if i % 997 == 0:
@@ -76,13 +77,18 @@ def test_server_errors_go_to_errors_and_the_rest_to_all_exactly_once(tmp_path, r
     errors = read_lines(errors_dir)
     rest = read_lines(all_dir)
     assert len(errors) + len(rest) == len(written)           # each line exactly once, in exactly one sink
-    headers_re = re.compile(rb"^\{client=([0-9.]+), status=(5\d\d), statusClass=5\} (.*)$")
+    headers_re = re.compile(rb"^\{(?:vhost=([a-z0-9.]+), )?client=([0-9.]+), status=(5\d\d), statusClass=5\} (.*)$")
     bodies = []
+    vhosts = 0
     for line in errors:
         m = headers_re.match(line)
         assert m, line
-        bodies.append(m.group(3))
-        assert m.group(3).startswith(m.group(1) + b" - - [")                  # the client IP header
-        assert f'" {m.group(2).decode()} '.encode() in m.group(3)             # the status header
+        vhost, client, status, body = m.groups()
+        bodies.append(body)
+        prefix = (vhost + b":443 " if vhost else b"") + client + b" - - ["
+        assert body.startswith(prefix)                                        # the vhost and client headers
+        assert f'" {status.decode()} '.encode() in body                       # the status header
+        vhosts += vhost is not None
+    assert vhosts > 50
     assert sorted(bodies) == sorted(expected_errors)
     assert sorted(rest) == sorted(expected_rest)
