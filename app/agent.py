@@ -40,6 +40,7 @@ ROLES = ("all", "sources", "sinks")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_RESTART_FIRST_S = 1.0
 WORKER_RESTART_MAX_S = 30.0
+WORKER_HEALTHY_AFTER_S = 5.0      # a worker that ran this long before dying is restarted at once
 
 
 class Agent:
@@ -152,8 +153,8 @@ class Agent:
         return 0
 
     def supervise(self) -> None:
-        """Wait for a stop request; restart a sink worker that died on its own, with a growing delay if it keeps
-        dying (a worker that cannot start must not restart in a tight loop)."""
+        """Wait for a stop request; restart a sink worker that died on its own: after 1 s, or, if it keeps
+        dying within seconds of its start (it cannot start), after a delay that doubles up to 30 s."""
         units = dict(self.config.sink_units())
         delay = {unit: WORKER_RESTART_FIRST_S for unit in units}
         due: dict[str, float] = {}
@@ -161,10 +162,10 @@ class Agent:
             now = time.monotonic()
             for unit, process in list(self.workers.items()):
                 if process.poll() is None:
-                    if now - self.started_at.get(unit, now) > 60:
-                        delay[unit] = WORKER_RESTART_FIRST_S          # it ran a while: forget earlier deaths
                     continue
                 if unit not in due:
+                    if now - self.started_at[unit] >= WORKER_HEALTHY_AFTER_S:
+                        delay[unit] = WORKER_RESTART_FIRST_S          # it was running: not a crash loop
                     log.warning("sink worker for %s exited with %s; restarting it in %.0fs", unit,
                                 process.returncode, delay[unit])
                     due[unit] = now + delay[unit]

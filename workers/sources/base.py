@@ -80,17 +80,20 @@ class Source:
             raise
         self.counters.add("EventAcceptedCount", len(batch))
 
-    def deliver(self, batch: Batch) -> bool:
-        """Put ``batch``, retrying with backoff while the channels are full or the broker is unreachable.
+    def deliver(self, batch: Batch, max_backoff_s: float = BACKOFF_MAX_S) -> bool:
+        """Put ``batch``, retrying with backoff (up to ``max_backoff_s`` between attempts) while the channels
+        are full or the broker is unreachable.
 
         Returns True once the batch is in every required channel, False if the source was stopped first (the
         batch was then not acknowledged and is not in any channel).
         """
         self.counters.add("EventReceivedCount", len(batch))
-        delay = BACKOFF_START_S
+        self.counters.add("AppendBatchReceivedCount")
+        delay = min(BACKOFF_START_S, max_backoff_s)
         while True:
             try:
                 self._attempt(batch)
+                self.counters.add("AppendBatchAcceptedCount")
                 return True
             except BatchTooLarge:
                 raise
@@ -101,4 +104,4 @@ class Source:
                 log.warning("source %s: put failed (%s); retrying in %.2fs", self.name, exc, delay)
             if self.stopping.wait(delay):
                 return False
-            delay = min(delay * 2, BACKOFF_MAX_S)
+            delay = min(delay * 2, max_backoff_s)

@@ -42,10 +42,8 @@ from dataclasses import dataclass, replace
 from app.event import Batch
 from app.options import one_of, opt, positive
 from app.registry import did_you_mean
-from routing.processor import BatchTooLarge
-from routing.transport import ChannelFullError
 from workers.interceptors import java_regex
-from workers.sources.base import BACKOFF_START_S, Source
+from workers.sources.base import Source
 from workers.sources.spooldir_reader import BlobDeserializer, LineDeserializer, ReadProblem, newline_is_0x0a
 from workers.sources.spooldir_tracker import Candidate, FileId, FileProblem, SetupError, SpoolTracker
 
@@ -333,28 +331,9 @@ class SpoolDirectorySource(Source):
         self.counters.add("EventReadFail")
         log.error("spooldir source %s: file '%s': %s", self.name, candidate.path, message)
 
-    # -- delivery --------------------------------------------------------------------------------------------
     def deliver(self, batch: Batch) -> bool:
         """:meth:`Source.deliver`, with Flume's ``maxBackoff`` as the longest pause between two attempts."""
-        self.counters.add("EventReceivedCount", len(batch))
-        self.counters.add("AppendBatchReceivedCount")
-        cap = self.config.max_backoff_ms / 1000
-        delay = min(BACKOFF_START_S, cap)
-        while True:
-            try:
-                self._attempt(batch)
-                self.counters.add("AppendBatchAcceptedCount")
-                return True
-            except BatchTooLarge:
-                raise
-            except ChannelFullError as exc:
-                log.debug("spooldir source %s: %s; retrying in %.2fs", self.name, exc, delay)
-            except Exception as exc:      # the broker is down or restarting: keep the batch, try again
-                self.counters.add("GenericProcessingFail")
-                log.warning("spooldir source %s: put failed (%s); retrying in %.2fs", self.name, exc, delay)
-            if self.stopping.wait(delay):
-                return False
-            delay = min(delay * 2, cap)
+        return super().deliver(batch, max_backoff_s=self.config.max_backoff_ms / 1000)
 
 
 def _text(path: str) -> str:

@@ -189,11 +189,9 @@ class TaildirSource(Source):
         sent = 0
         try:
             for batch, end, tail in self.reader.batches(tf, self.config.batch_size, final):
-                self.counters.add("AppendBatchReceivedCount")
                 if not self.deliver(batch):
                     return None
                 self.reader.commit(tf, end, tail)
-                self.counters.add("AppendBatchAcceptedCount")
                 self._maybe_write_positions()
                 sent += 1
                 if self.stopping.is_set():
