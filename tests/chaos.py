@@ -138,6 +138,26 @@ class Load:
         self.thread.join(timeout_s)
 
 
+class FileLoad(Load):
+    """Appends lines e0, e1, ... to a log file at ``rate`` lines/s: what TAILDIR must deliver, all of it."""
+
+    def __init__(self, path: Path, total: int, rate: float):
+        super().__init__(0, total, rate)
+        self.path = path
+
+    def _run(self) -> None:
+        start, first = time.monotonic(), 0
+        with open(self.path, "ab") as log:
+            while first < self.total and not self.stop.is_set():
+                due = start + first / self.rate
+                if due > time.monotonic():
+                    time.sleep(due - time.monotonic())
+                log.write(b"".join(f"e{first + j}\n".encode() for j in range(PER_REQUEST)))
+                log.flush()
+                self.acked.append((time.monotonic(), first))
+                first += PER_REQUEST
+
+
 class Recovery:
     """Watches the output and records, per fault, when everything acknowledged before it was delivered."""
 
@@ -304,6 +324,50 @@ def agent_kill(tmp: Path, total: int, rate: float) -> Result:
     return count(result, load, out)
 
 
+def taildir_agent_kill(tmp: Path, total: int, rate: float) -> Result:
+    """kill -9 of a TAILDIR agent while its log grows, then a restart: it resumes from its position file."""
+    log_dir, out = tmp / "logs", tmp / "out"
+    log_dir.mkdir()
+    conf = f"""
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = TAILDIR
+a1.sources.r1.filegroups = f1
+a1.sources.r1.filegroups.f1 = {log_dir}/app\\.log
+a1.sources.r1.positionFile = {tmp}/taildir_position.json
+a1.sources.r1.batchSize = 500
+a1.sources.r1.channels = c1
+a1.channels.c1.type = file
+a1.channels.c1.transactionCapacity = 1000
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.sink.rollInterval = 1
+a1.sinks.k1.sink.batchSize = 1000
+a1.sinks.k1.channel = c1
+"""
+    load = FileLoad(log_dir / "app.log", total, rate).start()
+    agent = AgentProcess(tmp, conf).start()
+    result = Result("kill -9 agent (TAILDIR source) + restart", faults=1)
+    recovery = Recovery(out, load)
+    wait_until(lambda: out.exists() and any(out.iterdir()), 60, what="first output")
+    time.sleep(3)
+    recovery.fault()
+    agent.process.kill()
+    agent.process.wait(30)
+    agent.log.close()
+    time.sleep(1)
+    restarted = AgentProcess(tmp, conf).start()
+    try:
+        load.join()
+        recovery.wait_all(180)
+        wait_delivered(out, load, 180)
+        result.recover_s = recovery.worst()
+    finally:
+        restarted.stop()
+    return count(result, load, out)
+
+
 def redis_restart(tmp: Path, total: int, rate: float, appendfsync: str) -> Result:
     """kill -9 of the broker (append-only file on) mid-flow, restarted a second later on the same port."""
     port, out = free_port(), tmp / "out"
@@ -458,6 +522,7 @@ def scenarios(long: bool) -> dict:
             "worker": lambda t: worker_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
             "pool-child": lambda t: pool_child_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
             "agent": lambda t: agent_kill(t, 100_000, 2500),
+            "agent-taildir": lambda t: taildir_agent_kill(t, 100_000, 2500),
             "redis-always": lambda t: redis_restart(t, 100_000, 2500, "always"),
             "redis-everysec": lambda t: redis_restart(t, 100_000, 2500, "everysec"),
             "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
@@ -468,6 +533,7 @@ def scenarios(long: bool) -> dict:
         "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
         "pool-child": lambda t: pool_child_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
         "agent": lambda t: agent_kill(t, 6_000, 1000),
+        "agent-taildir": lambda t: taildir_agent_kill(t, 6_000, 1000),
         "redis-always": lambda t: redis_restart(t, 6_000, 1000, "always"),
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
         "failover": lambda t: failover_outage(t, 8_000, 1000, outage_s=3),
