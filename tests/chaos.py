@@ -159,26 +159,46 @@ class FileLoad(Load):
 
 
 class Recovery:
-    """Watches the output and records, per fault, when everything acknowledged before it was delivered."""
+    """Watches the output from the first fault on and records, per fault, how long it took until everything
+    acknowledged before the fault was delivered."""
 
-    def __init__(self, out: Path, load: Load):
-        self.out, self.load = out, load
+    def __init__(self, out: Path, load: Load, outputs=None):
+        self.load = load
+        self.outputs = outputs or (lambda: read_lines(out))
         self.faults: list[tuple[float, set[bytes]]] = []
         self.recovered: list[float] = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
 
     def fault(self) -> None:
         now = time.monotonic()
-        self.faults.append((now, self.load.sent_before(now)))
+        with self.lock:
+            self.faults.append((now, self.load.sent_before(now)))
+        if not self.thread.is_alive():
+            self.thread.start()
+
+    def _watch(self) -> None:
+        pending = 0
+        while not self.done.is_set():
+            with self.lock:
+                faults = list(self.faults)
+            if pending < len(faults):
+                have = set(self.outputs())
+                while pending < len(faults) and faults[pending][1] <= have:
+                    self.recovered.append(time.monotonic() - faults[pending][0])
+                    pending += 1
+            if pending == len(faults) and self.load_finished():
+                return
+            time.sleep(0.25)
+
+    def load_finished(self) -> bool:
+        return not self.load.thread.is_alive()
 
     def wait_all(self, timeout_s: float) -> None:
-        pending = list(self.faults)
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            have = set(read_lines(self.out))
-            while pending and pending[0][1] <= have:
-                self.recovered.append(time.monotonic() - pending[0][0])
-                pending.pop(0)
-            time.sleep(0.25)
+        if self.thread.is_alive():
+            self.thread.join(timeout_s)
+        self.done.set()
 
     def worst(self) -> float:
         return max(self.recovered, default=0.0)
