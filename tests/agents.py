@@ -77,9 +77,15 @@ class AgentProcess:
 def read_lines(directory: Path) -> list[bytes]:
     """Every line of every file in ``directory`` (what a file_roll sink wrote)."""
     lines: list[bytes] = []
-    if directory.exists():
-        for path in sorted(directory.iterdir()):
+    try:
+        paths = sorted(directory.iterdir()) if directory.is_dir() else []
+    except FileNotFoundError:          # renamed away by a fault-injection test meanwhile
+        paths = []
+    for path in paths:
+        try:
             data = path.read_bytes()
-            if data:
-                lines += data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n")
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+        if data:
+            lines += data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n")
     return lines

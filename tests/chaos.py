@@ -282,6 +282,40 @@ def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: flo
     return count(result, load, out)
 
 
+def held_batch_kill(tmp: Path, vt_s: float) -> Result:
+    """kill -9 of a sink worker while it holds a batch it cannot write yet; the store comes back at once, so only
+    the visibility timeout ``vt_s`` delays the batch: it comes back to the channel and the restarted worker writes
+    it.  recover_s is the time from the kill until the batch is in the store."""
+    port, out = free_port(), tmp / "out"
+    agent = AgentProcess(tmp, agent_conf(port, out), env={"FLUMERY_VISIBILITY_TIMEOUT_S": str(vt_s)}).start()
+    result = Result("kill -9 sink worker holding a batch", faults=1)
+    result.notes.append(f"visibility timeout {vt_s:.0f} s")
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, 50, 1000).start()
+        load.join()
+        wait_until(lambda: len(read_lines(out)) >= 50, 60, what="the first events")
+        aside = tmp / "out-aside"
+        out.rename(aside)
+        out.write_text("not a directory\n")           # the store fails: the worker holds the next batch
+        time.sleep(1.5)                                # past the roll interval: the next write opens a new file
+        held = Load(port, 60, 1000)
+        held.acked, held.total = [], 10
+        assert held._post(50) == 200
+        load.acked.append((time.monotonic(), 50))
+        wait_until(lambda: "write of 10 events failed" in agent.output(), 30, what="the worker failing the batch")
+        os.kill(sink_worker_pid(agent), signal.SIGKILL)
+        killed_at = time.monotonic()
+        out.unlink()
+        aside.rename(out)
+        wanted = {f"e{50 + j}".encode() for j in range(PER_REQUEST)}
+        wait_until(lambda: wanted <= set(read_lines(out)), 300, what="the held batch")
+        result.recover_s = time.monotonic() - killed_at
+    finally:
+        agent.stop()
+    return count(result, load, out)
+
+
 def pool_child_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float, vt_s: float) -> Result:
     """kill -9 of a prefork pool child of a separate `celery -A app worker`; Celery replaces the child."""
     port, out = free_port(), tmp / "out"
@@ -425,13 +459,13 @@ def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
         recovery = Recovery(out, load)
         wait_until(lambda: out.exists() and any(out.iterdir()), 60, what="first output")
         time.sleep(2)
-        recovery.fault()
         aside = tmp / "out-aside"
         out.rename(aside)
         out.write_text("not a directory\n")             # opening the next file fails, even as root
         time.sleep(outage_s)
         out.unlink()
         aside.rename(out)
+        recovery.fault()                                 # recovery: from the store's return to the backlog drained
         load.join()
         recovery.wait_all(180)
         wait_delivered(out, load, 180)
@@ -540,6 +574,7 @@ def scenarios(long: bool) -> dict:
     if long:
         return {
             "worker": lambda t: worker_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
+            "held-batch": lambda t: held_batch_kill(t, 30),      # the default visibility timeout
             "pool-child": lambda t: pool_child_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
             "agent": lambda t: agent_kill(t, 100_000, 2500),
             "agent-taildir": lambda t: taildir_agent_kill(t, 100_000, 2500),
@@ -551,6 +586,7 @@ def scenarios(long: bool) -> dict:
         }
     return {
         "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
+        "held-batch": lambda t: held_batch_kill(t, 5),
         "pool-child": lambda t: pool_child_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
         "agent": lambda t: agent_kill(t, 6_000, 1000),
         "agent-taildir": lambda t: taildir_agent_kill(t, 6_000, 1000),
