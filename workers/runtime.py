@@ -30,15 +30,16 @@ from kombu.serialization import loads as deserialize
 from app.config import AgentConfig, ConfigInvalid, load_agent
 from app.event import Batch
 from app.metrics import MetricsStore
-from workers.runner import Requeue, SinkRunner
 from app.settings import Settings
-from routing.channels import queue_name
 from routing import deadletter
+from routing.channels import queue_name
 from routing.processor import TASK_NAME, ChannelWriter
 from routing.transport import Transport
+from workers.runner import Requeue, SinkRunner
 from workers.sinks.base import SinkContext
 
 log = logging.getLogger(__name__)
+
 
 class Poison(Exception):
     """A channel message that can never be written (it cannot even be decoded)."""
@@ -140,8 +141,9 @@ class WorkerRuntime:
             return cls._current
 
     def __init__(self, settings: Settings, app, should_stop=worker_should_stop):
-        from app.celery_app import transport_options
         import redis
+
+        from app.celery_app import transport_options
 
         self.pid = os.getpid()
         self.settings = settings
@@ -152,7 +154,7 @@ class WorkerRuntime:
         self.channel = self.connection.default_channel
         self.writer = ChannelWriter(app, self.config, url, transport_options(settings))
         self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name).start()
-        self.leases = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
+        self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         context = SinkContext(self.config.name, settings.data_path())
         self.runners: dict[str, itertools.cycle] = {}
         self.all_runners: list[SinkRunner] = []
@@ -199,7 +201,7 @@ class WorkerRuntime:
             raise Poison(str(exc)) from exc
         held = [tag]
         extras: list[str] = []                    # tags of messages gathered beyond the task's own
-        self.leases.hold(held)
+        self.housekeeper.hold(held)
         try:
             self._gather(channel, runner.batch_size, batch, extras, held)
             channel_counters = self.metrics.group("CHANNEL", channel)
@@ -214,7 +216,7 @@ class WorkerRuntime:
             channel_counters.add("EventTakeSuccessCount", len(batch))
             return len(batch)
         finally:
-            self.leases.release(held)
+            self.housekeeper.release(held)
 
     def _gather(self, channel: str, wanted: int, batch: Batch, extras: list, held: list) -> None:
         """Take more of ``channel`` (in one transaction) until ``batch`` holds ``wanted`` events."""
@@ -231,7 +233,7 @@ class WorkerRuntime:
                 self.channel.give_back(tag, front=True)
                 continue
             held.append(tag)
-            self.leases.hold([tag])
+            self.housekeeper.hold([tag])
             extras.append(tag)
             batch.extend(more)
 

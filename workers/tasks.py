@@ -17,7 +17,8 @@ from celery.exceptions import Reject
 
 from app.event import Event
 from routing.processor import TASK_NAME
-from workers.runtime import Poison, Requeue, WorkerRuntime
+from workers.runner import Requeue
+from workers.runtime import Poison, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
