@@ -569,13 +569,15 @@ class Counters:
         pass
 
 
-def run_source(tmp_path: Path, props: dict[str, str]) -> tuple[TaildirSource, Recorder]:
+def run_source(tmp_path: Path, props: dict[str, str], full: bool = False) -> tuple[TaildirSource, Recorder]:
     props = {"filegroups": "f1", "filegroups.f1": str(tmp_path / "logs" / "file.*"),
              "positionFile": str(tmp_path / "pos.json"), "backoffSleepIncrement": "20", "maxBackoffSleep": "50",
              **props}
     config, errors, _ = build(TaildirConfig, props, "a1.sources.r1.")
     assert not errors, errors
     recorder = Recorder()
+    if full:
+        recorder.full.set()                   # before the source starts: its very first put meets a full channel
     source = TaildirSource("r1", config, recorder, Counters())
     source.start()
     return source, recorder
@@ -585,8 +587,7 @@ def test_source_back_pressure_reads_nothing_further_and_loses_nothing(tmp_path):
     (tmp_path / "logs").mkdir()
     path = tmp_path / "logs" / "file1"
     path.write_text("".join(f"{i}\n" for i in range(50)))
-    source, recorder = run_source(tmp_path, {"batchSize": "10"})
-    recorder.full.set()
+    source, recorder = run_source(tmp_path, {"batchSize": "10"}, full=True)
     try:
         wait_until(lambda: recorder.attempts >= 3, 10, what="put attempts against the full channel")
         with open(path, "a") as f:
