@@ -7,15 +7,18 @@ Pure functions of the event's headers, with Flume's exact semantics (``Replicati
 * multiplexing on header ``header`` (default ``flume.selector.header``) with value ``v``:
   required = ``mapping.v``, or ``default`` when ``v`` is not mapped or the header is missing or blank;
   optional = ``optional.v`` minus required, looked up by the raw value even when required fell back to
-  the default.
+  the default;
+* load_balancing: exactly one required channel per event, in turn (``policy`` round_robin) or at random.
 
 Contract: ``select(headers) -> (required, optional)``, both lists of channel names in a stable order.
 """
 from __future__ import annotations
 
+import itertools
+import random
 from dataclasses import dataclass
 
-from app.options import opt
+from app.options import one_of, opt
 from app.registry import Registry, did_you_mean
 
 DEFAULT_HEADER = "flume.selector.header"
@@ -102,15 +105,47 @@ class MultiplexingSelector:
         return False
 
 
+@dataclass(frozen=True)
+class LoadBalancingConfig:
+    policy: str = opt("policy", "round_robin", check=one_of("round_robin", "random"),
+                      doc="round_robin or random: how each event's one channel is chosen")
+
+
+class LoadBalancingSelector:
+    """Each event goes to exactly one of the source's channels, in turn (round_robin) or at random."""
+
+    Config = LoadBalancingConfig
+
+    def __init__(self, channels: list[str], config: LoadBalancingConfig, rng: random.Random | None = None):
+        self.channels = list(channels)
+        self.policy = config.policy.lower()
+        self.rng = rng or random.Random()
+        self.turn = itertools.cycle(self.channels)
+
+    @staticmethod
+    def check_channels(config: LoadBalancingConfig, channels: list[str]) -> list[tuple[str, str]]:
+        return []
+
+    def select(self, headers: dict[str, str]) -> tuple[list[str], list[str]]:
+        if self.policy == "random":
+            return [self.rng.choice(self.channels)], []
+        return [next(self.turn)], []
+
+    @property
+    def uniform(self) -> bool:
+        return False
+
+
 SELECTORS = Registry(
     kind="channel selector",
     types={
         "replicating": "routing.selectors:ReplicatingSelector",
         "multiplexing": "routing.selectors:MultiplexingSelector",
+        "load_balancing": "routing.selectors:LoadBalancingSelector",
     },
     flume_classes={
         "org.apache.flume.channel.ReplicatingChannelSelector": "replicating",
         "org.apache.flume.channel.MultiplexingChannelSelector": "multiplexing",
+        "org.apache.flume.channel.LoadBalancingChannelSelector": "load_balancing",
     },
-    not_yet=frozenset({"load_balancing", "org.apache.flume.channel.LoadBalancingChannelSelector"}),
 )

@@ -330,13 +330,6 @@ def test_flume_type_not_implemented_yet(key, type_name):
     assert "did you mean" not in message
 
 
-def test_not_yet_selector_type():
-    text = with_lines(SEQ_NULL, "a1.sources.r1.selector.type = load_balancing")
-    exc = invalid(text)
-    assert "'load_balancing' is a Flume type that Flumery does not have yet" in error_for(
-        exc, "a1.sources.r1.selector.type")
-
-
 @pytest.mark.parametrize("key,fqcn,cls", [
     ("a1.sinks.k1.type", "org.apache.flume.sink.NullSink", NullSink),
     ("a1.sinks.k1.type", "org.apache.flume.sink.LoggerSink", LoggerSink),
