@@ -169,17 +169,20 @@ class Recovery:
         self.recovered: list[float] = []
         self.lock = threading.Lock()
         self.done = threading.Event()
+        self.watching = False
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
     def fault(self) -> None:
         now = time.monotonic()
         with self.lock:
             self.faults.append((now, self.load.sent_before(now)))
-        if not self.thread.is_alive():
-            self.thread.start()
+            if not self.watching:                 # not started yet, or done with the earlier faults
+                self.watching = True
+                self.thread = threading.Thread(target=self._watch, daemon=True)
+                self.thread.start()
 
     def _watch(self) -> None:
-        pending = 0
+        pending = len(self.recovered)
         while not self.done.is_set():
             with self.lock:
                 faults = list(self.faults)
@@ -188,8 +191,10 @@ class Recovery:
                 while pending < len(faults) and faults[pending][1] <= have:
                     self.recovered.append(time.monotonic() - faults[pending][0])
                     pending += 1
-            if pending == len(faults) and self.load_finished():
-                return
+            with self.lock:
+                if pending == len(self.faults) and self.load_finished():
+                    self.watching = False          # decided under the lock: a new fault starts a new watcher
+                    return
             time.sleep(0.25)
 
     def load_finished(self) -> bool:
@@ -213,6 +218,14 @@ def count(result: Result, load: Load, out: Path) -> Result:
     result.lost = result.sent - result.delivered
     result.duplicated = sum(n - 1 for n in seen.values() if n > 1)
     return result
+
+
+def settle(result: Result, load: Load, recovery: Recovery, out: Path, timeout_s: float = 180) -> None:
+    """Wait for the load to end and everything acknowledged to be delivered; record the worst recovery."""
+    load.join()
+    recovery.wait_all(timeout_s)
+    wait_delivered(out, load, timeout_s)
+    result.recover_s = recovery.worst()
 
 
 def wait_delivered(out: Path, load: Load, timeout_s: float) -> None:
@@ -273,10 +286,7 @@ def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: flo
             recovery.fault()
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
-        load.join()
-        recovery.wait_all(180)
-        wait_delivered(out, load, 180)
-        result.recover_s = recovery.worst()
+        settle(result, load, recovery, out)
     finally:
         agent.stop()
     return count(result, load, out)
@@ -340,10 +350,7 @@ def pool_child_kills(tmp: Path, total: int, rate: float, kills: int, interval_s:
             recovery.fault()
             os.kill(child, signal.SIGKILL)
             wait_until(lambda: (children(worker.pid) or [child])[0] != child, 60, what="a new pool child")
-        load.join()
-        recovery.wait_all(180)
-        wait_delivered(out, load, 180)
-        result.recover_s = recovery.worst()
+        settle(result, load, recovery, out)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
@@ -368,10 +375,7 @@ def agent_kill(tmp: Path, total: int, rate: float) -> Result:
     agent.log.close()
     restarted = AgentProcess(tmp, conf).start()
     try:
-        load.join()
-        recovery.wait_all(180)
-        wait_delivered(out, load, 180)
-        result.recover_s = recovery.worst()
+        settle(result, load, recovery, out)
         result.notes.append(f"{load.errors} requests refused while the agent was down, then retried")
     finally:
         restarted.stop()
@@ -413,10 +417,7 @@ a1.sinks.k1.channel = c1
     time.sleep(1)
     restarted = AgentProcess(tmp, conf).start()
     try:
-        load.join()
-        recovery.wait_all(180)
-        wait_delivered(out, load, 180)
-        result.recover_s = recovery.worst()
+        settle(result, load, recovery, out)
     finally:
         restarted.stop()
     return count(result, load, out)
@@ -437,10 +438,7 @@ def redis_restart(tmp: Path, total: int, rate: float, appendfsync: str) -> Resul
         server.stop(kill=True)
         time.sleep(1)
         server.start()
-        load.join()
-        recovery.wait_all(180)
-        wait_delivered(out, load, 180)
-        result.recover_s = recovery.worst()
+        settle(result, load, recovery, out)
         result.notes.append(f"{load.refused} requests answered 503 while Redis was down")
     finally:
         agent.stop()
@@ -466,10 +464,7 @@ def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
         out.unlink()
         aside.rename(out)
         recovery.fault()                                 # recovery: from the store's return to the backlog drained
-        load.join()
-        recovery.wait_all(180)
-        wait_delivered(out, load, 180)
-        result.recover_s = recovery.worst()
+        settle(result, load, recovery, out)
     finally:
         agent.stop()
     return count(result, load, out)
@@ -554,10 +549,7 @@ def channel_full(tmp: Path, total: int, rate: float, hold_s: float) -> Result:
             time.sleep(0.5)
         recovery.fault()
         sinks = AgentProcess(tmp, conf, broker_url=server.url, role="sinks").start()
-        load.join()
-        recovery.wait_all(180)
-        wait_delivered(out, load, 180)
-        result.recover_s = recovery.worst()
+        settle(result, load, recovery, out)
         result.notes.append(f"{load.refused} requests answered 503; agent RSS {baseline // 1024} MiB at the first "
                             f"503, at most {peak // 1024} MiB while full")
         result.peak_growth_kib = peak - baseline
