@@ -2,7 +2,7 @@
 
 Bodies are bytes from the source to the store (binary-safe, never decoded in between); headers are ``str -> str``.
 An event is immutable: a tuple whose headers mapping must not be changed in place (an event can sit in several
-channels' batches at once); interceptors make new events with :meth:`Event.with_headers` or ``Event(body, h)``.
+channels' batches at once); interceptors make new events with ``event._replace(headers=...)`` (which keeps the id).
 
 Every event has a stable id (``Event.id``), given at its source: from the file and offset for file sources, a
 random batch prefix and a number otherwise (:class:`IdRange`).  It stays the same across retries and hops, so a
@@ -43,10 +43,6 @@ class Event(NamedTuple):
     body: bytes
     headers: Mapping[str, str] = NO_HEADERS
     id: str = ""             # stable event id, assigned at the source (see IdRange); "" = none yet
-
-    def with_headers(self, **extra: str) -> "Event":
-        """A copy with ``extra`` headers set (body and id kept)."""
-        return self._replace(headers={**self.headers, **extra})
 
 
 class IdRange(Sequence):

@@ -79,8 +79,6 @@ class ChannelWriter:
         if batches:
             self.channel.put_transaction(self.exchange, self.targets(batches))
 
-    def sizes(self) -> dict[str, int]:
-        return self.channel.channel_sizes(self.exchange)
 
     def close(self) -> None:
         self.connection.release()
