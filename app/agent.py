@@ -27,9 +27,9 @@ from kombu import Connection
 
 from app.broker import EmbeddedRedis, die_with_parent
 from app.celery_app import channel_queues, create_app, transport_options
-from app.config import AgentConfig
+from core.config import AgentConfig
 from app.metrics import MetricsServer, MetricsStore
-from app.settings import BROKER_URL_FILE, Settings
+from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import exchange_name, queue_name
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, read_sizes

@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from app.settings import Settings
+from core.settings import Settings
 from routing.channels import exchange_name, queue_name
 from routing.transport import install as install_transport
 

@@ -16,9 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
-from app import options
-from app.config import AgentConfig, ConfigInvalid, load_agent
-from app.settings import Settings
+from core.errors import ConfigInvalid
+from core import options
+from core.config import AgentConfig, load_agent
+from core.settings import Settings
 
 EXIT_INVALID = 2
 

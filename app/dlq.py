@@ -17,10 +17,11 @@ from collections import defaultdict
 
 from kombu import Connection
 
-from app.event import Batch
+from core.errors import ChannelFullError
+from core.event import Batch
 from routing import deadletter
 from routing.processor import ChannelWriter
-from routing.transport import ChannelFullError, Transport
+from routing.transport import Transport
 from workers.runtime import decode_extra
 
 REPLAY_BATCH = 1000

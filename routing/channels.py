@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.options import opt, positive
-from app.registry import Registry
+from core.options import opt, positive
 
 _BROKER_HOLDS_DATA = "the broker's persistence holds channel data"
 _NO_BYTE_LIMIT = "channels are bounded by event count"
@@ -75,21 +74,6 @@ class FileChannel:
     durable = True
 
 
-CHANNELS = Registry(
-    kind="channel",
-    types={
-        "memory": "routing.channels:MemoryChannel",
-        "file": "routing.channels:FileChannel",
-    },
-    flume_classes={
-        "org.apache.flume.channel.MemoryChannel": "memory",
-        "org.apache.flume.channel.file.FileChannel": "file",
-    },
-    not_yet=frozenset({"SPILLABLEMEMORY", "jdbc", "kafka",
-                       "org.apache.flume.channel.SpillableMemoryChannel",
-                       "org.apache.flume.channel.jdbc.JdbcChannel",
-                       "org.apache.flume.channel.kafka.KafkaChannel"}),
-)
 
 
 def queue_name(agent: str, channel: str) -> str:

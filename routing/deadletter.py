@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from app.event import Batch, Event
+from core.event import Batch, Event
 from routing.channels import queue_name
 
 DEAD_CHANNEL = "__dead__"
@@ -28,15 +28,6 @@ DEAD_CAPACITY = 2**62
 PREFIX = "flumery.dlq."
 REASON, SINK, CHANNEL, TIME, ATTEMPTS = (PREFIX + k for k in ("reason", "sink", "channel", "time", "attempts"))
 
-
-class RejectedEvents(Exception):
-    """Raised by a sink's ``write`` after it durably wrote every event of the batch except those in
-    ``reasons`` (batch index -> the store's reason), which the store will never accept."""
-
-    def __init__(self, reasons: dict[int, str]):
-        self.reasons = reasons
-        super().__init__(f"{len(reasons)} events rejected by the store: "
-                         + "; ".join(f"#{i}: {r}" for i, r in list(reasons.items())[:3]))
 
 
 def mark(events: list[Event], reasons: list[str], sink: str, channel: str, attempts: int) -> Batch:

@@ -1,6 +1,6 @@
 """The channel processor: interceptors, then the selector, then one put transaction (Flume's ChannelProcessor).
 
-Contract of :meth:`ChannelProcessor.process` (given a :class:`~app.event.Batch`): when it returns, every event of
+Contract of :meth:`ChannelProcessor.process` (given a :class:`~core.event.Batch`): when it returns, every event of
 the batch that the interceptors
 kept is in every **required** channel chosen for it, durably as the broker's persistence allows; only then may a
 source acknowledge upstream.  If it raises, no required channel received anything from this call (the put is
@@ -16,19 +16,17 @@ from collections import defaultdict
 from kombu import Connection
 from kombu.serialization import dumps as serialize
 
-from app.event import Batch
+from core.errors import BatchTooLarge, ChannelFullError
+from core.event import Batch
 from routing.channels import exchange_name, queue_name
 from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
-from routing.transport import EVENTS_HEADER, ChannelFullError, PutTarget, Transport
+from routing.transport import EVENTS_HEADER, PutTarget, Transport
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "flumery.take"
 DEAD_TRANSACTION_CAPACITY = 1000
 
-
-class BatchTooLarge(Exception):
-    """A batch holds more events for one channel than that channel can ever hold: retrying cannot help."""
 
 
 class ChannelWriter:

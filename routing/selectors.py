@@ -18,8 +18,8 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from app.options import one_of, opt
-from app.registry import Registry, did_you_mean
+from core.options import one_of, opt
+from core.registry import did_you_mean
 
 DEFAULT_HEADER = "flume.selector.header"
 
@@ -136,16 +136,3 @@ class LoadBalancingSelector:
         return False
 
 
-SELECTORS = Registry(
-    kind="channel selector",
-    types={
-        "replicating": "routing.selectors:ReplicatingSelector",
-        "multiplexing": "routing.selectors:MultiplexingSelector",
-        "load_balancing": "routing.selectors:LoadBalancingSelector",
-    },
-    flume_classes={
-        "org.apache.flume.channel.ReplicatingChannelSelector": "replicating",
-        "org.apache.flume.channel.MultiplexingChannelSelector": "multiplexing",
-        "org.apache.flume.channel.LoadBalancingChannelSelector": "load_balancing",
-    },
-)

@@ -32,6 +32,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps, loads
 
+from core.errors import ChannelFullError
 from routing import scripts
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,6 @@ EVENTS_HEADER = "flumery_events"
 BELL_SUFFIX = ":bell"
 RECLAIM_LIMIT = 1000
 
-
-class ChannelFullError(Exception):
-    """A put did not fit: nothing was written to any channel.  The source must push back and retry."""
-
-    def __init__(self, channel: str, size: int, capacity: int, needed: int):
-        self.channel, self.size, self.capacity, self.needed = channel, size, capacity, needed
-        super().__init__(f"channel '{channel}' is full ({size} of {capacity} events held, "
-                         f"{needed} more offered)")
 
 
 def is_channel_queue(queue: str) -> bool:

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.options import opt, positive
-from routing.deadletter import RejectedEvents
+from core.errors import RejectedEvents
+from core.options import opt, positive
 from workers.sinks.base import Sink
 
 

@@ -5,7 +5,8 @@ import textwrap
 
 import pytest
 
-from app.config import AgentConfig, ConfigInvalid, load_agent, parse_agent
+from core.errors import ConfigInvalid
+from core.config import AgentConfig, load_agent, parse_agent
 from routing.channels import FileChannel, MemoryChannel
 from routing.selectors import MultiplexingSelector, ReplicatingSelector
 from workers.processors.default import DefaultSinkProcessor

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.event import NO_HEADERS, Batch, Event, IdRange
+from core.event import NO_HEADERS, Batch, Event, IdRange
 from workers.sources.http import json_handler
 
 

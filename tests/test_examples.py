@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app import properties
-from app.config import ConfigInvalid, load_agent
+from core.errors import ConfigInvalid
+from core import properties
+from core.config import load_agent
 from conftest import EXAMPLES, REPO
 
 FILES = sorted(EXAMPLES.glob("*.conf"))

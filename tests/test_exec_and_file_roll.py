@@ -8,8 +8,8 @@ import time
 import pytest
 
 from agents import wait_until
-from app.event import Batch, Event
-from app.options import build
+from core.event import Batch, Event
+from core.options import build
 from workers.sinks.base import SinkContext
 from workers.sinks.file_roll import FileRollSink
 from workers.sources.exec import ExecSource

@@ -8,10 +8,9 @@ from collections import Counter
 
 import pytest
 
-from app import options
-from app.event import Event
-from routing.processor import BatchTooLarge
-from routing.transport import ChannelFullError
+from core.errors import BatchTooLarge, ChannelFullError
+from core import options
+from core.event import Event
 from conftest import VECTORS
 from workers.sources.http import (HANDLERS, BadRequest, HttpSource, UnsupportedCharset, blob_handler,
                                   json_handler, request_charset)

@@ -14,12 +14,14 @@ import uuid
 
 import pytest
 
-from app import options
-from app.config import ConfigInvalid, parse_agent
-from app.event import Event
+from core.errors import ConfigInvalid
+from core import options
+from core.config import parse_agent
+from core.event import Event
 from conftest import EXAMPLES, VECTORS
 from routing.processor import ChannelProcessor
-from workers.interceptors import INTERCEPTORS, java_regex, joda
+from core import java_regex, joda
+from core.registries import INTERCEPTORS
 from workers.interceptors.host import HostInterceptor, java_host_address
 from workers.interceptors.regex_extractor import (MILLIS_CLASS, PASS_THROUGH_CLASS, MillisSerializer,
                                                   PassThroughSerializer, RegexExtractorInterceptor)

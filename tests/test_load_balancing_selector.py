@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from app.config import parse_agent
-from app.event import Batch
-from app.options import build
+from core.config import parse_agent
+from core.event import Batch
+from core.options import build
 from conftest import VECTORS
 from routing.processor import ChannelProcessor
 from routing.selectors import LoadBalancingSelector

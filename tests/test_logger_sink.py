@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app import options
-from app.event import Event
+from core import options
+from core.event import Event
 from workers.sinks.base import SinkContext
 from workers.sinks.logger import LoggerSink, dump_event, hex_dump, java_map
 

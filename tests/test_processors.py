@@ -6,7 +6,7 @@ are replayed here, and why that is faithful:
 * Flume's mock sinks take **one event per** ``process()`` call from a shared channel.  Here every ``process()`` is a
   ``processor.write(batch)`` of a one-event batch taken from a list standing for the channel, so per-sink event
   counts are the counts of Flume's tests.  Every processor is built through the real configuration path
-  (``app.config.parse_agent`` of an agent file holding the case's sink group), with fake sinks of the same names.
+  (``core.config.parse_agent`` of an agent file holding the case's sink group), with fake sinks of the same names.
 * A mock sink "fails" by raising (Flume: ``EventDeliveryException``) without taking an event; ``FakeSink`` raises
   without writing.  The failover test's ``ConsumeXSink(n)`` is a ``FakeSink(remaining=n)``: it writes ``n``
   events, then raises.
@@ -41,10 +41,10 @@ import pytest
 from agents import AgentProcess, port_open, read_lines, wait_until
 from conftest import EXAMPLES, VECTORS
 
+from core.errors import AllSinksFailed, ConfigInvalid, RejectedEvents
 from app.broker import free_port
-from app.config import ConfigInvalid, load_agent, parse_agent
-from app.event import Batch, Event
-from routing.deadletter import RejectedEvents
+from core.config import load_agent, parse_agent
+from core.event import Batch, Event
 from workers.processors import failover as fo
 from workers.processors import load_balance as lb
 from workers.processors.failover import FailoverSinkProcessor
@@ -195,7 +195,7 @@ def replay(processor, sinks: dict, clock: FakeClock, channel: list, run: str) ->
         elif m := re.fullmatch(r"sleep ([\d.]+)s", step):
             clock.advance(float(m.group(1)))
         elif step == "process() raises":
-            with pytest.raises(lb.AllSinksFailed):
+            with pytest.raises(AllSinksFailed):
                 processor.write(one("never written"))
         elif re.fullmatch(r"(process(\(\))? )?until BACKOFF", step):
             while channel:
@@ -404,7 +404,7 @@ def test_recovered_sinks_rejoin_the_pool_and_the_highest_priority_is_active():
     processor = failover([k1, k2], clock, priority_k1=1, priority_k2=2)
     assert processor.active is k2
     k1.fail = k2.fail = True
-    with pytest.raises(fo.AllSinksFailed):
+    with pytest.raises(AllSinksFailed):
         processor.write(one(0))
     k1.fail = False                                       # the lower priority sink comes back first
     clock.advance(2.5)
@@ -441,12 +441,12 @@ def test_all_failed_raises_and_names_every_error_and_the_next_retry():
     k1, k2 = FakeSink("k1"), FakeSink("k2")
     processor = failover([k1, k2], clock)
     k1.fail = k2.fail = True
-    with pytest.raises(fo.AllSinksFailed) as info:
+    with pytest.raises(AllSinksFailed) as info:
         processor.write(one(0))
     message = str(info.value)
     assert "k1: k1 is down" in message and "k2: k2 is down" in message and "next retry: sink k1 in 2.0s" in message
     calls = (k1.calls, k2.calls)
-    with pytest.raises(fo.AllSinksFailed):                # nothing live, nothing expired: no sink is called
+    with pytest.raises(AllSinksFailed):                # nothing live, nothing expired: no sink is called
         processor.write(one(1))
     assert (k1.calls, k2.calls) == calls
 
@@ -559,9 +559,9 @@ def test_every_sink_backed_off_raises_without_calling_any():
     s1, s2 = FakeSink("s1"), FakeSink("s2")
     processor = balancer([s1, s2], clock, backoff=True)
     s1.fail = s2.fail = True
-    with pytest.raises(lb.AllSinksFailed, match="s1: s1 is down; s2: s2 is down"):
+    with pytest.raises(AllSinksFailed, match="s1: s1 is down; s2: s2 is down"):
         processor.write(one(0))
-    with pytest.raises(lb.AllSinksFailed, match="every sink of group g1 is backed off.*restored in 2.0s"):
+    with pytest.raises(AllSinksFailed, match="every sink of group g1 is backed off.*restored in 2.0s"):
         processor.write(one(1))
     assert (s1.calls, s2.calls) == (1, 1)
 

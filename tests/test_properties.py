@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.properties import Line, parse, substitute
+from core.properties import Line, parse, substitute
 
 
 def pairs(text: str) -> list[tuple[str, str]]:

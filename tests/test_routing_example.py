@@ -10,7 +10,7 @@ import re
 import time
 
 from agents import REPO, AgentProcess, read_lines, wait_until
-from app.config import load_agent
+from core.config import load_agent
 
 EXAMPLE = REPO / "deploy" / "access-log-routing.conf"
 STATUSES = [200] * 80 + [304] * 4 + [404] * 6 + [500] * 4 + [502] * 2 + [503] * 3 + [599]

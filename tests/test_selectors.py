@@ -5,9 +5,11 @@ import json
 
 import pytest
 
-from app import options
-from app.config import ConfigInvalid, parse_agent
-from routing.selectors import (DEFAULT_HEADER, SELECTORS, MultiplexingSelector, ReplicatingSelector)
+from core.errors import ConfigInvalid
+from core import options
+from core.config import parse_agent
+from core.registries import SELECTORS
+from routing.selectors import DEFAULT_HEADER, MultiplexingSelector, ReplicatingSelector
 from conftest import VECTORS
 
 VECTOR_DATA = json.loads(VECTORS.read_text())

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from agents import AgentProcess, read_lines, wait_until
-from app.config import ConfigInvalid, parse_agent
-from routing.transport import ChannelFullError
+from core.errors import ChannelFullError, ConfigInvalid
+from core.config import parse_agent
 from workers.sources import spooldir_reader
 from workers.sources.spooldir import SpoolDirectorySource
 from workers.sources.spooldir_reader import (BlobDeserializer, LineDeserializer, ReadProblem, Undecodable,

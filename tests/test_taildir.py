@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from agents import AgentProcess, read_lines, wait_until
-from app.config import ConfigInvalid, parse_agent
-from app.options import build
+from core.errors import ChannelFullError, ConfigInvalid
+from core.config import parse_agent
+from core.options import build
 from conftest import VECTORS
-from routing.transport import ChannelFullError
-from workers.interceptors.java_regex import compile_java
+from core.java_regex import compile_java
 from workers.sources.taildir import TaildirConfig, TaildirSource
 from workers.sources.taildir_position import JOURNAL_SUFFIX, PositionEntry, PositionStore, parse, to_json
 from workers.sources.taildir_reader import FileGroup, TaildirReader

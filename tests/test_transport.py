@@ -6,12 +6,13 @@ import time
 import pytest
 from kombu import Connection
 
+from core.errors import BatchTooLarge, ChannelFullError
 from app.celery_app import create_app
-from app.config import parse_agent
-from app.event import Batch
-from app.settings import Settings
-from routing.processor import BatchTooLarge, ChannelWriter
-from routing.transport import ChannelFullError, Transport, read_sizes
+from core.config import parse_agent
+from core.event import Batch
+from core.settings import Settings
+from routing.processor import ChannelWriter
+from routing.transport import Transport, read_sizes
 
 CONF = """
 a1.sources = r1
@@ -146,7 +147,7 @@ def test_purge_deletes_queued_messages_and_releases_capacity(writer, consumer, r
 
 
 def test_binary_bodies_and_headers_survive_the_channel(writer, consumer):
-    from app.event import Event
+    from core.event import Event
     events = [Event(bytes(range(256)), {"k": "v\u00e9"}), Event(b"\x00\n\xff", {})]
     writer.put({"c2": Batch.from_events(events)})
     [message] = consumer.fetch("flumery.a1.c2")

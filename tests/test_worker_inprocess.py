@@ -9,9 +9,9 @@ from kombu.serialization import dumps as serialize
 
 from agents import read_lines, wait_until
 from app.celery_app import create_app, transport_options
-from app.config import load_agent
-from app.event import Batch
-from app.settings import Settings
+from core.config import load_agent
+from core.event import Batch
+from core.settings import Settings
 from routing import deadletter
 from routing.processor import TASK_NAME, ChannelWriter
 from routing.transport import EVENTS_HEADER, PutTarget, read_sizes

@@ -18,16 +18,13 @@ from __future__ import annotations
 import logging
 import time
 
-from app.event import Batch
-from routing.deadletter import RejectedEvents
+from core.errors import RejectedEvents, Requeue
+from core.event import Batch
 
 log = logging.getLogger(__name__)
 
 FIRST_DELAY_S = 0.1
 
-
-class Requeue(Exception):
-    """The batch was not written and must go back to its channel."""
 
 
 class SinkRunner:

@@ -27,22 +27,20 @@ from functools import lru_cache
 from kombu import Connection
 from kombu.serialization import loads as deserialize
 
-from app.config import AgentConfig, ConfigInvalid, load_agent
-from app.event import Batch
+from core.errors import ConfigInvalid, Requeue, UndecodableMessage
+from core.config import AgentConfig, load_agent
+from core.event import Batch
 from app.metrics import MetricsStore
-from app.settings import Settings
+from core.settings import Settings
 from routing import deadletter
 from routing.channels import queue_name
 from routing.processor import TASK_NAME, ChannelWriter
 from routing.transport import Transport
-from workers.runner import Requeue, SinkRunner
+from workers.runner import SinkRunner
 from workers.sinks.base import SinkContext
 
 log = logging.getLogger(__name__)
 
-
-class Poison(Exception):
-    """A channel message that can never be written (it cannot even be decoded)."""
 
 
 @lru_cache(maxsize=8)
@@ -81,7 +79,7 @@ def served_channels(settings: Settings) -> list[str]:
 def decode_extra(payload: dict) -> Batch:
     """The batch of a channel message taken directly from Redis (not through Celery)."""
     if payload.get("headers", {}).get("task") != TASK_NAME:
-        raise Poison(f"not a {TASK_NAME} message")
+        raise UndecodableMessage(f"not a {TASK_NAME} message")
     args, _kwargs, _embed = deserialize(payload["body"], payload["content-type"], payload["content-encoding"],
                                         accept={"application/x-msgpack"})
     _channel, *columns = args
@@ -198,7 +196,7 @@ class WorkerRuntime:
         try:
             batch = Batch.from_wire(bodies, headers, ids)
         except ValueError as exc:
-            raise Poison(str(exc)) from exc
+            raise UndecodableMessage(str(exc)) from exc
         held = [tag]
         extras: list[str] = []                    # tags of messages gathered beyond the task's own
         self.housekeeper.hold(held)

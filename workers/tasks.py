@@ -15,10 +15,10 @@ import msgpack
 from celery import signals
 from celery.exceptions import Reject
 
-from app.event import Event
+from core.errors import Requeue, UndecodableMessage
+from core.event import Event
 from routing.processor import TASK_NAME
-from workers.runner import Requeue
-from workers.runtime import Poison, WorkerRuntime
+from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def take(task, channel, bodies, headers=None, ids=None):
     except Requeue as exc:
         log.info("channel message %s goes back to channel %s: %s", task.request.id, channel, exc)
         raise Reject(str(exc), requeue=True) from None
-    except Poison as exc:
+    except UndecodableMessage as exc:
         # Undecodable: keep its raw content as one dead letter, then drop the message from its channel.
         raw = Event(msgpack.packb([channel, bodies, headers, ids], use_bin_type=True, default=repr),
                     id=task.request.id)

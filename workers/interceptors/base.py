@@ -1,7 +1,7 @@
 """Base class of interceptors.
 
 Contract: ``intercept_batch(events)`` returns the events to keep, in order, possibly changed (as new
-:class:`~app.event.Event` objects: an event may be shared, so never mutate one) and possibly fewer.  It runs in
+:class:`~core.event.Event` objects: an event may be shared, so never mutate one) and possibly fewer.  It runs in
 the source's process before the channel selector, as Flume's interceptor chain does, and must not block.
 """
 from __future__ import annotations

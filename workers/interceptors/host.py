@@ -14,8 +14,8 @@ import logging
 import socket
 from dataclasses import dataclass
 
-from app.event import Event
-from app.options import opt
+from core.event import Event
+from core.options import opt
 from workers.interceptors.base import Interceptor
 
 log = logging.getLogger(__name__)

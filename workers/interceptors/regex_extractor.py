@@ -5,7 +5,7 @@ serializer names, one per group in order), and per serializer ``serializers.<n>.
 ``serializers.<n>.type``: ``DEFAULT`` (the group's text as is) or
 ``org.apache.flume.interceptor.RegexExtractorInterceptorMillisSerializer`` (``millis`` also accepted), which reads
 the group with the Joda pattern ``serializers.<n>.pattern`` into epoch milliseconds, in the process's local time
-zone (Flume: the JVM's) unless the text names a zone (see :mod:`workers.interceptors.joda`).
+zone (Flume: the JVM's) unless the text names a zone (see :mod:`core.joda`).
 
 The regex is searched for in the body read as UTF-8 (Java ``find()``); only the first match counts.  Group ``i``
 goes through serializer ``i``; groups beyond the serializers are ignored, serializers beyond the groups unused.
@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from app.event import Event
-from app.options import opt
-from app.registry import did_you_mean
-from workers.interceptors import java_regex, joda
+from core.event import Event
+from core.options import opt
+from core.registry import did_you_mean
+from core import java_regex, joda
 from workers.interceptors.base import Interceptor
 
 log = logging.getLogger(__name__)

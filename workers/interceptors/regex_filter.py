@@ -3,15 +3,15 @@
 Properties, as in Flume: ``regex`` (``.*``) and ``excludeEvents`` (false: keep the events the regex is found in;
 true: drop them).  The regex is *searched for* in the body (Java ``Matcher.find()``), not matched against all
 of it.  The body is read as UTF-8 (Flume uses the JVM's default charset, UTF-8 on a usual Linux); bytes that
-are not UTF-8 read as U+FFFD.  The regex is Java's syntax: see :mod:`workers.interceptors.java_regex`.
+are not UTF-8 read as U+FFFD.  The regex is Java's syntax: see :mod:`core.java_regex`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.event import Event
-from app.options import opt
-from workers.interceptors import java_regex
+from core.event import Event
+from core.options import opt
+from core import java_regex
 from workers.interceptors.base import Interceptor
 
 

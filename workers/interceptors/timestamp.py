@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from app.event import Event
-from app.options import opt
+from core.event import Event
+from core.options import opt
 from workers.interceptors.base import Interceptor
 
 

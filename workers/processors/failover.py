@@ -41,9 +41,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.options import convert, non_negative, opt
-from app.registry import did_you_mean
-from routing.deadletter import RejectedEvents
+from core.errors import AllSinksFailed, RejectedEvents
+from core.options import convert, non_negative, opt
+from core.registry import did_you_mean
 from workers.processors.base import SinkProcessor
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ FAILURE_PENALTY_MS = 1000
 DEFAULT_MAX_PENALTY_MS = 30000
 _MAX_EXPONENT = 62             # 2^62 s is beyond any maxpenalty; keeps the arithmetic small for endless failures
 
-
-class AllSinksFailed(Exception):
-    """No sink of the group could write the batch (Flume: "All sinks failed to process, nothing left to
-    failover to")."""
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.options import opt, positive
-from app.registry import Registry, UnknownType, did_you_mean
-from routing.deadletter import RejectedEvents
+from core.errors import AllSinksFailed, RejectedEvents, UnknownType
+from core.options import opt, positive
+from core.registry import Registry, did_you_mean
 from workers.processors.base import SinkProcessor
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,6 @@ SINK_SELECTORS = Registry(
     },
 )
 
-
-class AllSinksFailed(Exception):
-    """No sink of the group could write the batch (Flume: "All configured sinks have failed")."""
 
 
 def backoff_ms(failures: int, max_timeout_ms: int) -> int:

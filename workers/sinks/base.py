@@ -4,7 +4,7 @@ Contract for every sink: ``write(batch)`` returns only after the store confirmed
 durably (file_roll: written and fsynced).  On any failure it raises; the batch is then still unacknowledged in
 its channel and is written again later, so a store sees a batch at least once.  Where the store can take a key,
 a sink should make a repeated write an overwrite.  A sink instance is used by one thread at a time; ``start``
-is called before the first write and ``stop`` after the last.  A batch (:class:`app.event.Batch`) iterates as
+is called before the first write and ``stop`` after the last.  A batch (:class:`core.event.Batch`) iterates as
 events and also offers ``batch.bodies``, the list of bodies, for sinks that write bodies only.
 """
 from __future__ import annotations

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.files import fsync_dir, write_all
-from app.options import non_negative, one_of, opt, positive
+from core.files import fsync_dir, write_all
+from core.options import non_negative, one_of, opt, positive
 from workers.sinks.base import Sink
 from workers.sinks.logger import java_map
 

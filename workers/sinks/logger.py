@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from app.options import opt, positive
+from core.options import opt, positive
 from workers.sinks.base import Sink
 
 log = logging.getLogger("flumery.sink.logger")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.options import opt, positive
+from core.options import opt, positive
 from workers.sinks.base import Sink
 
 

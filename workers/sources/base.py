@@ -1,6 +1,6 @@
 """Base class of sources.
 
-Contract for every source: it reads events from outside, hands them in batches (:class:`~app.event.Batch`) to
+Contract for every source: it reads events from outside, hands them in batches (:class:`~core.event.Batch`) to
 its channel processor (:meth:`Source.deliver`), and acknowledges upstream (HTTP 200, netcat ``OK``, ...) only after ``deliver`` returned
 True, i.e. after every required channel holds the batch.  While the channels are full ``deliver`` keeps retrying,
 so the source stops reading (back-pressure) instead of buffering or dropping.  ``start`` returns at once;
@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from app.event import Batch
-from routing.processor import BatchTooLarge
-from routing.transport import ChannelFullError
+from core.errors import BatchTooLarge, ChannelFullError
+from core.event import Batch
 
 log = logging.getLogger(__name__)
 

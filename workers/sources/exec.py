@@ -16,8 +16,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from app.event import Batch
-from app.options import non_negative, opt, positive
+from core.event import Batch
+from core.options import non_negative, opt, positive
 from workers.sources.base import Source
 
 log = logging.getLogger(__name__)

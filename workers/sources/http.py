@@ -22,11 +22,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import redis
 
-from app.event import ID_HEADER, Batch, Event
-from app.options import opt, port_number, positive
-from app.registry import Registry
-from routing.processor import BatchTooLarge
-from routing.transport import ChannelFullError
+from core.errors import BatchTooLarge, ChannelFullError
+from core.event import ID_HEADER, Batch, Event
+from core.options import opt, port_number, positive
+from core.registry import Registry
 from workers.sources.base import Source
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import socket
 import socketserver
 from dataclasses import dataclass
 
-from app.event import Batch
-from app.options import opt, port_number, positive
+from core.event import Batch
+from core.options import opt, port_number, positive
 from workers.sources.base import Source
 
 log = logging.getLogger(__name__)

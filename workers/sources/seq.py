@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.event import Batch
-from app.options import non_negative, opt, positive
+from core.event import Batch
+from core.options import non_negative, opt, positive
 from workers.sources.base import Source
 
 LONG_MAX = 2**63 - 1

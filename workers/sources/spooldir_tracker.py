@@ -34,7 +34,7 @@ import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from app.files import fsync_dir, write_atomically
+from core.files import fsync_dir, write_atomically
 
 META_PREFIX = ".flumery-progress-"
 META_SUFFIX = ".json"

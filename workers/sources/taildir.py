@@ -28,9 +28,9 @@ import re
 import time
 from dataclasses import dataclass
 
-from app.options import opt, positive
-from app.registry import did_you_mean
-from workers.interceptors import java_regex
+from core.options import opt, positive
+from core.registry import did_you_mean
+from core import java_regex
 from workers.sources.base import Source
 from workers.sources.taildir_position import PositionStore
 from workers.sources.taildir_reader import FileGroup, TaildirReader

@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from app.files import write_atomically
+from core.files import write_atomically
 
 log = logging.getLogger(__name__)
 

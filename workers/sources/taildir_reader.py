@@ -31,7 +31,7 @@ import time
 import zlib
 from itertools import accumulate
 
-from app.event import Batch
+from core.event import Batch
 from workers.sources.taildir_position import PositionEntry, PositionStore
 
 log = logging.getLogger(__name__)

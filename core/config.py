@@ -17,20 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app import options, properties
-from app.options import ConfigError
-from app.registry import Registry, UnknownType, did_you_mean
+from core.errors import ConfigInvalid, UnknownType
+from core import options, properties, registries
+from core.options import ConfigError
+from core.registry import did_you_mean
 
 LIST_KEYS = ("sources", "channels", "sinks", "sinkgroups")
 
-
-class ConfigInvalid(Exception):
-    """The agent cannot start; ``errors`` lists every problem found, ``notices`` what is accepted but inert."""
-
-    def __init__(self, errors: list[ConfigError], notices: list[str] | None = None):
-        self.errors = sorted(set(errors), key=lambda e: (e.key, e.message))
-        self.notices = notices or []
-        super().__init__("\n".join(str(e) for e in self.errors))
 
 
 @dataclass(frozen=True)
@@ -86,19 +79,6 @@ class AgentConfig:
         return self.sinks[sinks[0]].channel
 
 
-# --- registries (imported lazily: they import component modules) ---------------------------------------------
-
-def _registries() -> dict[str, Registry]:
-    from routing.channels import CHANNELS
-    from routing.selectors import SELECTORS
-    from workers.interceptors import INTERCEPTORS
-    from workers.processors import PROCESSORS
-    from workers.sinks import SINKS
-    from workers.sources import SOURCES
-    return {"source": SOURCES, "sink": SINKS, "channel": CHANNELS, "selector": SELECTORS,
-            "interceptor": INTERCEPTORS, "processor": PROCESSORS}
-
-
 # --- loading --------------------------------------------------------------------------------------------------
 
 def load_agent(path: str | os.PathLike, agent: str, environ: dict[str, str] | None = None) -> AgentConfig:
@@ -130,7 +110,7 @@ class _Builder:
         self.explicit: set[str] = set()          # full keys set in the file
         self.line_errors: set[str] = set()       # full keys whose line was already reported as bad
         self.agents: set[str] = set()
-        self.registries = _registries()
+        self.registries = registries.ALL
 
     def error(self, key: str, message: str) -> None:
         self.errors.append(ConfigError(key, message))

@@ -16,9 +16,8 @@ import difflib
 import importlib
 from dataclasses import dataclass, field
 
+from core.errors import UnknownType
 
-class UnknownType(LookupError):
-    """The type name names no component of this kind; ``str()`` is a complete user-facing message."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ import typing
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable
 
-from app.registry import did_you_mean
+from core.registry import did_you_mean
 
 
 @dataclass(frozen=True, order=True)

@@ -1,0 +1,82 @@
+"""Flumery's one error hierarchy.
+
+Library code raises these; only the CLI (:mod:`app.cli`) and the worker bootstrap (:mod:`app.celery_app`) turn
+them into exit codes or log lines.  Each class says what the caller may do about it:
+
+* :class:`ConfigInvalid`, :class:`SettingsError`, :class:`UnknownType`: the operator must fix a file, a flag or
+  an environment variable; nothing was started.
+* :class:`PutRefused` (:class:`ChannelFullError`, :class:`BatchTooLarge`): nothing of the batch is in any
+  required channel; the source pushes back (HTTP 503 / 413, netcat stops reading) and may retry.
+* :class:`RejectedEvents`: the store wrote a batch except some events it will never accept; those go to the
+  dead-letter channel.
+* :class:`Requeue`: a taken batch was not written and goes back to its channel, unacknowledged.
+* :class:`UndecodableMessage`: a channel message that can never be decoded; its raw content is dead-lettered.
+* :class:`AllSinksFailed`: no sink of a sink group could write the batch; it is retried.
+"""
+from __future__ import annotations
+
+
+class FlumeryError(Exception):
+    """Base of every error Flumery raises on purpose; ``str()`` is a complete user-facing message."""
+
+
+# --- configuration ---------------------------------------------------------------------------------------------
+
+class ConfigInvalid(FlumeryError):
+    """The agent cannot start; ``errors`` lists every problem found, ``notices`` what is accepted but inert."""
+
+    def __init__(self, errors: list, notices: list[str] | None = None):
+        self.errors = sorted(set(errors), key=lambda e: (e.key, e.message))
+        self.notices = notices or []
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+class UnknownType(FlumeryError, LookupError):
+    """A type name names no component of its kind (with a did-you-mean where one is close)."""
+
+
+class SettingsError(FlumeryError):
+    """A process setting (environment variable or flag) is missing or wrong."""
+
+
+# --- putting into channels ------------------------------------------------------------------------------------
+
+class PutRefused(FlumeryError):
+    """A put did not happen: nothing of the batch is in any required channel."""
+
+
+class ChannelFullError(PutRefused):
+    """A put did not fit: nothing was written to any channel.  The source must push back and retry."""
+
+    def __init__(self, channel: str, size: int, capacity: int, needed: int):
+        self.channel, self.size, self.capacity, self.needed = channel, size, capacity, needed
+        super().__init__(f"channel '{channel}' is full ({size} of {capacity} events held, "
+                         f"{needed} more offered)")
+
+
+class BatchTooLarge(PutRefused):
+    """A batch holds more events for one channel than that channel can ever hold: retrying cannot help."""
+
+
+# --- taking from channels and writing to stores ---------------------------------------------------------------
+
+class RejectedEvents(FlumeryError):
+    """Raised by a sink's ``write`` after it durably wrote every event of the batch except those in
+    ``reasons`` (batch index -> the store's reason), which the store will never accept."""
+
+    def __init__(self, reasons: dict[int, str]):
+        self.reasons = reasons
+        super().__init__(f"{len(reasons)} events rejected by the store: "
+                         + "; ".join(f"#{i}: {r}" for i, r in list(reasons.items())[:3]))
+
+
+class AllSinksFailed(FlumeryError):
+    """No sink of a group could write the batch (the last error is chained as ``__cause__``)."""
+
+
+class Requeue(FlumeryError):
+    """The batch was not written and must go back to its channel."""
+
+
+class UndecodableMessage(FlumeryError):
+    """A channel message that can never be written: it cannot even be decoded."""
