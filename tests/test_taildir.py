@@ -321,6 +321,58 @@ def test_copytruncate_restarts_at_zero_and_reads_the_copy_s_unread_tail(tmp_path
     assert drain(reader) == []
 
 
+def copytruncate(path: Path, copy: Path, new_generation: bytes) -> None:
+    """logrotate's copytruncate, then the application writes ``new_generation`` into the same inode."""
+    shutil.copyfile(path, copy)
+    os.truncate(path, 0)
+    with open(path, "ab") as f:
+        f.write(new_generation)
+
+
+def fixed_width_lines(generation: int, count: int) -> list[bytes]:
+    # All lines of one width: a read that crosses from one generation into the next at the same offset lands
+    # on a line start, so only the count shows the loss (as in the end-to-end rotation test).
+    return [f"generation {generation} line {i:05d} of a log that is rotated".encode() for i in range(count)]
+
+
+def test_copytruncate_while_a_batch_is_being_put_loses_nothing(tmp_path, monkeypatch):
+    """The file is copied and truncated, and grows past the read offset again, while the source is putting a
+    batch (between two reads of one pass): the rest of the pass must not read the next generation as if it
+    continued the old one (that lost the copy's unread lines and the new generation's first ones)."""
+    monkeypatch.setattr("workers.sources.taildir_reader.READ_SIZE", 1000)
+    reader = make_reader(tmp_path, r"app\.log")
+    logs = tmp_path / "logs"
+    first, second = fixed_width_lines(1, 200), fixed_width_lines(2, 400)
+    (logs / "app.log").write_bytes(b"".join(line + b"\n" for line in first))
+    reader.start()
+    tf = tracked(reader, "app.log")
+    out = []
+    for batch, end, tail in reader.batches(tf, 10):
+        out += batch.bodies                                       # the put...
+        if len(out) == 10:                                        # ...during which logrotate runs
+            copytruncate(logs / "app.log", logs / "app.log.1", b"".join(line + b"\n" for line in second))
+        reader.commit(tf, end, tail)
+    out += drain(reader) + drain(reader)
+    assert sorted(out) == sorted(first + second)
+
+
+def test_copytruncate_after_a_first_line_shorter_than_the_fingerprint_reads_the_copy(tmp_path):
+    """Only one short line had been read (the file's head known by fewer than HEAD_KEY bytes) when the file was
+    copied and truncated: the copy is still recognised and read from the position."""
+    reader = make_reader(tmp_path, r"app\.log")
+    logs = tmp_path / "logs"
+    (logs / "app.log").write_bytes(b"started\n")
+    reader.start()
+    assert drain(reader) == [b"started"]
+    rest = fixed_width_lines(1, 50)
+    with open(logs / "app.log", "ab") as f:
+        f.write(b"".join(line + b"\n" for line in rest))
+    second = fixed_width_lines(2, 100)
+    copytruncate(logs / "app.log", logs / "app.log.1", b"".join(line + b"\n" for line in second))
+    out = drain(reader) + drain(reader)
+    assert sorted(out) == sorted(rest + second)
+
+
 def test_copy_matching_the_pattern_is_not_read_again(tmp_path):
     reader = make_reader(tmp_path, r"app\.log.*")
     logs = tmp_path / "logs"

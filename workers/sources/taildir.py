@@ -16,7 +16,8 @@ id is ``<device>:<inode>:<line start offset>``, the same for the same line acros
 keyed store turns the re-read batch into an overwrite.
 
 Unlike Flume, files are identified by device and inode, not by inode and path: rotation by renaming (even to a
-name outside the pattern) and by copy-truncate loses and repeats nothing; see :mod:`workers.sources.taildir_reader`.
+name outside the pattern) loses and repeats nothing, and so does copy-truncate, within the limits any reader of a
+truncated file has; see :mod:`workers.sources.taildir_reader`.
 A group directory that does not exist yet is watched for (Flume refuses to start); relative paths are taken from
 the agent's working directory, as Flume's ``java.io.File`` does.
 """

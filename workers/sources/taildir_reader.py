@@ -13,7 +13,11 @@ the pattern does not match is dropped with its unread tail.  Here:
   before the position changed (truncated and rewritten past the old position before the next look).  The copy
   that copy-truncate made, if it is in the same directory, is recognised by its first bytes and the bytes before
   the old position, and read from that position to its end: the lines that were still unread when the file was
-  truncated are not lost, and the copy is not read again from 0 when its name matches the pattern.
+  truncated are not lost, and the copy is not read again from 0 when its name matches the pattern.  A pass that
+  finds the file truncated between two of its reads stops there, so it never reads the next generation as the
+  continuation of the old one.  What no reader of copy-truncated files can see: a whole generation written,
+  copied and truncated between two looks at the file (and, as logrotate itself warns, lines written between its
+  copy and its truncate).
 
 A position only moves forward on :meth:`TaildirReader.commit`, after the batch is in every required channel.
 
@@ -376,7 +380,7 @@ class TaildirReader:
         old_pos, head, tail = tf.pos, tf.head, tf.tail
         tf.pos, tf.head, tf.tail, tf.seen, tf.generation = 0, b"", b"", None, None
         self._journal(tf)
-        if old_pos and len(head) >= HEAD_KEY:
+        if old_pos and len(head) >= min(old_pos, HEAD_KEY):     # (a short file's head is all of it)
             self._adopt_copy(tf, old_pos, head, tail)
 
     def _adopt_copy(self, tf: TailFile, pos: int, head: bytes, tail: bytes) -> None:
@@ -494,8 +498,9 @@ class TaildirReader:
             self._truncated(tf, f"its size {tf.size} is below the position")
         elif tf.pos and tf.tail and tf.size >= tf.pos and not _fd_has_bytes(fd, tf.pos - len(tf.tail), tf.tail):
             self._truncated(tf, "the bytes before the position changed")
-        if len(tf.head) < FINGERPRINT and tf.size > len(tf.head):
-            tf.head = os.pread(fd, FINGERPRINT, 0)
+        head = tf.head
+        if len(head) < FINGERPRINT and tf.size > len(head):
+            head = os.pread(fd, FINGERPRINT, 0)              # kept once a read below confirms the generation
         if tf.pos and not tf.tail:                           # a position from the position file
             tf.tail = os.pread(fd, min(tf.pos, FINGERPRINT), max(0, tf.pos - FINGERPRINT))
         base = tf.pos                    # file offset of buf[0]
@@ -503,8 +508,23 @@ class TaildirReader:
         bodies: list[bytes] = []         # lines read, not yet yielded
         starts: list[int] = []           # their start offsets
         end, tail = base, tf.tail        # offset after the last line read, and the bytes before it
+        before = tf.tail                 # the bytes just before the next read offset, as this pass read them
         while True:
-            data = os.pread(fd, READ_SIZE, base + len(buf))
+            offset = base + len(buf)
+            data = os.pread(fd, READ_SIZE, offset)
+            # The caller may take its time between two batches (a put against a full channel): the file may
+            # have been copied, truncated and written past ``offset`` again meanwhile.  What was just read then
+            # belongs to the next generation: stop without it (the next pass finds the truncation at the
+            # position and reads the copy from there).  Checked after the read, so the read came before it.
+            if offset == 0:
+                head = data[:FINGERPRINT]
+            elif not _fd_has_bytes(fd, offset - len(before), before):
+                log.info("taildir: %s (inode %d) changed under the reader at %d (truncated?); looking again",
+                         tf.path, tf.ino, offset)
+                tf.seen = None
+                return
+            tf.head = head
+            before = (before + data)[-FINGERPRINT:]
             if not data:                                     # the end of the file, for now
                 read_end = base + len(buf)
                 if final and buf:
