@@ -26,11 +26,12 @@ import redis
 from kombu import Connection
 
 from app.broker import EmbeddedRedis, die_with_parent
-from app.celery_app import channel_queues, create_app, transport_options
+from app.celery_app import create_app
 from core.config import AgentConfig
-from app.metrics import MetricsServer, MetricsStore
+from app.metrics import MetricsServer, snapshot
+from core.counters import MetricsStore
 from core.settings import BROKER_URL_FILE, Settings
-from routing.channels import exchange_name, queue_name
+from routing.channels import channel_queues, exchange_name, queue_name
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, read_sizes
 
@@ -110,14 +111,14 @@ class Agent:
     def _declare(self) -> None:
         """Declare the agent's exchange and one durable queue per channel, bound by channel name."""
         with Connection(self.settings.broker_url, transport=Transport,
-                        transport_options=transport_options(self.settings)) as conn:
+                        transport_options=self.settings.transport_options()) as conn:
             channel = conn.default_channel
             for queue in channel_queues(self.config.name, self.config.channels):
                 queue(channel).declare()
 
     def _start_sources(self) -> None:
         app = create_app(self.settings)
-        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, transport_options(self.settings))
+        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options())
         for name, spec in self.config.sources.items():
             interceptors = [i.cls(i.name, i.config) for i in spec.interceptors]
             processor = ChannelProcessor(spec, self.writer, interceptors, self.metrics)
@@ -217,4 +218,4 @@ class Agent:
     # -- metrics ---------------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
         sizes = read_sizes(self.redis, exchange_name(self.config.name))
-        return self.metrics.snapshot(self.config, sizes)
+        return snapshot(self.metrics, self.config, sizes)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kombu import Exchange, Queue
+
 from core.options import opt, positive
 
 _BROKER_HOLDS_DATA = "the broker's persistence holds channel data"
@@ -83,3 +85,9 @@ def queue_name(agent: str, channel: str) -> str:
 
 def exchange_name(agent: str) -> str:
     return f"flumery.{agent}"
+
+
+def channel_queues(agent: str, channels) -> list[Queue]:
+    """One durable queue per channel, bound by the channel name on the agent's direct exchange."""
+    exchange = Exchange(exchange_name(agent), type="direct", durable=True)
+    return [Queue(queue_name(agent, c), exchange, routing_key=c, durable=True) for c in channels]

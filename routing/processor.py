@@ -10,21 +10,19 @@ Optional channels are written after the required ones; their failures are logged
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import defaultdict
 
 from kombu import Connection
-from kombu.serialization import dumps as serialize
 
 from core.errors import BatchTooLarge, ChannelFullError
 from core.event import Batch
 from routing.channels import exchange_name, queue_name
 from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
-from routing.transport import EVENTS_HEADER, PutTarget, Transport
+from routing import codec
+from routing.transport import PutTarget, Transport
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "flumery.take"
 DEAD_TRANSACTION_CAPACITY = 1000
 
 
@@ -42,17 +40,8 @@ class ChannelWriter:
         self.connection = Connection(broker_url, transport=Transport, transport_options=transport_options)
         self.channel = self.connection.default_channel
 
-    def message(self, channel: str, batch: Batch) -> tuple[str, int, dict, bytes]:
-        """(tag, events, envelope, body) of a ``flumery.take(channel, bodies, headers, ids)`` task message."""
-        task_id = str(uuid.uuid4())
-        task = self.app.amqp.as_task_v2(
-            task_id, TASK_NAME, args=(channel, *batch.to_wire()),
-            argsrepr=f"({channel!r}, <{len(batch)} events>)", kwargsrepr="{}",
-        )
-        _, _, body = serialize(task.body, serializer="msgpack")
-        headers = {**task.headers, EVENTS_HEADER: len(batch)}
-        envelope = self.channel.make_message(headers, task.properties, self.exchange, channel, task_id)
-        return task_id, len(batch), envelope, body
+    def message(self, channel: str, batch: Batch) -> codec.ChannelMessage:
+        return codec.encode(self.app, self.channel, self.exchange, channel, batch)
 
     def limits(self, channel: str) -> tuple[int, int]:
         """(capacity, transactionCapacity) of a channel of the agent, or of its dead-letter channel."""

@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from time import monotonic, time
 
+from kombu import transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps, loads
@@ -38,7 +39,6 @@ from routing import scripts
 log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "flumery."
-EVENTS_HEADER = "flumery_events"
 BELL_SUFFIX = ":bell"
 RECLAIM_LIMIT = 1000
 
@@ -82,7 +82,7 @@ class PutTarget:
     queue: str
     capacity: int
     events: int
-    messages: list[tuple[str, int, dict, bytes]]    # (tag, events, kombu envelope, body)
+    messages: list       # codec.ChannelMessage: (tag, events, kombu envelope, body)
 
 
 def _owner_token() -> str:
@@ -299,8 +299,6 @@ def install() -> None:
     Celery and Flower print and parse becomes ``routing.transport:Transport://...``, which Flower cannot inspect.
     Every queue that is not a Flumery channel behaves exactly as with kombu's Redis transport.
     """
-    from kombu import transport
-
     path = f"{__name__}:Transport"
     for scheme in ("redis", "rediss"):
         if transport.TRANSPORT_ALIASES.get(scheme) != path:
