@@ -34,6 +34,8 @@ from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import channel_queues, exchange_name, queue_name
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, read_sizes
+from workers.interceptors.base import InterceptorContext
+from workers.sources.base import SourceContext
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +122,12 @@ class Agent:
         app = create_app(self.settings)
         self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options())
         for name, spec in self.config.sources.items():
-            interceptors = [i.cls(i.name, i.config) for i in spec.interceptors]
+            chain = InterceptorContext(self.config.name, name)
+            interceptors = [i.cls(i.name, i.config, chain) for i in spec.interceptors]
             processor = ChannelProcessor(spec, self.writer, interceptors, self.metrics)
-            source = spec.cls(name, spec.config, processor, self.metrics.group("SOURCE", name))
+            context = SourceContext(self.config.name, processor, self.metrics.group("SOURCE", name),
+                                    self.settings.data_path())
+            source = spec.cls(name, spec.config, context)
             try:
                 source.start()
             except OSError as exc:         # a port in use, a directory that cannot be read...

@@ -104,5 +104,4 @@ def check_worker(sender=None, **_) -> None:
         return                          # not Flumery's app
     problem = worker_problem(settings)
     if problem:
-        log.critical("flumery: %s", problem)
         raise SystemExit(f"flumery: {problem}")

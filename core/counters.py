@@ -5,7 +5,7 @@ workers), so each process adds its counts to one Redis hash per component (``flu
 about once a second (:class:`MetricsStore`); any process can then read the whole agent (``app.metrics``).
 
 Counter names are the constants below, Flume's own (SourceCounter, ChannelCounter, SinkCounter).  A failure is
-counted and logged together with :meth:`Counters.fail`, so that neither happens without the other.
+counted and logged together with :func:`fail`, so that neither happens without the other.
 """
 from __future__ import annotations
 
@@ -55,6 +55,14 @@ COUNTERS = {
 }
 
 
+def fail(counters, counter: str, logger: logging.Logger, level: int, message: str, *args,
+         exc_info: bool = False) -> None:
+    """Count a failure on ``counters`` (anything with ``add``) and log it, together: a failure is never
+    counted without a log line, or logged without being counted."""
+    counters.add(counter)
+    logger.log(level, message, *args, exc_info=exc_info)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -68,13 +76,6 @@ class Counters:
     def add(self, counter: str, n: int = 1) -> None:
         if n:
             self.store._add(f"{self.kind}.{self.name}", counter, n)
-
-    def fail(self, counter: str, logger: logging.Logger, level: int, message: str, *args, n: int = 1,
-             exc_info: bool = False) -> None:
-        """Count a failure and log it, together: a failure is never counted without a log line or logged
-        without being counted."""
-        self.add(counter, n)
-        logger.log(level, message, *args, exc_info=exc_info)
 
     def started(self) -> None:
         self.store.set(f"{self.kind}.{self.name}", {"StartTime": now_ms(), "StopTime": 0, "Type": self.kind})

@@ -14,9 +14,11 @@ from collections import defaultdict
 
 from kombu import Connection
 
+from core import counters as names
 from core.errors import BatchTooLarge, ChannelFullError
 from core.event import Batch
 from routing.channels import exchange_name, queue_name
+from routing.selectors import SelectorContext
 from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
 from routing import codec
 from routing.transport import PutTarget, Transport
@@ -77,7 +79,7 @@ class ChannelProcessor:
     def __init__(self, source_spec, writer: ChannelWriter, interceptors: list, metrics=None):
         self.source = source_spec
         selector = source_spec.selector
-        self.selector = selector.cls(list(source_spec.channels), selector.config)
+        self.selector = selector.cls(selector.name, selector.config, SelectorContext(tuple(source_spec.channels)))
         self.writer = writer
         self.interceptors = interceptors
         self.metrics = metrics
@@ -110,11 +112,11 @@ class ChannelProcessor:
     def process(self, batch: Batch) -> None:
         """Intercept, route and put ``batch``; see the module docstring for the contract."""
         required, optional = self.route(batch.with_fresh_ids())
-        self._count_put("EventPutAttemptCount", required)
+        self._count_put(names.EVENT_PUT_ATTEMPT, required)
         self.writer.put(required)
-        self._count_put("EventPutSuccessCount", required)
+        self._count_put(names.EVENT_PUT_SUCCESS, required)
         for name, part in optional.items():
-            self._count_put("EventPutAttemptCount", {name: part})
+            self._count_put(names.EVENT_PUT_ATTEMPT, {name: part})
             try:
                 self.writer.put({name: part})
             except (ChannelFullError, BatchTooLarge) as exc:
@@ -123,7 +125,7 @@ class ChannelProcessor:
             except Exception:   # optional channels never fail a put (Flume's ChannelProcessor)
                 log.exception("optional channel %s of source %s failed", name, self.source.name)
             else:
-                self._count_put("EventPutSuccessCount", {name: part})
+                self._count_put(names.EVENT_PUT_SUCCESS, {name: part})
 
     def _count_put(self, counter: str, batches: dict[str, Batch]) -> None:
         if self.metrics is None:

@@ -37,6 +37,7 @@ from routing import codec, deadletter
 from routing.channels import queue_name
 from routing.processor import ChannelWriter
 from routing.transport import Transport
+from workers.processors.base import ProcessorContext
 from workers.processors.default import DefaultSinkProcessor
 from workers.runner import SinkRunner
 from workers.sinks.base import SinkContext
@@ -153,9 +154,9 @@ class WorkerRuntime:
         built = [self.config.sinks[s].cls(s, self.config.sinks[s].config, context) for s in sinks]
         group = self.config.sinkgroups.get(unit)
         if group is not None:
-            processor = group.processor.cls(unit, group.processor.config, built)
+            processor = group.processor.cls(unit, group.processor.config, ProcessorContext(built))
         else:
-            processor = DefaultSinkProcessor(unit, None, built)
+            processor = DefaultSinkProcessor(unit, None, ProcessorContext(built))
         limits = [self.config.sinks[s].max_attempts for s in sinks]
         max_attempts = 0 if 0 in limits else max(limits)
         channel = self.config.channel_of_unit(sinks)
