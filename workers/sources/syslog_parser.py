@@ -50,6 +50,7 @@ FACILITY, SEVERITY = "Facility", "Severity"
 
 DEFAULT_SIZE = 2500
 MIN_SIZE = 10                 # SyslogUtils raises a smaller eventSize to this
+MAX_DATAGRAM_EVENT = 1 << 16  # syslogudp's event size (RFC 5426's maximum), larger than any datagram
 
 KEEP_FIELDS = ("priority", "version", "timestamp", "hostname")
 KEEP_ALL = frozenset({"--all--"})
