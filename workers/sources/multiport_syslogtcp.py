@@ -89,6 +89,8 @@ class MultiportSyslogTcpConfig:
 
 
 class MultiportSyslogTcpSource(StreamSource):
+    """Flume's MultiportSyslogTCPSource: syslog over TCP on several ports, a charset per port, Flume's SyslogParser."""
+
     Config = MultiportSyslogTcpConfig
 
     @classmethod

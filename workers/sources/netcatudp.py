@@ -44,6 +44,8 @@ def lines(data: bytes) -> list[bytes]:
 
 
 class NetcatUdpSource(DatagramSource):
+    """Flume's NetcatUdpSource: a line-per-event UDP listener."""
+
     Config = NetcatUdpConfig
     batch_size_is_flumerys = True
 

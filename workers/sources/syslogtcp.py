@@ -93,6 +93,8 @@ def tls_context(config):
 
 
 class SyslogTcpSource(StreamSource):
+    """Flume's SyslogTcpSource: newline-delimited syslog over TCP, parsed as Flume's SyslogUtils does."""
+
     Config = SyslogTcpConfig
     batch_size_is_flumerys = True          # Flume's syslogtcp has no batchSize: its default is not checked
 

@@ -37,6 +37,8 @@ class SyslogUdpConfig:
 
 
 class SyslogUdpSource(DatagramSource):
+    """Flume's SyslogUDPSource: a syslog message per datagram, parsed as Flume's SyslogUtils does."""
+
     Config = SyslogUdpConfig
     batch_size_is_flumerys = True
 
