@@ -70,6 +70,7 @@ _STAMP_3164 = re.compile(r"([A-Z][a-z][a-z]) (\d{1,2}) (\d{2}):(\d{2}):(\d{2})",
 _PREFIX_5424 = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)", re.ASCII)
 _MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
                                        "nov", "dec"), start=1)}
+_FAST_PRIO = re.compile(rb"<([0-9]{1,3})>")
 _PRIORITY = re.compile(r"[+-]?[0-9]+", re.ASCII)     # what Integer.parseInt takes (ASCII digits here)
 
 
@@ -214,6 +215,8 @@ class SyslogDecoder:
         self.keep = keep
         self.clock = clock
         self.zone = zone
+        self._cache: dict[tuple[str, bool], str | None] = {}
+        self._cached_second = -1
         self._reset()
 
     def _reset(self) -> None:
@@ -234,6 +237,13 @@ class SyslogDecoder:
         i, n = 0, len(data)
         while i < n and (limit is None or len(events) < limit):
             if self.mode == START:
+                m = _FAST_PRIO.match(data, i)       # the common case in one step: "<13>" then data
+                if m:
+                    self.buf += m.group()
+                    self.prio = m.group(1).decode()
+                    self.mode = DATA
+                    i = m.end()
+                    continue
                 i = self._start(data[i], i)
             elif self.mode == PRIO:
                 i = self._prio(data[i], i)
@@ -314,6 +324,19 @@ class SyslogDecoder:
         finally:
             self._reset()
 
+    def _stamp_ms(self, stamp: str, rfc5424: bool) -> str | None:
+        """The ``timestamp`` header of a stamp, remembered for the current second (senders repeat their stamps;
+        an RFC 3164 stamp's year depends on the clock, so the memory is dropped every second)."""
+        now = self.clock()
+        if int(now) != self._cached_second or len(self._cache) > 1024:
+            self._cache, self._cached_second = {}, int(now)
+        key = (stamp, rfc5424)
+        if key not in self._cache:
+            ms = (rfc5424_stamp_ms(stamp, self.zone) if rfc5424
+                  else rfc3164_stamp_ms(stamp, int(now * 1000), self.zone))
+            self._cache[key] = None if ms is None else str(ms)
+        return self._cache[key]
+
     def _format(self, raw: bytes, headers: dict) -> bytes:
         """Match the line against RFC 5424 then RFC 3164; fill the headers; return the body."""
         text = raw.decode("utf-8", "surrogateescape")
@@ -329,10 +352,9 @@ class SyslogDecoder:
         if version:
             headers["version"] = version
         if stamp is not None:
-            ms = (rfc5424_stamp_ms(stamp, self.zone) if pattern is RFC5424
-                  else rfc3164_stamp_ms(stamp, int(self.clock() * 1000), self.zone))
+            ms = self._stamp_ms(stamp, pattern is RFC5424)
             if ms is not None:
-                headers["timestamp"] = str(ms)
+                headers["timestamp"] = ms
         if host:
             headers["host"] = host
         if self.keep == KEEP_ALL:
