@@ -109,6 +109,7 @@ class _Builder:
         self.props: dict[str, str] = {}          # keys relative to "<agent>."
         self.explicit: set[str] = set()          # full keys set in the file
         self.line_errors: set[str] = set()       # full keys whose line was already reported as bad
+        self.empty_at: dict[str, str] = {}       # full key of an empty component property -> file:line
         self.agents: set[str] = set()
         self.registries = registries.ALL
 
@@ -134,10 +135,12 @@ class _Builder:
             if agent != self.agent:
                 continue
             self.explicit.add(line.key)
-            if line.value == "":
+            if line.value == "" and _read_by_builder(rel):
                 self.error(line.key, f"empty value ({where})")
                 self.line_errors.add(line.key)
                 continue
+            if line.value == "":
+                self.empty_at[line.key] = where        # the component's options decide (options.build)
             value, problems = properties.substitute(line.value, self.environ)
             for problem in problems:
                 self.error(line.key, f"{problem} ({where})")
@@ -212,12 +215,17 @@ class _Builder:
         except UnknownType as exc:
             self.error(f"{key}.type", str(exc))
             return None
-        config, errors, notices = options.build(cls.Config, props, key + ".")
-        self.errors.extend(errors)
+        config, errors, notices = options.build(cls.Config, props, key + ".", BUILDER_KEYS[kind])
+        self.errors.extend(self._located(e) for e in errors)
         self.notices.extend(notices)
         if config is None:
             return None
         return Component(key, name, type_name, cls, config)
+
+    def _located(self, error: ConfigError) -> ConfigError:
+        """An error about an empty value, with the file and line of that value."""
+        where = self.empty_at.get(error.key)
+        return ConfigError(error.key, f"{error.message} ({where})") if where else error
 
     def _channels(self, names, groups) -> dict[str, Component]:
         out = {}
@@ -397,6 +405,26 @@ class _Builder:
         if batch > capacity:
             self.error(f"{component.key}.{prop}",
                        f"{batch} is larger than the transactionCapacity ({capacity}) of channel '{channel.name}'")
+
+
+# The properties of each kind of component that this builder reads itself (before options.build sees the rest):
+# named among the known properties, and did-you-mean candidates for a misspelt one.
+BUILDER_KEYS = {
+    "source": ("type", "channels", "selector.type", "interceptors"),
+    "channel": ("type",),
+    "sink": ("type", "channel", "maxAttempts"),
+    "selector": ("type",),
+    "interceptor": ("type",),
+    "processor": ("type",),
+}
+# Last parts of keys the builder reads itself (lists of names, types, channel references): never empty.
+_BUILDER_KEY_ENDS = ("type", "channels", "channel", "interceptors", "sinks", "maxAttempts")
+
+
+def _read_by_builder(rel: str) -> bool:
+    """Whether the config builder reads the key ``rel`` (relative to the agent) itself, rather than a component's
+    options: an agent's lists (``sources``...) and the structure of each component."""
+    return "." not in rel or rel.rsplit(".", 1)[1] in _BUILDER_KEY_ENDS
 
 
 def _take_prefixed(props: dict[str, str], prefix: str) -> dict[str, str]:
