@@ -25,6 +25,7 @@ from pathlib import Path
 import redis
 from kombu import Connection
 
+from app import running
 from app.broker import EmbeddedRedis, die_with_parent
 from app.celery_app import channel_queues, create_app, transport_options
 from core.config import AgentConfig
@@ -62,6 +63,7 @@ class Agent:
         self.metrics_server: MetricsServer | None = None
         self.stop_requested = threading.Event()
         self._lock_file = None
+        self._record = None               # this agent's entry in app.running (for `flumery dlq`)
 
     # -- start -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -74,6 +76,7 @@ class Agent:
             self.settings = self.settings.with_(broker_url=self.embedded.start())
             (data / BROKER_URL_FILE).write_text(self.settings.broker_url + "\n")
         url = self.settings.broker_url
+        self._record = running.register(self.config.name, self.settings.conf_file, data, url, bool(self.embedded))
         client = self.redis = redis.Redis.from_url(url)
         self._check_persistence(client)
         self._declare()
@@ -194,6 +197,8 @@ class Agent:
         if self.writer:
             self.writer.close()
             self.writer = None
+        running.unregister(self._record)
+        self._record = None
         if self.embedded:
             self.embedded.stop()
             self.embedded = None

@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from importlib import metadata
 from pathlib import Path
 
-from core.errors import ConfigInvalid
+from core.errors import ConfigFileUnreadable, ConfigInvalid
 from core import options
 from core.config import AgentConfig, load_agent
 from core.settings import Settings
 
 EXIT_INVALID = 2
+EXIT_BROKEN_PIPE = 128 + 13       # what a shell reports for a command that a closed pipe (SIGPIPE) ended
+
+
+def version() -> str:
+    try:
+        return metadata.version("flumery")
+    except metadata.PackageNotFoundError:         # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +44,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flumery", description="Apache Flume agents on Celery + Redis")
+    parser.add_argument("--version", action="version", version=f"flumery {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     agent = sub.add_parser("agent", help="run an agent")
     _common(agent)
@@ -59,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+        sys.stdout.flush()                        # here, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # The reader went away (``flumery dlq list | head -1``): stop quietly, as a command killed by SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _dispatch(args) -> int:
     if args.command == "validate":
         return validate(args)
     if args.command == "dlq":
@@ -69,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 def _load(args) -> AgentConfig | None:
     try:
         return load_agent(args.conf_file, args.name)
+    except ConfigFileUnreadable as exc:
+        print(f"flumery: {exc}", file=sys.stderr)
+        return None
     except ConfigInvalid as exc:
         print(f"flumery: {args.conf_file}: agent '{args.name}' is not valid "
               f"({len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''}):", file=sys.stderr)
@@ -118,11 +143,14 @@ def _settings(config) -> str:
         for f in config.__dataclass_fields__.values():
             if f.metadata.get("key") == key and not f.metadata.get("inert"):
                 value = getattr(config, f.name)
+                if isinstance(value, dict):           # "filegroups.*": one key=value per entry, as in the file
+                    shown += [f"{key[:-1]}{k}={v}" for k, v in value.items()]
+                    continue
                 if isinstance(value, list):
                     value = " ".join(value)
                 elif isinstance(value, bool):
                     value = str(value).lower()
-                if str(value) != default and value not in ({}, ""):
+                if str(value) != default and value != "":
                     shown.append(f"{key}={value}")
     return " ".join(shown)
 
@@ -143,7 +171,7 @@ def _metrics_port(args) -> tuple[int | None, list[str]]:
 
 
 def run_dlq(args) -> int:
-    from app import dlq
+    from app import dlq       # imported here: Celery and kombu are loaded only by the commands that use them
 
     config = _load(args)
     if config is None:
@@ -160,7 +188,7 @@ def run_dlq(args) -> int:
 
 
 def run_agent(args) -> int:
-    from app.agent import Agent
+    from app.agent import Agent     # imported here: Celery and kombu are loaded only by the commands that use them
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _load(args)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigInvalid, UnknownType
+from core.errors import ConfigFileUnreadable, ConfigInvalid, UnknownType
 from core import options, properties, registries
 from core.options import ConfigError
 from core.registry import did_you_mean
@@ -86,9 +86,11 @@ def load_agent(path: str | os.PathLike, agent: str, environ: dict[str, str] | No
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigInvalid([ConfigError("", f"cannot read configuration file '{path}': {exc.strerror}")]) from None
+        raise ConfigFileUnreadable([ConfigError("", f"cannot read configuration file '{path}': {exc.strerror}")]) \
+            from None
     except UnicodeDecodeError as exc:
-        raise ConfigInvalid([ConfigError("", f"configuration file '{path}' is not UTF-8 text: {exc}")]) from None
+        raise ConfigFileUnreadable([ConfigError("", f"configuration file '{path}' is not UTF-8 text: {exc}")]) \
+            from None
     return parse_agent(text, agent, str(path), environ)
 
 
