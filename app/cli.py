@@ -1,9 +1,16 @@
 """The ``flumery`` command.
 
     flumery agent    -f FILE -n NAME [--data-dir DIR] [--broker-url URL] [--role all|sources|sinks]
-                     [--metrics-port N]
+                     [--metrics-port N] [--log-level INFO] [--stats-interval 60]
     flumery validate -f FILE -n NAME
     flumery dlq      list|replay|purge -f FILE -n NAME [--limit N] [--channel C] [--json] [--yes]
+    flumery worker   -f FILE -n NAME [--broker-url URL] [--sinks k1,g1] [--log-level INFO] [celery worker options]
+    flumery flower   -f FILE -n NAME [--broker-url URL] [flower options, e.g. --port=5555]
+    flumery --version
+
+``worker`` and ``flower`` validate the agent file, then become ``celery -A app worker`` (one take transaction at a
+time, named ``<sinks>@<agent>.<host>`` as the agent names its own workers) and ``celery -A app flower``: what the
+Procfile runs.
 
 Flume's own spellings are accepted too: ``--conf-file``, ``--name``, ``-c/--conf DIR`` (ignored: Flumery has no
 flume-env.sh or log4j file), and ``-Dflume.monitoring.type=http -Dflume.monitoring.port=N``.
@@ -65,13 +72,31 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--channel", help="replay: put every event into this channel instead of its own")
     dlq.add_argument("--json", action="store_true", help="list: one JSON object per line")
     dlq.add_argument("--yes", action="store_true", help="purge: really delete")
+    worker = sub.add_parser("worker", help="run a Celery sink worker for the agent's sinks (other options go to "
+                                           "celery worker)")
+    _conf_file(worker)
+    worker.add_argument("--broker-url", help="Redis URL (default: $FLUMERY_BROKER_URL, $REDIS_URL)")
+    worker.add_argument("--sinks", help="comma-separated sinks or sink groups to serve (default: $FLUMERY_SINKS, "
+                                        "else all)")
+    worker.add_argument("--log-level", default="INFO", help="DEBUG (shows every task), INFO, WARNING, ERROR")
+    flower = sub.add_parser("flower", help="run Flower on the agent's broker (other options go to flower)")
+    _conf_file(flower)
+    flower.add_argument("--broker-url", help="Redis URL (default: $FLUMERY_BROKER_URL, $REDIS_URL)")
     return parser
 
 
+def _conf_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--conf-file", required=True, help="the Flume agent file")
+    parser.add_argument("-n", "--name", required=True, help="the agent (files may hold several)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in CELERY_COMMANDS:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        code = _dispatch(args)
+        code = run_celery(args, extra) if args.command in CELERY_COMMANDS else _dispatch(args)
         sys.stdout.flush()                        # here, so that a closed pipe is caught below
         return code
     except BrokenPipeError:
@@ -185,6 +210,46 @@ def run_dlq(args) -> int:
     except RuntimeError as exc:
         print(f"flumery: {exc}", file=sys.stderr)
         return 1
+
+
+CELERY_COMMANDS = ("worker", "flower")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_name(config: AgentConfig, sinks: tuple[str, ...], environ) -> str:
+    """``<sinks>@<agent>.<host>`` as the agent names its workers (``k1@a1.host``; several units joined by
+    ``+``), with the process of a Procfile runner (``DYNO`` on Heroku, ``HONCHO_PROCESS_NAME`` under honcho,
+    e.g. ``sinks.2``) before the host so that scaled workers on one host have different names."""
+    units = sinks or tuple(unit for unit, _ in config.sink_units())
+    process = environ.get("DYNO") or environ.get("HONCHO_PROCESS_NAME")
+    return f"{'+'.join(units)}@{config.name}." + (f"{process}." if process else "") + "%h"
+
+
+def run_celery(args, extra: list[str]) -> int:
+    """``flumery worker|flower``: check the agent file, then replace this process by Celery's command."""
+    config = _load(args)
+    if config is None:
+        return EXIT_INVALID
+    sinks = tuple(s.strip() for s in (getattr(args, "sinks", None) or "").split(",") if s.strip()) or None
+    settings = Settings.from_env().with_(conf_file=str(Path(args.conf_file).resolve()), agent=args.name,
+                                         broker_url=args.broker_url, sinks=sinks)
+    if not settings.broker_url:
+        print(f"flumery {args.command}: give the broker: --broker-url, FLUMERY_BROKER_URL or REDIS_URL",
+              file=sys.stderr)
+        return EXIT_INVALID
+    if args.command == "worker" and not config.sinks:
+        print(f"flumery worker: agent '{config.name}' has no sinks to serve", file=sys.stderr)
+        return EXIT_INVALID
+    env = {**os.environ, **settings.env()}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if args.command == "worker":
+        command = ["worker", "--pool", "solo", "--hostname", worker_name(config, settings.sinks, os.environ),
+                   "--loglevel", args.log_level.upper(), "--without-gossip", "--without-mingle", *extra]
+    else:
+        command = ["flower", *extra]
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "celery", "-A", "app", *command], env)
+    return 1                               # not reached: execve replaces this process or raises
 
 
 def run_agent(args) -> int:

@@ -2,6 +2,7 @@
 the README's sample output being what the command really prints."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -20,9 +21,9 @@ a1.sinks.k1.channel = c9
 """
 
 
-def flumery(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+def flumery(*args: str, cwd=REPO, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
 
 
 def test_version():
@@ -63,3 +64,17 @@ def test_the_readme_sample_error_is_what_validate_prints(tmp_path):
     result = flumery("validate", "-f", "flume.conf", "-n", "a1", cwd=tmp_path)
     assert result.returncode == 2
     assert "".join(line.strip() + "\n" for line in result.stderr.splitlines()) == sample
+
+
+def test_worker_without_a_broker_says_so_in_one_line(tmp_path):
+    (tmp_path / "flume.conf").write_text(README_SAMPLE_CONF.replace("netcta", "netcat").replace("c9", "c1")
+                                         + "a1.sources.r1.bind = 127.0.0.1\na1.sources.r1.port = 0\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("FLUMERY_BROKER_URL", "REDIS_URL")}
+    result = flumery("worker", "-f", "flume.conf", "-n", "a1", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stderr == "flumery worker: give the broker: --broker-url, FLUMERY_BROKER_URL or REDIS_URL\n"
+
+
+def test_unknown_options_are_refused_except_for_celery_commands(tmp_path):
+    result = flumery("validate", "-f", "x.conf", "-n", "a1", "--port=5555", cwd=tmp_path)
+    assert result.returncode == 2 and "unrecognized arguments: --port=5555" in result.stderr
