@@ -63,7 +63,8 @@ def test_dlq_finds_the_running_agent_without_being_told_its_data_dir(tmp_path):
         assert f"running, pid {agent.process.pid}, data dir {agent.data_dir}" in result.stderr
         assert not default_dir.exists()
     finally:
-        assert agent.stop() == 0
+        stopped_with = agent.stop()
+    assert stopped_with == 0
 
     stopped = flumery("dlq", "list", "-f", str(agent.conf), "-n", "a1", "--data-dir", str(agent.data_dir), env=dlq_env)
     assert stopped.returncode == 0, stopped.stderr
