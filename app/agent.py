@@ -30,6 +30,7 @@ from app.broker import EmbeddedRedis, die_with_parent
 from app.celery_app import channel_queues, create_app, transport_options
 from core.config import AgentConfig
 from app.metrics import MetricsServer, MetricsStore
+from app.throughput import ThroughputLog
 from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import exchange_name, queue_name
 from routing.processor import ChannelProcessor, ChannelWriter
@@ -46,7 +47,7 @@ WORKER_HEALTHY_AFTER_S = 5.0      # a worker that ran this long before dying is 
 
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings, role: str = "all",
-                 metrics_port: int | None = None, worker_log_level: str = "INFO"):
+                 metrics_port: int | None = None, worker_log_level: str = "INFO", stats_interval_s: float = 60.0):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.config = config
@@ -54,6 +55,9 @@ class Agent:
         self.role = role
         self.metrics_port = metrics_port
         self.worker_log_level = worker_log_level
+        self.stats_interval_s = stats_interval_s      # the periodic throughput line (0: none)
+        self.throughput: ThroughputLog | None = None
+        self.stop_reason = "after an error"          # what the stop line says, unless a signal asked for it
         self.embedded: EmbeddedRedis | None = None
         self.sources: dict = {}
         self.workers: dict[str, subprocess.Popen] = {}
@@ -81,6 +85,8 @@ class Agent:
         self._check_persistence(client)
         self._declare()
         self.metrics = MetricsStore(client, self.config.name).start()
+        if self.stats_interval_s > 0:            # before the components start: the first line counts from zero
+            self.throughput = ThroughputLog(self.snapshot, self.stats_interval_s).start()
         if self.role in ("all", "sinks"):
             for unit, sinks in self.config.sink_units():
                 self._start_worker(unit, sinks)
@@ -89,6 +95,9 @@ class Agent:
         if self.metrics_port is not None:
             self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name).start()
             log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_server.port)
+        log.info("agent '%s' started (pid %d, role %s): sources %s; sinks %s", self.config.name, os.getpid(),
+                 self.role, ", ".join(self.sources) or "none",
+                 ", ".join(self.workers) if self.role != "sources" else "elsewhere")
 
     def _lock(self, data: Path) -> None:
         self._lock_file = open(data / "agent.lock", "w")
@@ -137,7 +146,8 @@ class Agent:
         channel = self.config.channel_of_unit(sinks)
         env = {**os.environ, **self.settings.with_(sinks=(unit,)).env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "celery", "-A", "app", "worker", "--pool", "solo",
+        # --quiet: no Celery banner per worker; the line logged below says what the worker does.
+        argv = [sys.executable, "-m", "celery", "-A", "app", "--quiet", "worker", "--pool", "solo",
                 "--loglevel", self.worker_log_level, "--hostname", f"{unit}@{self.config.name}.%h",
                 "--queues", queue_name(self.config.name, channel), "--without-gossip", "--without-mingle"]
         # Own session: a Ctrl-C in the terminal reaches only the agent, which then stops the workers in order.
@@ -150,13 +160,17 @@ class Agent:
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop cleanly; the exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop_requested.set())
+            signal.signal(sig, self._on_signal)
         try:
             self.start()
             self.supervise()
         finally:
             self.stop()
         return 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop_reason = signal.Signals(signum).name
+        self.stop_requested.set()
 
     def supervise(self) -> None:
         """Wait for a stop request; restart a sink worker that died on its own: after 1 s, or, if it keeps
@@ -182,6 +196,11 @@ class Agent:
 
     def stop(self) -> None:
         self.stop_requested.set()
+        log.info("agent '%s' stopping (%s): sources stop accepting, workers finish or give back their batch",
+                 self.config.name, self.stop_reason)
+        if self.throughput:
+            self.throughput.stop()
+            self.throughput = None
         for source in self.sources.values():
             try:
                 source.stop()
@@ -203,6 +222,7 @@ class Agent:
             self.embedded.stop()
             self.embedded = None
             (self.settings.data_path() / BROKER_URL_FILE).unlink(missing_ok=True)
+        log.info("agent '%s' stopped", self.config.name)
 
     def _stop_workers(self, timeout_s: float = 60.0) -> None:
         for process in self.workers.values():

@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--role", choices=("all", "sources", "sinks"), default="all",
                        help="run sources, sink workers, or both (default)")
     agent.add_argument("--metrics-port", type=int, help="serve Flume's monitoring JSON at /metrics on this port")
-    agent.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    agent.add_argument("--log-level", default="INFO",
+                       help="DEBUG (every task and put too), INFO (start, stop, errors, throughput), WARNING, ERROR")
+    agent.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS",
+                       help="log the events each component moved every SECONDS (default 60; 0: never)")
     validate = sub.add_parser("validate", help="check an agent file and summarise the flow")
     _common(validate)
     dlq = sub.add_parser("dlq", help="list, replay or purge the agent's dead letters")
@@ -268,7 +271,8 @@ def run_agent(args) -> int:
                                          broker_url=args.broker_url)
     for notice in config.notices:
         logging.getLogger("flumery").info("note: %s", notice)
-    agent = Agent(config, settings, role=args.role, metrics_port=port, worker_log_level=args.log_level.upper())
+    agent = Agent(config, settings, role=args.role, metrics_port=port, worker_log_level=args.log_level.upper(),
+                  stats_interval_s=args.stats_interval)
     try:
         return agent.run()
     except RuntimeError as exc:
