@@ -33,7 +33,7 @@ from core.counters import MetricsStore
 from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import channel_queues, exchange_name, queue_name
 from routing.processor import ChannelProcessor, ChannelWriter
-from routing.transport import Transport, read_sizes
+from routing.transport import Transport, owner_prefix, read_sizes
 from workers.interceptors.base import InterceptorContext
 from workers.sources.base import SourceContext
 
@@ -177,11 +177,27 @@ class Agent:
                         delay[unit] = WORKER_RESTART_FIRST_S          # it was running: not a crash loop
                     log.warning("sink worker for %s exited with %s; restarting it in %.0fs", unit,
                                 process.returncode, delay[unit])
+                    self._give_back_held_by(process.pid)
                     due[unit] = now + delay[unit]
                     delay[unit] = min(delay[unit] * 2, WORKER_RESTART_MAX_S)
                 elif now >= due[unit]:
                     del due[unit]
                     self._start_worker(unit, units[unit])
+
+    def _give_back_held_by(self, pid: int) -> None:
+        """A sink worker of ours died: its messages go back to their channels now, not when their leases
+        expire (the visibility timeout stays for workers on other hosts, whose death nobody reports)."""
+        try:
+            with Connection(self.settings.broker_url, transport=Transport,
+                            transport_options=self.settings.transport_options()) as conn:
+                returned = conn.default_channel.give_back_held_by(owner_prefix(pid))
+        except Exception as exc:           # the broker is down: the leases expire as before
+            log.warning("could not give back the messages of dead sink worker %d (they come back after the "
+                        "visibility timeout): %s", pid, exc)
+            return
+        if returned:
+            log.warning("gave back %d channel message%s held by dead sink worker %d", returned,
+                        "" if returned == 1 else "s", pid)
 
     def stop(self) -> None:
         self.stop_requested.set()
