@@ -25,8 +25,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from core.errors import ConfigFileUnreadable, ConfigInvalid
+from app import dlq
+from app.agent import Agent
 from core import options
+from core.errors import ConfigFileUnreadable, ConfigInvalid
 from core.config import AgentConfig, load_agent
 from core.settings import Settings
 
@@ -199,8 +201,6 @@ def _metrics_port(args) -> tuple[int | None, list[str]]:
 
 
 def run_dlq(args) -> int:
-    from app import dlq       # imported here: Celery and kombu are loaded only by the commands that use them
-
     config = _load(args)
     if config is None:
         return EXIT_INVALID
@@ -256,8 +256,6 @@ def run_celery(args, extra: list[str]) -> int:
 
 
 def run_agent(args) -> int:
-    from app.agent import Agent     # imported here: Celery and kombu are loaded only by the commands that use them
-
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _load(args)
     if config is None:

@@ -29,15 +29,14 @@ from kombu import Connection
 
 from app import running
 from app.broker import EmbeddedRedis, reachable
-from app.celery_app import create_app, transport_options
+from app.celery_app import create_app
 from core.errors import ChannelFullError
 from core.event import Batch
 from core.registry import did_you_mean
 from core.settings import BROKER_URL_FILE
-from routing import deadletter
+from routing import codec, deadletter
 from routing.processor import ChannelWriter
 from routing.transport import Transport
-from workers.runtime import decode_extra
 
 REPLAY_BATCH = 1000
 
@@ -77,7 +76,7 @@ class DeadLetters:
     def entries(self, limit: int) -> list[deadletter.DeadLetter]:
         out = []
         for message in self.channel.peek(self.queue, limit):
-            out += [deadletter.DeadLetter.of(e) for e in decode_extra(message)]
+            out += [deadletter.DeadLetter.of(e) for e in codec.decode_stored(message)[1]]
         return out[:limit]
 
     def replay(self, channel: str | None, limit: int | None, progress: Progress) -> int:
@@ -88,7 +87,7 @@ class DeadLetters:
             taken = self.channel.fetch(self.queue, wanted)
             if not taken:
                 break
-            dead = [event for message in taken for event in decode_extra(message)]
+            dead = [event for message in taken for event in codec.decode_stored(message)[1]]
             batches: dict[str, list] = defaultdict(list)
             for event in dead[:wanted]:
                 original, source_channel = deadletter.unmark(event)
@@ -215,7 +214,7 @@ def run(args, config, settings) -> int:
     durable = any(c.cls.durable for c in config.channels.values())
     with broker(location, durable) as url:
         settings = settings.with_(broker_url=url)
-        letters = DeadLetters(create_app(settings), config, url, transport_options(settings))
+        letters = DeadLetters(create_app(settings), config, url, settings.transport_options())
         try:
             return _command(args, letters)
         finally:

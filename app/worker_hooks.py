@@ -17,7 +17,7 @@ import logging
 from celery import signals
 from celery.worker import control
 
-from app.celery_app import channel_queues
+from routing.channels import channel_queues
 from routing.deadletter import DEAD_CHANNEL
 
 PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")

@@ -9,6 +9,7 @@ import sys
 from conftest import REPO
 from core.config import load_agent
 from core.event import Event
+from workers.interceptors.base import InterceptorContext
 
 sys.path.insert(0, str(REPO / "bench"))
 import make_access_log  # noqa: E402  (bench/ is a folder of scripts, not a package)
@@ -38,7 +39,7 @@ def test_the_same_arguments_write_the_same_log_in_parts_or_at_once(tmp_path):
 def test_the_routing_example_extracts_the_generated_lines():
     config = load_agent(REPO / "deploy" / "access-log-routing.conf", "access", environ={})
     spec = config.sources["tail"].interceptors[0]
-    interceptor = spec.cls(spec.name, spec.config)
+    interceptor = spec.cls(spec.name, spec.config, InterceptorContext("access", "tail"))
     lines = list(make_access_log.lines(0, 400, vhosts=True))
     events = [interceptor.intercept(Event(line.rstrip("\n").encode())) for line in lines]
     assert all(e.headers["status"] == line.split('" ')[1].split()[0] for e, line in zip(events, lines))

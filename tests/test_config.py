@@ -8,6 +8,7 @@ import pytest
 from core.errors import ConfigInvalid
 from core.config import AgentConfig, load_agent, parse_agent
 from core.event import Event
+from workers.interceptors.base import InterceptorContext
 from routing.channels import FileChannel, MemoryChannel
 from routing.selectors import MultiplexingSelector, ReplicatingSelector
 from workers.processors.default import DefaultSinkProcessor
@@ -15,6 +16,7 @@ from workers.sinks.file_roll import FileRollSink
 from workers.sinks.logger import LoggerSink
 from workers.sinks.null import NullSink
 from workers.sources.netcat import NetcatSource
+from routing.selectors import SelectorContext
 
 NETCAT_LOGGER = """\
 # example.conf: A single-node Flume configuration
@@ -748,7 +750,7 @@ def test_multiplexing_selector_config():
     assert selector.config.mapping == {"CA": "c1", "AZ": "c2", "NY": "c1 c2"}
     assert selector.config.optional == {"CA": "c1 c2"}
     assert selector.config.default == ["c1"]
-    built = selector.cls(list(config.sources["r1"].channels), selector.config)
+    built = selector.cls("selector", selector.config, SelectorContext(tuple(config.sources["r1"].channels)))
     assert built.select({"State": "NY"}) == (["c1", "c2"], [])
     assert built.select({"State": "CA"}) == (["c1"], ["c2"])
     assert built.select({}) == (["c1"], [])
@@ -906,7 +908,7 @@ SEARCH_REPLACE = with_lines(NETCAT_LOGGER, "a1.sources.r1.interceptors = i1",
 def test_an_empty_replace_string_removes_what_the_pattern_matched():
     """Flume: "replaceString ... empty is OK" (its TestSearchAndReplaceInterceptor removes a prefix this way)."""
     spec = parse(SEARCH_REPLACE).sources["r1"].interceptors[0]
-    interceptor = spec.cls(spec.name, spec.config)
+    interceptor = spec.cls(spec.name, spec.config, InterceptorContext("a1", "r1"))
     assert spec.config.replace_string == ""
     assert interceptor.intercept(Event(b"prefix:the rest")).body == b"the rest"
 

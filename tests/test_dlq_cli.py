@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agents import REPO, AgentProcess, port_open, read_lines, wait_until
 from app.broker import free_port
-from app.celery_app import create_app, transport_options
+from app.celery_app import create_app
 from core.config import load_agent
 from core.event import Event
 from core.settings import Settings
@@ -30,7 +30,7 @@ def bury(url: str, conf: Path, count: int, per_message: int) -> None:
     """Put ``count`` dead letters of channel c1 straight into the dead-letter channel, ``per_message`` a message."""
     config = load_agent(conf, "a1")
     settings = Settings(conf_file=str(conf), agent="a1", broker_url=url)
-    writer = ChannelWriter(create_app(settings), config, url, transport_options(settings))
+    writer = ChannelWriter(create_app(settings), config, url, settings.transport_options())
     try:
         for start in range(0, count, per_message):
             events = [Event(f"dead-{i}".encode(), id=f"id-{i}") for i in range(start, min(count, start + per_message))]
