@@ -28,6 +28,6 @@ def __getattr__(name: str):
                                  + "\n".join(f"  {e}" for e in exc.errors)) from None
             except FlumeryError as exc:
                 raise SystemExit(f"flumery: {exc}") from None
-            worker_hooks.install()
+            worker_hooks.install(_app)
         return _app
     raise AttributeError(f"module 'app' has no attribute {name!r}")

@@ -34,6 +34,7 @@ from app.throughput import ThroughputLog
 from core.counters import MetricsStore
 from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import channel_queues, exchange_name, queue_name
+from routing.deadletter import DEAD_CHANNEL
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, owner_prefix, read_sizes
 from workers.interceptors.base import InterceptorContext
@@ -88,6 +89,7 @@ class Agent:
         self._check_persistence(client)
         self._declare()
         self.metrics = MetricsStore(client, self.config.name).start()
+        self._start_counters()
         if self.stats_interval_s > 0:            # before the components start: the first line counts from zero
             self.throughput = ThroughputLog(self.snapshot, self.stats_interval_s).start()
         if self.role in ("all", "sinks"):
@@ -145,8 +147,21 @@ class Agent:
             except OSError as exc:         # a port in use, a directory that cannot be read...
                 raise RuntimeError(f"{spec.key}: source '{name}' ({spec.type}) could not start: {exc}") from exc
             self.sources[name] = source
-        for name in self.config.channels:
-            self.metrics.group("CHANNEL", name).started()
+
+    def _start_counters(self) -> None:
+        """Flume's counters start at 0 with their component: reset those of the components this role runs (the
+        channels, the dead-letter one included, go with the sources; a worker started elsewhere, e.g. by
+        ``flumery worker``, adds to the counts of its sinks), and start the channels' clocks."""
+        channels = [*self.config.channels, DEAD_CHANNEL]
+        owned = []
+        if self.role in ("all", "sources"):
+            owned += [f"SOURCE.{n}" for n in self.config.sources] + [f"CHANNEL.{n}" for n in channels]
+        if self.role in ("all", "sinks"):
+            owned += [f"SINK.{n}" for n in self.config.sinks]
+        self.metrics.reset(owned)
+        if self.role in ("all", "sources"):
+            for name in channels:
+                self.metrics.group("CHANNEL", name).started()
 
     def _start_worker(self, unit: str, sinks: tuple[str, ...]) -> None:
         channel = self.config.channel_of_unit(sinks)

@@ -4,6 +4,9 @@
     {"SOURCE.r1": {"EventReceivedCount": "42", ...}, "CHANNEL.c1": {"ChannelSize": "0", ...}, ...}
 
 All values are strings, as in Flume.  ``/metrics/prometheus`` serves the same numbers as Prometheus text.
+Counters start at 0 with their component (the agent resets those it runs when it starts, see
+:meth:`core.counters.MetricsStore.reset`).  ``CHANNEL.__dead__``, the agent's dead-letter channel, is unbounded:
+it has no ``ChannelCapacity`` nor ``ChannelFillPercentage``.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from core.counters import COUNTERS, MetricsStore
-from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
+from routing.deadletter import DEAD_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,11 @@ def snapshot(store: MetricsStore, agent_config, sizes: dict[str, int]) -> dict[s
         doc = {counter: values.get(counter, "0") for counter in COUNTERS[kind]}
         doc.update(StartTime=values.get("StartTime", "0"), StopTime=values.get("StopTime", "0"), Type=kind)
         if kind == "CHANNEL":
-            capacity = DEAD_CAPACITY if name == DEAD_CHANNEL else agent_config.channels[name].config.capacity
             size = sizes.get(name, 0)
-            doc.update(ChannelSize=str(size), ChannelCapacity=str(capacity),
-                       ChannelFillPercentage=repr(size * 100.0 / capacity))
+            doc.update(ChannelSize=str(size))
+            if name != DEAD_CHANNEL:          # the dead-letter channel is unbounded: no capacity to report
+                capacity = agent_config.channels[name].config.capacity
+                doc.update(ChannelCapacity=str(capacity), ChannelFillPercentage=repr(size * 100.0 / capacity))
         out[f"{kind}.{name}"] = doc
     return out
 
