@@ -28,9 +28,9 @@ from kombu import Connection
 from app.broker import EmbeddedRedis, die_with_parent
 from app.celery_app import channel_queues, create_app, transport_options
 from core.config import AgentConfig
+from core.keys import exchange_name, queue_name
 from app.metrics import MetricsServer, MetricsStore
 from core.settings import BROKER_URL_FILE, Settings
-from routing.channels import exchange_name, queue_name
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, read_sizes
 
@@ -77,7 +77,7 @@ class Agent:
         client = self.redis = redis.Redis.from_url(url)
         self._check_persistence(client)
         self._declare()
-        self.metrics = MetricsStore(client, self.config.name).start()
+        self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.key_prefix).start()
         if self.role in ("all", "sinks"):
             for unit, sinks in self.config.sink_units():
                 self._start_worker(unit, sinks)
@@ -216,5 +216,5 @@ class Agent:
 
     # -- metrics ---------------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        sizes = read_sizes(self.redis, exchange_name(self.config.name))
+        sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.key_prefix)
         return self.metrics.snapshot(self.config, sizes)

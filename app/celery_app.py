@@ -9,13 +9,16 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from core.settings import Settings
-from routing.channels import exchange_name, queue_name
+from core.keys import exchange_name, queue_name
 from routing.transport import install as install_transport
 
 def transport_options(settings: Settings) -> dict:
     """kombu Redis transport options; the visibility timeout is Flumery's crash-recovery time."""
     vt = settings.visibility_timeout_s
+    # Every Redis key, kombu's and Flumery's (see core.keys), goes under this prefix; none by default.
+    prefix = {"global_keyprefix": settings.key_prefix} if settings.key_prefix else {}
     return {
+        **prefix,
         # A message taken by a worker that died is given back after this many seconds.
         "visibility_timeout": vt,
         # Look for such messages every few seconds, and really scan each time (kombu's default throttle

@@ -151,7 +151,8 @@ class WorkerRuntime:
         self.connection = Connection(url, transport=Transport, transport_options=transport_options(settings))
         self.channel = self.connection.default_channel
         self.writer = ChannelWriter(app, self.config, url, transport_options(settings))
-        self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name).start()
+        self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name,
+                                    key_prefix=settings.key_prefix).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         context = SinkContext(self.config.name, settings.data_path())
         self.runners: dict[str, itertools.cycle] = {}
