@@ -4,7 +4,7 @@ The keyspace, as Flumery names it (one Redis database may hold many agents):
 
 | key | Redis type | holds | built by |
 |---|---|---|---|
-| ``flumery.<agent>`` | (none) | the agent's direct exchange (a kombu name, not a key of its own) | :func:`exchange_name` |
+| ``flumery.<agent>`` | (none) | the agent's direct exchange (a kombu name, no key) | :func:`exchange_name` |
 | ``flumery.<agent>.<channel>`` | list | a channel queue: the tags of its messages | :func:`queue_name` |
 | ``flumery.<agent>.__dead__`` | list | the dead-letter channel's queue | :func:`dead_queue` |
 | ``<queue>:bell`` | list | a wake-up for consumers blocked on the queue | :func:`bell_key` |

@@ -71,6 +71,9 @@ class FileChannelConfig:
     capacity: int = opt("capacity", 1_000_000, check=positive, doc="most events held in the channel")
     transaction_capacity: int = opt("transactionCapacity", 10_000, check=positive,
                                     doc="most events in one put or take (one channel message)")
+    byte_capacity: int = opt("byteCapacity", FILE_BYTE_CAPACITY, check=non_negative,
+                             doc="most event body bytes held in the channel; 0: no bound (Flumery; Flume's file "
+                                 "channel is bounded by disk space)")
     checkpoint_dir: str = opt("checkpointDir", "", inert=_BROKER_HOLDS_DATA)
     data_dirs: str = opt("dataDirs", "", inert=_BROKER_HOLDS_DATA)
     use_dual_checkpoints: str = opt("useDualCheckpoints", "false", inert=_BROKER_HOLDS_DATA)
@@ -82,9 +85,6 @@ class FileChannelConfig:
     use_log_replay_v1: str = opt("use-log-replay-v1", "false", inert=_BROKER_HOLDS_DATA)
     use_fast_replay: str = opt("use-fast-replay", "false", inert=_BROKER_HOLDS_DATA)
     checkpoint_on_close: str = opt("checkpointOnClose", "true", inert=_BROKER_HOLDS_DATA)
-    byte_capacity: int = opt("byteCapacity", FILE_BYTE_CAPACITY, check=non_negative,
-                             doc="most event body bytes held in the channel; 0: no bound (Flumery; Flume's file "
-                                 "channel is bounded by disk space)")
 
     check = _capacity_checks
 
