@@ -26,13 +26,17 @@ import redis
 from kombu import Connection
 
 from app.broker import EmbeddedRedis, die_with_parent
-from app.celery_app import channel_queues, create_app, transport_options
+from app.celery_app import create_app
 from core.config import AgentConfig
+from app.metrics import MetricsServer, snapshot
+from core.counters import MetricsStore
 from core.keys import exchange_name, queue_name
-from app.metrics import MetricsServer, MetricsStore
 from core.settings import BROKER_URL_FILE, Settings
+from routing.channels import channel_queues
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, read_sizes
+from workers.interceptors.base import InterceptorContext
+from workers.sources.base import SourceContext
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +114,21 @@ class Agent:
     def _declare(self) -> None:
         """Declare the agent's exchange and one durable queue per channel, bound by channel name."""
         with Connection(self.settings.broker_url, transport=Transport,
-                        transport_options=transport_options(self.settings)) as conn:
+                        transport_options=self.settings.transport_options()) as conn:
             channel = conn.default_channel
             for queue in channel_queues(self.config.name, self.config.channels):
                 queue(channel).declare()
 
     def _start_sources(self) -> None:
         app = create_app(self.settings)
-        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, transport_options(self.settings))
+        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options())
         for name, spec in self.config.sources.items():
-            interceptors = [i.cls(i.name, i.config) for i in spec.interceptors]
+            chain = InterceptorContext(self.config.name, name)
+            interceptors = [i.cls(i.name, i.config, chain) for i in spec.interceptors]
             processor = ChannelProcessor(spec, self.writer, interceptors, self.metrics)
-            source = spec.cls(name, spec.config, processor, self.metrics.group("SOURCE", name))
+            context = SourceContext(self.config.name, processor, self.metrics.group("SOURCE", name),
+                                    self.settings.data_path())
+            source = spec.cls(name, spec.config, context)
             try:
                 source.start()
             except OSError as exc:         # a port in use, a directory that cannot be read...
@@ -217,4 +224,4 @@ class Agent:
     # -- metrics ---------------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
         sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.key_prefix)
-        return self.metrics.snapshot(self.config, sizes)
+        return snapshot(self.metrics, self.config, sizes)

@@ -1,8 +1,5 @@
-"""Flume's counters (SourceCounter, ChannelCounter, SinkCounter), shared through Redis, served as Flume's JSON.
-
-An agent's components run in several processes (sources in ``flumery agent``, sinks in any number of Celery
-workers), so each process adds its counts to one Redis hash per component (``flumery.<agent>:metrics:SINK.k1``)
-about once a second, and any process can answer ``GET /metrics`` for the whole agent:
+"""Flume's monitoring JSON for a whole agent, read from the counters every process keeps in Redis
+(:mod:`core.counters`), and the HTTP endpoint that serves it:
 
     {"SOURCE.r1": {"EventReceivedCount": "42", ...}, "CHANNEL.c1": {"ChannelSize": "0", ...}, ...}
 
@@ -14,128 +11,35 @@ import json
 import logging
 import re
 import threading
-import time
-from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from core.keys import metrics_prefix, prefixed
+from core.counters import COUNTERS, MetricsStore
 from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
 
 log = logging.getLogger(__name__)
 
-COUNTERS = {
-    "SOURCE": ("EventReceivedCount", "EventAcceptedCount", "AppendReceivedCount", "AppendAcceptedCount",
-               "AppendBatchReceivedCount", "AppendBatchAcceptedCount", "OpenConnectionCount",
-               "EventReadFail", "ChannelWriteFail", "GenericProcessingFail"),
-    "CHANNEL": ("EventPutAttemptCount", "EventPutSuccessCount", "EventTakeAttemptCount",
-                "EventTakeSuccessCount"),
-    "SINK": ("ConnectionCreatedCount", "ConnectionClosedCount", "ConnectionFailedCount", "BatchEmptyCount",
-             "BatchUnderflowCount", "BatchCompleteCount", "EventDrainAttemptCount", "EventDrainSuccessCount",
-             "EventWriteFail", "ChannelReadFail", "EventDeadLetterCount"),
-}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class Counters:
-    """The counters of one component in this process; cheap to bump from any thread."""
-
-    def __init__(self, store: "MetricsStore", kind: str, name: str):
-        self.store, self.kind, self.name = store, kind, name
-
-    def add(self, counter: str, n: int = 1) -> None:
-        if n:
-            self.store._add(f"{self.kind}.{self.name}", counter, n)
-
-    def started(self) -> None:
-        self.store.set(f"{self.kind}.{self.name}", {"StartTime": now_ms(), "StopTime": 0, "Type": self.kind})
-
-    def stopped(self) -> None:
-        self.store.set(f"{self.kind}.{self.name}", {"StopTime": now_ms()})
-
-
-class MetricsStore:
-    """Accumulates counts in memory and adds them to Redis every ``flush_interval_s`` (and on :meth:`flush`)."""
-
-    def __init__(self, redis_client, agent: str, flush_interval_s: float = 1.0, key_prefix: str = ""):
-        self.redis = redis_client
-        self.prefix = prefixed(key_prefix, metrics_prefix(agent))     # key_prefix: kombu's global_keyprefix
-        self.flush_interval_s = flush_interval_s
-        self._pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def group(self, kind: str, name: str) -> Counters:
-        return Counters(self, kind, name)
-
-    def _add(self, component: str, counter: str, n: int) -> None:
-        with self._lock:
-            self._pending[component][counter] += n
-
-    def set(self, component: str, values: dict) -> None:
-        try:
-            self.redis.hset(self.prefix + component, mapping={k: str(v) for k, v in values.items()})
-        except Exception as exc:     # metrics must never break the data path
-            log.warning("could not record metrics for %s: %s", component, exc)
-
-    def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, defaultdict(lambda: defaultdict(int))
-        if not pending:
-            return
-        try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for component, counts in pending.items():
-                    for counter, n in counts.items():
-                        pipe.hincrby(self.prefix + component, counter, n)
-                pipe.execute()
-        except Exception as exc:
-            log.warning("could not flush metrics (will retry): %s", exc)
-            with self._lock:
-                for component, counts in pending.items():
-                    for counter, n in counts.items():
-                        self._pending[component][counter] += n
-
-    def start(self) -> "MetricsStore":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="flumery-metrics", daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
-            self.flush()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.flush()
-
-    # -- reading ---------------------------------------------------------------------------------------------
-    def snapshot(self, agent_config, sizes: dict[str, int]) -> dict[str, dict[str, str]]:
-        """Flume's JSON document for ``agent_config``: every component, every counter, values as strings."""
-        self.flush()
-        channels = [*agent_config.channels, DEAD_CHANNEL]
-        components = ([("SOURCE", n) for n in agent_config.sources] + [("CHANNEL", n) for n in channels]
-                      + [("SINK", n) for n in agent_config.sinks])
-        with self.redis.pipeline(transaction=False) as pipe:
-            for kind, name in components:
-                pipe.hgetall(f"{self.prefix}{kind}.{name}")
-            stored = pipe.execute()
-        out = {}
-        for (kind, name), raw in zip(components, stored):
-            values = {_s(k): _s(v) for k, v in raw.items()}
-            doc = {counter: values.get(counter, "0") for counter in COUNTERS[kind]}
-            doc.update(StartTime=values.get("StartTime", "0"), StopTime=values.get("StopTime", "0"), Type=kind)
-            if kind == "CHANNEL":
-                capacity = DEAD_CAPACITY if name == DEAD_CHANNEL else agent_config.channels[name].config.capacity
-                size = sizes.get(name, 0)
-                doc.update(ChannelSize=str(size), ChannelCapacity=str(capacity),
-                           ChannelFillPercentage=repr(size * 100.0 / capacity))
-            out[f"{kind}.{name}"] = doc
-        return out
+def snapshot(store: MetricsStore, agent_config, sizes: dict[str, int]) -> dict[str, dict[str, str]]:
+    """Flume's JSON document for ``agent_config``: every component, every counter, values as strings."""
+    store.flush()
+    channels = [*agent_config.channels, DEAD_CHANNEL]
+    components = ([("SOURCE", n) for n in agent_config.sources] + [("CHANNEL", n) for n in channels]
+                  + [("SINK", n) for n in agent_config.sinks])
+    with store.redis.pipeline(transaction=False) as pipe:
+        for kind, name in components:
+            pipe.hgetall(f"{store.prefix}{kind}.{name}")
+        stored = pipe.execute()
+    out = {}
+    for (kind, name), raw in zip(components, stored):
+        values = {_s(k): _s(v) for k, v in raw.items()}
+        doc = {counter: values.get(counter, "0") for counter in COUNTERS[kind]}
+        doc.update(StartTime=values.get("StartTime", "0"), StopTime=values.get("StopTime", "0"), Type=kind)
+        if kind == "CHANNEL":
+            capacity = DEAD_CAPACITY if name == DEAD_CHANNEL else agent_config.channels[name].config.capacity
+            size = sizes.get(name, 0)
+            doc.update(ChannelSize=str(size), ChannelCapacity=str(capacity),
+                       ChannelFillPercentage=repr(size * 100.0 / capacity))
+        out[f"{kind}.{name}"] = doc
+    return out
 
 
 def _s(value) -> str:

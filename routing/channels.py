@@ -19,24 +19,23 @@ byte bound (Flume: about 200 GB).
 (Redis ``appendfsync always``).  ``memory`` may trade that for speed (``appendfsync everysec``).  Flume's
 file-channel storage settings (``checkpointDir``, ``dataDirs``, ...) are accepted so that existing files
 load, and have no effect: the broker holds the data.
+
+A channel is built as ``Channel(name, config, ChannelContext(agent))``; it names its queue and states its limits.
+Its ``check`` hook checks that ``transactionCapacity`` fits in ``capacity``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.keys import exchange_name, queue_name  # noqa: F401  (re-exported for workers.runtime)
+from kombu import Exchange, Queue
+
+from core.component import Component
+from core.keys import exchange_name, queue_name
 from core.options import non_negative, opt, positive
 
 _BROKER_HOLDS_DATA = "the broker's persistence holds channel data"
 MEMORY_BYTE_CAPACITY = 128 * 1024 * 1024
 FILE_BYTE_CAPACITY = 1024 * 1024 * 1024
-
-
-def _capacity_checks(config) -> list[tuple[str, str]]:
-    if config.transaction_capacity > config.capacity:
-        return [("transactionCapacity",
-                 f"must not exceed capacity ({config.transaction_capacity} > {config.capacity})")]
-    return []
 
 
 def _percentage(value: int) -> str | None:
@@ -55,8 +54,6 @@ class MemoryChannelConfig:
     byte_capacity_buffer_percentage: int = opt("byteCapacityBufferPercentage", 20, check=_percentage,
                                                doc="percent of byteCapacity kept for headers: bodies may use "
                                                    "the rest")
-
-    check = _capacity_checks
 
     def body_byte_limit(self) -> int:
         """The most event body bytes the channel may hold (Flume's arithmetic, without its 100-byte slots);
@@ -86,22 +83,65 @@ class FileChannelConfig:
     use_fast_replay: str = opt("use-fast-replay", "false", inert=_BROKER_HOLDS_DATA)
     checkpoint_on_close: str = opt("checkpointOnClose", "true", inert=_BROKER_HOLDS_DATA)
 
-    check = _capacity_checks
-
     def body_byte_limit(self) -> int:
         """The most event body bytes the channel may hold; 0: no bound."""
         return self.byte_capacity
 
 
-class MemoryChannel:
+@dataclass(frozen=True)
+class ChannelContext:
+    """What a channel gets: the agent it belongs to (its queue is named after it)."""
+
+    agent: str
+
+
+class Channel(Component):
+    """Base of channel types: a durable broker queue with Flume's limits."""
+
+    #: True when a put must be on disk before the source is acknowledged (``appendfsync always``).
+    durable: bool = True
+
+    @classmethod
+    def check(cls, config, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        if config.transaction_capacity > config.capacity:
+            return [("transactionCapacity",
+                     f"must not exceed capacity ({config.transaction_capacity} > {config.capacity})")]
+        return []
+
+    @property
+    def queue(self) -> str:
+        return queue_name(self.context.agent, self.name)
+
+    @property
+    def capacity(self) -> int:
+        return self.config.capacity
+
+    @property
+    def transaction_capacity(self) -> int:
+        return self.config.transaction_capacity
+
+    @property
+    def byte_limit(self) -> int:
+        """The most event body bytes the channel may hold; 0: no bound."""
+        return self.config.body_byte_limit()
+
+
+class MemoryChannel(Channel):
     """Fast channel: the embedded broker fsyncs its log once a second."""
 
     Config = MemoryChannelConfig
     durable = False
 
 
-class FileChannel:
+class FileChannel(Channel):
     """Durable channel: the embedded broker fsyncs every write before the source is acknowledged."""
 
     Config = FileChannelConfig
     durable = True
+
+
+
+def channel_queues(agent: str, channels) -> list[Queue]:
+    """One durable queue per channel, bound by the channel name on the agent's direct exchange."""
+    exchange = Exchange(exchange_name(agent), type="direct", durable=True)
+    return [Queue(queue_name(agent, c), exchange, routing_key=c, durable=True) for c in channels]

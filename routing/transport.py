@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from time import monotonic, time
 
 import redis
+from kombu import transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps, loads
@@ -42,7 +43,6 @@ from routing import scripts
 
 log = logging.getLogger(__name__)
 
-EVENTS_HEADER = "flumery_events"
 RECLAIM_LIMIT = 1000
 
 
@@ -82,7 +82,7 @@ class PutTarget:
     queue: str
     capacity: int
     events: int
-    messages: list[tuple[str, int, dict, bytes]]    # (tag, events, kombu envelope, body)
+    messages: list       # codec.ChannelMessage: (tag, events, kombu envelope, body)
     byte_capacity: int = 0                      # most event body bytes the channel may hold; 0: no bound
     message_bytes: tuple[int, ...] = ()         # the event body bytes of each message (none given: 0 each)
 
@@ -351,8 +351,6 @@ def install() -> None:
     Celery and Flower print and parse becomes ``routing.transport:Transport://...``, which Flower cannot inspect.
     Every queue that is not a Flumery channel behaves exactly as with kombu's Redis transport.
     """
-    from kombu import transport
-
     path = f"{__name__}:Transport"
     for scheme in ("redis", "rediss"):
         if transport.TRANSPORT_ALIASES.get(scheme) != path:

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import redis
 
+from core import counters as names
 from core.errors import BatchTooLarge, ChannelFullError
 from core.event import ID_HEADER, Batch, Event
 from core.options import opt, port_number, positive
@@ -141,14 +142,15 @@ class HttpConfig:
 class HttpSource(Source):
     Config = HttpConfig
 
-    def start(self) -> None:
+    def open(self) -> None:
         self.handle = HANDLERS.resolve(self.config.handler)
         self.server = ThreadingHTTPServer((self.config.bind, self.config.port), self._request_class())
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.counters.started()
-        self.spawn(self.server.serve_forever, "listen")
         log.info("http source %s listening on %s:%d", self.name, self.config.bind, self.port)
+
+    def serve(self) -> None:
+        self.server.serve_forever()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -178,7 +180,7 @@ class HttpSource(Source):
         try:
             events = self.handle(raw, headers.get("Content-Type"), urlsplit(path).query)
         except BadRequest as exc:
-            self.counters.add("EventReadFail")
+            self.counters.add(names.EVENT_READ_FAIL)
             return 400, str(exc)
         except UnsupportedCharset as exc:
             return 500, str(exc)
@@ -191,7 +193,7 @@ class HttpSource(Source):
         except BatchTooLarge as exc:
             return 413, str(exc)
         except BROKER_ERRORS as exc:      # the channels are unreachable for now: the client may retry
-            self.counters.add("ChannelWriteFail")
+            self.counters.add(names.CHANNEL_WRITE_FAIL)
             log.warning("http source %s: put failed: %s", self.name, exc)
             return 503, f"channel write failed: {exc}"
         return 200, "OK"
