@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis
 from kombu import Connection
+from prometheus_client.core import CounterMetricFamily
 
 from app.broker import EmbeddedRedis, die_with_parent
 from app.celery_app import create_app
@@ -60,6 +61,7 @@ class Agent:
         self.sources: dict = {}
         self.workers: dict[str, subprocess.Popen] = {}
         self.started_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {}          # sink unit -> times its worker was restarted
         self.writer: ChannelWriter | None = None
         self.metrics: MetricsStore | None = None
         self.metrics_server: MetricsServer | None = None
@@ -87,7 +89,8 @@ class Agent:
         if self.role in ("all", "sources"):
             self._start_sources()
         if self.metrics_port is not None:
-            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name).start()
+            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name,
+                                                extra_fn=self.agent_metrics).start()
             log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_server.port)
 
     def _lock(self, data: Path) -> None:
@@ -182,6 +185,7 @@ class Agent:
                     delay[unit] = min(delay[unit] * 2, WORKER_RESTART_MAX_S)
                 elif now >= due[unit]:
                     del due[unit]
+                    self.restarts[unit] = self.restarts.get(unit, 0) + 1
                     self._start_worker(unit, units[unit])
 
     def _give_back_held_by(self, pid: int) -> None:
@@ -237,6 +241,14 @@ class Agent:
         self.workers.clear()
 
     # -- metrics ---------------------------------------------------------------------------------------------
+    def agent_metrics(self):
+        """What only the agent knows, as Prometheus metric families: sink worker restarts."""
+        restarts = CounterMetricFamily("flumery_sink_worker_restarts", "times the agent restarted a dead sink "
+                                       "worker", labels=["agent", "unit"])
+        for unit, _sinks in self.config.sink_units():
+            restarts.add_metric([self.config.name, unit], self.restarts.get(unit, 0))
+        return [restarts]
+
     def snapshot(self) -> dict:
         sizes = read_sizes(self.redis, exchange_name(self.config.name))
         return snapshot(self.metrics, self.config, sizes)
