@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis
 from kombu import Connection
+from prometheus_client.core import CounterMetricFamily
 
 from app.broker import EmbeddedRedis, die_with_parent
 from app.celery_app import create_app
@@ -34,7 +35,7 @@ from core.keys import exchange_name, queue_name
 from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import channel_queues
 from routing.processor import ChannelProcessor, ChannelWriter
-from routing.transport import Transport, read_sizes
+from routing.transport import Transport, owner_prefix, read_sizes
 from workers.interceptors.base import InterceptorContext
 from workers.sources.base import SourceContext
 
@@ -61,6 +62,7 @@ class Agent:
         self.sources: dict = {}
         self.workers: dict[str, subprocess.Popen] = {}
         self.started_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {}          # sink unit -> times its worker was restarted
         self.writer: ChannelWriter | None = None
         self.metrics: MetricsStore | None = None
         self.metrics_server: MetricsServer | None = None
@@ -88,7 +90,8 @@ class Agent:
         if self.role in ("all", "sources"):
             self._start_sources()
         if self.metrics_port is not None:
-            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name).start()
+            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name,
+                                                extra_fn=self.agent_metrics).start()
             log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_server.port)
 
     def _lock(self, data: Path) -> None:
@@ -178,11 +181,28 @@ class Agent:
                         delay[unit] = WORKER_RESTART_FIRST_S          # it was running: not a crash loop
                     log.warning("sink worker for %s exited with %s; restarting it in %.0fs", unit,
                                 process.returncode, delay[unit])
+                    self._give_back_held_by(process.pid)
                     due[unit] = now + delay[unit]
                     delay[unit] = min(delay[unit] * 2, WORKER_RESTART_MAX_S)
                 elif now >= due[unit]:
                     del due[unit]
+                    self.restarts[unit] = self.restarts.get(unit, 0) + 1
                     self._start_worker(unit, units[unit])
+
+    def _give_back_held_by(self, pid: int) -> None:
+        """A sink worker of ours died: its messages go back to their channels now, not when their leases
+        expire (the visibility timeout stays for workers on other hosts, whose death nobody reports)."""
+        try:
+            with Connection(self.settings.broker_url, transport=Transport,
+                            transport_options=self.settings.transport_options()) as conn:
+                returned = conn.default_channel.give_back_held_by(owner_prefix(pid))
+        except Exception as exc:           # the broker is down: the leases expire as before
+            log.warning("could not give back the messages of dead sink worker %d (they come back after the "
+                        "visibility timeout): %s", pid, exc)
+            return
+        if returned:
+            log.warning("gave back %d channel message%s held by dead sink worker %d", returned,
+                        "" if returned == 1 else "s", pid)
 
     def stop(self) -> None:
         self.stop_requested.set()
@@ -222,6 +242,14 @@ class Agent:
         self.workers.clear()
 
     # -- metrics ---------------------------------------------------------------------------------------------
+    def agent_metrics(self):
+        """What only the agent knows, as Prometheus metric families: sink worker restarts."""
+        restarts = CounterMetricFamily("flumery_sink_worker_restarts", "times the agent restarted a dead sink "
+                                       "worker", labels=["agent", "unit"])
+        for unit, _sinks in self.config.sink_units():
+            restarts.add_metric([self.config.name, unit], self.restarts.get(unit, 0))
+        return [restarts]
+
     def snapshot(self) -> dict:
         sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.key_prefix)
         return snapshot(self.metrics, self.config, sizes)

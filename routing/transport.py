@@ -100,7 +100,12 @@ class PutTarget:
 
 
 def _owner_token() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{owner_prefix(os.getpid())}{uuid.uuid4().hex[:8]}"
+
+
+def owner_prefix(pid: int) -> str:
+    """The start of the holder token of every message taken by process ``pid`` on this host."""
+    return f"{socket.gethostname()}:{pid}:"
 
 
 def _text(value) -> str:
@@ -306,6 +311,21 @@ class Channel(kombu_redis.Channel):
         """Roll back a take: the message returns to the front (or back) of its queue."""
         return bool(self._run("GIVEBACK", [self._namespace, self._inflight],
                               [tag, self.owner, "front" if front else "back", keys.BELL_SUFFIX]))
+
+    def give_back_held_by(self, prefix: str) -> int:
+        """Give back, to the front of their queues, every message held by a holder whose token starts with
+        ``prefix`` (see :func:`owner_prefix`): the messages of a consumer known to be dead, without waiting for
+        their leases to expire.  Returns how many were given back."""
+        client = self._plain_client()
+        tags = [_text(t) for t in client.zrange(self._inflight, 0, -1)]
+        with client.pipeline(transaction=False) as pipe:
+            for tag in tags:
+                pipe.hget(self._key(message_key(tag)), "o")
+            owners = [_text(o) if o is not None else None for o in pipe.execute()]
+        # GIVEBACK checks the holder again inside Redis: a message acknowledged or reclaimed meanwhile is left alone.
+        return sum(int(self._run("GIVEBACK", [self._namespace, self._inflight],
+                                 [tag, owner, "front", keys.BELL_SUFFIX]))
+                   for tag, owner in zip(tags, owners) if owner is not None and owner.startswith(prefix))
 
     def touch(self, tags: list[str]) -> int:
         """Renew the leases of messages still in flight (by any consumer)."""

@@ -1,6 +1,7 @@
 """The channel transactions (routing.scripts via routing.transport) against a real redis-server."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from core.event import Batch
 from core.settings import Settings
 from routing import codec
 from routing.processor import ChannelWriter
-from routing.transport import Transport, read_bytes, read_sizes
+from routing.transport import Transport, owner_prefix, read_bytes, read_sizes
 from agents import wait_until
 
 CONF = """
@@ -287,3 +288,23 @@ def test_empty_bodies_are_put_taken_and_acknowledged(writer, consumer, redis_ser
     assert consumer.ack_tag(message["properties"]["delivery_tag"]) == 1
     assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 0}
     assert read_bytes(redis_server.client(), "flumery.a1") == {"c1": 0}
+
+
+def test_give_back_held_by_a_dead_process_under_global_keyprefix(redis_server):
+    options = {"visibility_timeout": 600, "global_keyprefix": PREFIX}
+    settings = Settings(broker_url=redis_server.url, key_prefix=PREFIX)
+    w = ChannelWriter(create_app(settings), parse_agent(CONF, "a1"), redis_server.url, options)
+    holder = Connection(redis_server.url, transport=Transport, transport_options=options)
+    agent = Connection(redis_server.url, transport=Transport, transport_options=options)
+    try:
+        w.put({"c1": batch(4)})
+        [held] = holder.default_channel.fetch("flumery.a1.c1")
+        assert agent.default_channel.give_back_held_by(owner_prefix(os.getpid() + 1)) == 0   # another process
+        assert agent.default_channel.give_back_held_by(owner_prefix(os.getpid())) == 1
+        [again] = agent.default_channel.fetch("flumery.a1.c1")
+        assert again["properties"]["delivery_tag"] == held["properties"]["delivery_tag"]
+    finally:
+        w.close()
+        holder.release()
+        agent.release()
+    assert all(k.startswith(PREFIX.encode()) for k in redis_server.client().scan_iter(count=1000))
