@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis
 from kombu import Connection
+from prometheus_client.core import CounterMetricFamily
 
 from app import running
 from app.broker import EmbeddedRedis, die_with_parent
@@ -32,8 +33,9 @@ from core.config import AgentConfig
 from app.metrics import MetricsServer, snapshot
 from app.throughput import ThroughputLog
 from core.counters import MetricsStore
+from core.keys import exchange_name, queue_name
 from core.settings import BROKER_URL_FILE, Settings
-from routing.channels import channel_queues, exchange_name, queue_name
+from routing.channels import channel_queues
 from routing.deadletter import DEAD_CHANNEL
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, owner_prefix, read_sizes
@@ -66,6 +68,7 @@ class Agent:
         self.sources: dict = {}
         self.workers: dict[str, subprocess.Popen] = {}
         self.started_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {}          # sink unit -> times its worker was restarted
         self.writer: ChannelWriter | None = None
         self.metrics: MetricsStore | None = None
         self.metrics_server: MetricsServer | None = None
@@ -88,7 +91,7 @@ class Agent:
         client = self.redis = redis.Redis.from_url(url)
         self._check_persistence(client)
         self._declare()
-        self.metrics = MetricsStore(client, self.config.name).start()
+        self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.key_prefix).start()
         self._start_counters()
         if self.stats_interval_s > 0:            # before the components start: the first line counts from zero
             self.throughput = ThroughputLog(self.snapshot, self.stats_interval_s).start()
@@ -98,7 +101,8 @@ class Agent:
         if self.role in ("all", "sources"):
             self._start_sources()
         if self.metrics_port is not None:
-            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name).start()
+            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name,
+                                                extra_fn=self.agent_metrics).start()
             log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_server.port)
         log.info("agent '%s' started (pid %d, role %s): sources %s; sinks %s", self.config.name, os.getpid(),
                  self.role, ", ".join(self.sources) or "none",
@@ -214,6 +218,7 @@ class Agent:
                     delay[unit] = min(delay[unit] * 2, WORKER_RESTART_MAX_S)
                 elif now >= due[unit]:
                     del due[unit]
+                    self.restarts[unit] = self.restarts.get(unit, 0) + 1
                     self._start_worker(unit, units[unit])
 
     def _give_back_held_by(self, pid: int) -> None:
@@ -277,6 +282,14 @@ class Agent:
         self.workers.clear()
 
     # -- metrics ---------------------------------------------------------------------------------------------
+    def agent_metrics(self):
+        """What only the agent knows, as Prometheus metric families: sink worker restarts."""
+        restarts = CounterMetricFamily("flumery_sink_worker_restarts", "times the agent restarted a dead sink "
+                                       "worker", labels=["agent", "unit"])
+        for unit, _sinks in self.config.sink_units():
+            restarts.add_metric([self.config.name, unit], self.restarts.get(unit, 0))
+        return [restarts]
+
     def snapshot(self) -> dict:
-        sizes = read_sizes(self.redis, exchange_name(self.config.name))
+        sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.key_prefix)
         return snapshot(self.metrics, self.config, sizes)

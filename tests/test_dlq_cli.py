@@ -14,7 +14,7 @@ from core.config import load_agent
 from core.event import Event
 from core.settings import Settings
 from routing import deadletter
-from routing.channels import exchange_name
+from core.keys import exchange_name
 from routing.processor import ChannelWriter
 from routing.transport import read_sizes
 from test_agent_flow import post
