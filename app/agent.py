@@ -87,7 +87,8 @@ class Agent:
             self.settings = self.settings.with_(broker_url=self.embedded.start())
             (data / BROKER_URL_FILE).write_text(self.settings.broker_url + "\n")
         url = self.settings.broker_url
-        self._record = running.register(self.config.name, self.settings.conf_file, data, url, bool(self.embedded))
+        self._record = running.register(self.config.name, self.settings.conf_file, data, url, bool(self.embedded),
+                                        self.settings.key_prefix)
         client = self.redis = redis.Redis.from_url(url)
         self._check_persistence(client)
         self._declare()

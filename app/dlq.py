@@ -145,6 +145,7 @@ class Location:
     url: str | None
     data_dir: Path | None
     note: str                      # what was inspected, for the operator
+    key_prefix: str | None = None  # the running agent's FLUMERY_KEY_PREFIX, when it was found that way
 
 
 def locate(settings, agent: str) -> Location:
@@ -165,7 +166,8 @@ def locate(settings, agent: str) -> Location:
         raise RuntimeError(f"{len(embedded)} agents named '{agent}' are running: "
                            + "; ".join(r.describe() for r in embedded) + ". Give the --data-dir of one")
     if embedded:
-        return Location(embedded[0].broker_url, None, f"dead letters of {embedded[0].describe()}")
+        return Location(embedded[0].broker_url, None, f"dead letters of {embedded[0].describe()}",
+                        embedded[0].key_prefix)
     if live:
         raise RuntimeError("; ".join(r.describe() for r in live) + ": give that broker's URL with --broker-url "
                            "(or set FLUMERY_BROKER_URL)")
@@ -213,7 +215,7 @@ def run(args, config, settings) -> int:
     print(f"flumery: {location.note}", file=sys.stderr)
     durable = any(c.cls.durable for c in config.channels.values())
     with broker(location, durable) as url:
-        settings = settings.with_(broker_url=url)
+        settings = settings.with_(broker_url=url, key_prefix=location.key_prefix)
         letters = DeadLetters(create_app(settings), config, url, settings.transport_options())
         try:
             return _command(args, letters)

@@ -2,7 +2,7 @@
 
 Each ``flumery agent`` writes ``~/.flumery/running/<agent>.<pid>.json`` (mode 0600) once its broker is up, and
 removes it when it stops.  A record holds the agent's name, its configuration file, data directory and pid, and its
-broker URL: the embedded broker's ``redis://127.0.0.1:PORT/0`` in full, an external broker's with any password
+broker URL (and key prefix): the embedded broker's ``redis://127.0.0.1:PORT/0`` in full, an external broker's with any password
 masked (a command then needs ``--broker-url``; a secret is never copied into a file).  A record whose process is
 gone (the agent was killed) is ignored, and removed by the next reader.
 """
@@ -43,17 +43,19 @@ class RunningAgent:
     pid: int
     broker_url: str          # complete for an embedded broker, password masked for an external one
     embedded: bool
+    key_prefix: str = ""     # FLUMERY_KEY_PREFIX of the agent: where its keys are on that broker
 
     def describe(self) -> str:
         broker = "its embedded broker" if self.embedded else f"the broker {self.broker_url}"
         return f"agent '{self.agent}' (running, pid {self.pid}, data dir {self.data_dir}) on {broker}"
 
 
-def register(agent: str, conf_file: str, data_dir: Path, broker_url: str, embedded: bool) -> Path | None:
+def register(agent: str, conf_file: str, data_dir: Path, broker_url: str, embedded: bool,
+             key_prefix: str = "") -> Path | None:
     """Record this process as the running agent ``agent``; the record's path (None if it cannot be written:
     the agent runs anyway, only ``flumery dlq`` will not find it without ``--data-dir``)."""
     record = RunningAgent(agent, str(conf_file), str(data_dir), os.getpid(),
-                          broker_url if embedded else mask_password(broker_url), embedded)
+                          broker_url if embedded else mask_password(broker_url), embedded, key_prefix)
     path = running_dir() / f"{agent}.{record.pid}.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
