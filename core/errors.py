@@ -3,7 +3,7 @@
 Library code raises these; only the CLI (:mod:`app.cli`) and the worker bootstrap (:mod:`app.celery_app`) turn
 them into exit codes or log lines.  Each class says what the caller may do about it:
 
-* :class:`ConfigInvalid`, :class:`SettingsError`, :class:`UnknownType`: the operator must fix a file, a flag or
+* :class:`ConfigInvalid` (:class:`ConfigFileUnreadable`), :class:`SettingsError`, :class:`UnknownType`: the operator must fix a file, a flag or
   an environment variable; nothing was started.
 * :class:`PutRefused` (:class:`ChannelFullError`, :class:`BatchTooLarge`): nothing of the batch is in any
   required channel; the source pushes back (HTTP 503 / 413, netcat stops reading) and may retry.
@@ -31,6 +31,10 @@ class ConfigInvalid(FlumeryError):
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
+class ConfigFileUnreadable(ConfigInvalid):
+    """The configuration file cannot be read at all (missing, unreadable, not UTF-8): one problem, no agent."""
+
+
 class UnknownType(FlumeryError, LookupError):
     """A type name names no component of its kind (with a did-you-mean where one is close)."""
 
@@ -46,11 +50,16 @@ class PutRefused(FlumeryError):
 
 
 class ChannelFullError(PutRefused):
-    """A put did not fit: nothing was written to any channel.  The source must push back and retry."""
+    """A put did not fit: nothing was written to any channel.  The source must push back and retry.
 
-    def __init__(self, channel: str, size: int, capacity: int, needed: int):
-        self.channel, self.size, self.capacity, self.needed = channel, size, capacity, needed
-        super().__init__(f"channel '{channel}' is full ({size} of {capacity} events held, "
+    ``unit`` says which bound refused it: ``"events"`` (``capacity``) or ``"bytes"`` of event bodies
+    (``byteCapacity``); ``size``, ``capacity`` and ``needed`` are in that unit.
+    """
+
+    def __init__(self, channel: str, size: int, capacity: int, needed: int, unit: str = "events"):
+        self.channel, self.size, self.capacity, self.needed, self.unit = channel, size, capacity, needed, unit
+        what = "events" if unit == "events" else "bytes of event bodies"
+        super().__init__(f"channel '{channel}' is full ({size} of {capacity} {what} held, "
                          f"{needed} more offered)")
 
 
