@@ -397,3 +397,21 @@ def test_num_processors_is_accepted_with_a_notice():
     _, errors, notices = build_config(SOURCES.resolve("multiport_syslogtcp"), {"ports": "1", "numProcessors": "4"},
                                       "a1.sources.r1.", ("c1",))
     assert errors == [] and "numProcessors" in notices[0]
+
+
+def test_a_port_in_use_stops_the_start_with_a_clear_error(tmp_path):
+    """The agent turns this OSError into a one-line error naming the source (see app/agent.py)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", 0))
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        for kind, props in (("syslogudp", {"host": "127.0.0.1", "port": str(udp.getsockname()[1])}),
+                            ("netcatudp", {"bind": "127.0.0.1", "port": str(udp.getsockname()[1])}),
+                            ("syslogtcp", {"host": "127.0.0.1", "port": str(tcp.getsockname()[1])}),
+                            ("multiport_syslogtcp", {"host": "127.0.0.1", "ports": f"0 {tcp.getsockname()[1]}"})):
+            cls = SOURCES.resolve(kind)
+            config, errors, _ = build_config(cls, props, "a1.sources.r1.", ("c1",))
+            channel = Channel()
+            source = cls("r1", config, SourceContext("a1", channel, channel, tmp_path))
+            with pytest.raises(OSError, match="in use"):
+                source.start()

@@ -293,8 +293,7 @@ class DatagramSource(NetSource):
 
     def open(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)     # no SO_REUSEADDR: a port in use must fail
         try:
             self.sock.bind((self.host, self.port))
         except OSError as exc:
@@ -352,7 +351,7 @@ class DatagramSource(NetSource):
                 dropped = (total - self.kernel_drops) % (1 << 32)
                 if dropped:
                     self.kernel_drops = total
-                    self.counters.add(names.EVENT_READ_FAIL, dropped - 1)
+                    self.counters.add(names.EVENT_READ_FAIL, dropped - 1)     # fail() below counts the last one
                     names.fail(self.counters, names.EVENT_READ_FAIL, log, logging.WARNING,
                                "%s source %s: the kernel dropped %d datagrams (socket receive buffer full; "
                                "%d since start)", type(self).__name__, self.name, dropped, total)
