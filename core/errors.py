@@ -5,8 +5,10 @@ them into exit codes or log lines.  Each class says what the caller may do about
 
 * :class:`ConfigInvalid`, :class:`SettingsError`, :class:`UnknownType`: the operator must fix a file, a flag or
   an environment variable; nothing was started.
-* :class:`PutRefused` (:class:`ChannelFullError`, :class:`BatchTooLarge`): nothing of the batch is in any
-  required channel; the source pushes back (HTTP 503 / 413, netcat stops reading) and may retry.
+* :class:`KeystoreError`: a source's TLS keystore or certificate cannot be used; the source does not start.
+* :class:`PutRefused` (:class:`ChannelFullError` and its :class:`BrokerOutOfMemory`, :class:`BatchTooLarge`):
+  nothing of the batch is in any required channel; the source pushes back (HTTP 503 / 413, netcat stops
+  reading) and may retry.
 * :class:`RejectedEvents`: the store wrote a batch except some events it will never accept; those go to the
   dead-letter channel.
 * :class:`Requeue`: a taken batch was not written and goes back to its channel, unacknowledged.
@@ -39,6 +41,11 @@ class SettingsError(FlumeryError):
     """A process setting (environment variable or flag) is missing or wrong."""
 
 
+class KeystoreError(FlumeryError, OSError):
+    """A keystore, certificate or private key cannot be read or does not fit its password.  An OSError too: to an
+    agent it is a resource the source could not open, as a port in use."""
+
+
 # --- putting into channels ------------------------------------------------------------------------------------
 
 class PutRefused(FlumeryError):
@@ -52,6 +59,15 @@ class ChannelFullError(PutRefused):
         self.channel, self.size, self.capacity, self.needed = channel, size, capacity, needed
         super().__init__(f"channel '{channel}' is full ({size} of {capacity} events held, "
                          f"{needed} more offered)")
+
+
+class BrokerOutOfMemory(ChannelFullError):
+    """The broker refused a put for lack of memory (its ``maxmemory``, with writes refused rather than data
+    evicted): nothing was written, and to a source it is as if every channel were full."""
+
+    def __init__(self):
+        self.channel, self.size, self.capacity, self.needed = "", 0, 0, 0
+        PutRefused.__init__(self, "the broker is out of memory (maxmemory reached); nothing was put")
 
 
 class BatchTooLarge(PutRefused):

@@ -28,11 +28,12 @@ import uuid
 from dataclasses import dataclass
 from time import monotonic, time
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps, loads
 
-from core.errors import ChannelFullError
+from core.errors import BrokerOutOfMemory, ChannelFullError
 from routing import scripts
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ QUEUE_PREFIX = "flumery."
 EVENTS_HEADER = "flumery_events"
 BELL_SUFFIX = ":bell"
 RECLAIM_LIMIT = 1000
+POOL_WAIT_S = 10.0       # a put waits this long for a pooled connection; longer means the broker is stuck
 
 
 
@@ -87,6 +89,12 @@ class PutTarget:
 
 def _owner_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """Redis refused a write at its maxmemory: OutOfMemoryError for a command, a script error wrapping the same
+    '-OOM' reply for EVAL (a script is refused before its first write, so it wrote nothing)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(exc)
 
 
 def _text(value) -> str:
@@ -207,6 +215,16 @@ class Channel(kombu_redis.Channel):
             return int(self._run("PURGE", [queue]))
         return super()._purge(queue)
 
+    def _get_pool(self, asynchronous=False):
+        """kombu's pool raises 'Too many connections' once ``max_connections`` (10) are in use, and the sources'
+        threads share this channel: a put waits for a free connection instead (up to POOL_WAIT_S, then a
+        ConnectionError as for a broker that is down).  The asynchronous pool is the consumer's own."""
+        if asynchronous:
+            return super()._get_pool(asynchronous)
+        params = self._connparams()
+        self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
+        return redis.BlockingConnectionPool(timeout=POOL_WAIT_S, **params)
+
     # -- the transactions used by sources and sink runners --------------------------------------------------
     def _run(self, name: str, args: list):
         """Run one of :mod:`routing.scripts` on a pooled connection (never the one a BRPOP may wait on)."""
@@ -238,7 +256,12 @@ class Channel(kombu_redis.Channel):
             args += [t.queue, sizes_key(exchange), t.channel, t.capacity, t.events, len(t.messages)]
             for tag, events, envelope, body in t.messages:
                 args += [tag, events, dumps(envelope), body]
-        full = self._run("PUT", args)
+        try:
+            full = self._run("PUT", args)
+        except redis.exceptions.ResponseError as exc:
+            if _out_of_memory(exc):
+                raise BrokerOutOfMemory() from None
+            raise
         if full:
             name, size, capacity = _text(full[0]), int(full[1]), int(full[2])
             needed = next(t.events for t in targets if t.channel == name)
