@@ -81,11 +81,12 @@ def test_oversized_body_hiding_a_request_is_not_put(serve):
     body = HIDDEN_REQUEST + b" " * (300 - len(HIDDEN_REQUEST))
     client = Client(source.port).send(post_head(len(body)))
     status, headers, _ = client.response()
-    assert status == 413 and headers.get("connection") == "close"
+    assert status == 413
     client.send(body)                                     # the body arrives after the answer, as a smuggler sends it
-    assert client.response() is None                      # no second answer: the connection is closed
+    second = client.response()
     client.close()
-    assert processor.batches == []
+    assert processor.batches == []                        # the old source answered 413, then 200 and put it
+    assert headers.get("connection") == "close" and second is None
 
 
 def test_content_length_with_underscore_is_400(serve):
@@ -114,14 +115,17 @@ def test_conflicting_content_lengths_are_400(serve):
 
 def test_transfer_encoding_with_content_length_is_400_and_closes(serve):
     source, processor, _ = serve()
-    body = chunked(EVENT) + HIDDEN_REQUEST
-    client = Client(source.port).send(post_head(len(body), "Transfer-Encoding: chunked\r\n") + body)
-    status, headers, reason = client.response()
-    assert status == 400 and headers.get("connection") == "close"
-    assert b"Transfer-Encoding and Content-Length" in reason
-    assert client.response() is None
+    # Content-Length covers the chunked body only: a server reading by it takes what follows as a request.
+    framed = chunked(EVENT)
+    client = Client(source.port).send(post_head(len(framed), "Transfer-Encoding: chunked\r\n") + framed
+                                      + HIDDEN_REQUEST)
+    first, second = client.response(), client.response()
     client.close()
     assert processor.batches == []
+    status, headers, reason = first
+    assert status == 400 and headers.get("connection") == "close"
+    assert b"Transfer-Encoding and Content-Length" in reason
+    assert second is None
 
 
 def test_identical_duplicate_content_lengths_are_one(serve):
