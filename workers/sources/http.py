@@ -35,7 +35,7 @@ from core.event import ID_HEADER, Batch, Event
 from core.options import one_of, opt, port_number, positive
 from core.registry import Registry, did_you_mean
 from workers.sources.base import Source
-from workers.sources.http_server import Head, HttpServer, Limits, Reply
+from workers.sources.http_server import Body, Head, HttpServer, Limits, Reply
 from workers.sources.keystore import KEYSTORE_TYPES, PROTOCOLS, keystore_context, pem_context
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,11 @@ def json_handler(raw: bytes, content_type: str | None, query: str) -> list[Event
         text = _decode(raw, charset)
     except UnicodeDecodeError as exc:
         raise BadRequest(f"body is not valid {charset.upper()}: {exc}") from None
-    if not text.strip():
+    if not text or text.isspace():
         return []
     try:
         doc = json.loads(text)
+        del text                         # memory: the decoded copy goes before the events are built
     except RecursionError:
         raise BadRequest("invalid JSON: nested too deeply") from None
     except ValueError as exc:            # JSONDecodeError, or an integer past Python's digit limit
@@ -100,7 +101,8 @@ def json_handler(raw: bytes, content_type: str | None, query: str) -> list[Event
         raise BadRequest("expected a JSON array of {\"headers\": {...}, \"body\": \"...\"} objects")
     encode = _ENCODERS[charset]
     events = []
-    for i, item in enumerate(doc):
+    for i in range(len(doc)):
+        item, doc[i] = doc[i], None      # memory: each parsed object goes as soon as it is an event
         if not isinstance(item, dict):
             raise BadRequest(f"event {i}: expected an object, got {type(item).__name__}")
         headers = item.get("headers") or {}
@@ -175,15 +177,17 @@ class HttpConfig:
     max_connections: int = opt("maxConnections", 512, check=positive,
                                doc="open connections at most; further clients wait in the listen backlog (Flumery)")
     max_threads: int = opt("maxThreads", 16, check=positive,
-                           doc="requests read and put at once, one worker thread each; request bodies in memory "
-                               "are at most maxThreads x maxRequestBytes; idle connections hold no thread (Flumery)")
+                           doc="worker threads that parse and put requests; bodies are read without a thread, and "
+                               "those held in memory total at most maxThreads x maxRequestBytes (a request waits "
+                               "its turn beyond that) (Flumery)")
     idle_timeout_s: float = opt("idleTimeoutSeconds", 60.0, check=positive,
                                 doc="a connection that sends nothing for this long, before or between requests, "
                                     "is closed (Flumery)")
     request_timeout_s: float = opt("requestTimeoutSeconds", 30.0, check=positive,
-                                   doc="a request must arrive whole within this long of its first byte, else 408 "
-                                       "and the connection is closed; also bounds the TLS handshake and the time "
-                                       "a client takes to read the answer (Flumery)")
+                                   doc="a request's head must arrive within this long of its first byte, and its "
+                                       "body within this long of being read for, else 408 and the connection is "
+                                       "closed; also bounds the TLS handshake and the time a client takes to read "
+                                       "the answer (Flumery)")
     ssl: bool = opt("ssl", False, doc="serve HTTPS, with the key and certificate of keystore (or sslCertFile)")
     keystore: str = opt("keystore", "", doc="keystore file holding the server's private key and certificate chain")
     keystore_password: str = opt("keystorePassword", "",
@@ -198,7 +202,7 @@ class HttpConfig:
     auth_token: str = opt("authToken", "", doc="if set, requests need 'Authorization: Bearer <token>', else "
                                                "401 (Flumery; use ${env:VAR})")
     auth_user: str = opt("authUser", "", doc="if set, requests need HTTP Basic authentication with authUser and "
-                                             "authPassword (or the token), else 401 (Flumery)")
+                                             "authPassword, else 401 (Flumery)")
     auth_password: str = opt("authPassword", "", doc="password for authUser (Flumery; use ${env:VAR})")
 
     def check(self) -> list[tuple[str, str]]:
@@ -261,9 +265,10 @@ def content_length(text: str) -> int | None:
 
 
 class HttpSource(Source):
-    """Flume's HTTPSource, served by :mod:`workers.sources.http_server`."""
+    """Flume's HTTPSource (JSONHandler, BLOBHandler) on a strict HTTP/1.1 server, with optional TLS and authentication."""
 
     Config = HttpConfig
+    server: HttpServer | None = None
 
     def start(self) -> None:
         # The base class will call open() and run serve() itself (issue 7); until then, the same steps here.
@@ -287,7 +292,8 @@ class HttpSource(Source):
         self.server.serve()
 
     def close(self) -> None:
-        self.server.close()
+        if self.server is not None:
+            self.server.close()
 
     # -- one request, in two steps: the server calls refuse() on the head, then respond() with the body --------
     def refuse(self, head: Head) -> Reply | None:
@@ -312,8 +318,9 @@ class HttpSource(Source):
             return Reply(413, f"request of {size} bytes exceeds maxRequestBytes ({self.config.max_request_bytes})")
         return None
 
-    def respond(self, head: Head, raw: bytes) -> Reply:
+    def respond(self, head: Head, body: Body) -> Reply:
         """Turn the body into events and put them: one channel transaction."""
+        raw = body.take()
         try:
             events = self.handle(raw, head.headers.get("content-type"), urlsplit(head.target).query)
         except BadRequest as exc:
@@ -325,6 +332,7 @@ class HttpSource(Source):
         except Exception as exc:          # a handler's bug: Flume answers 500
             log.exception("http source %s: request failed", self.name)
             return Reply(500, f"internal error: {exc}")
+        del raw                           # memory: the request's bytes go before its events are put
         return self._put(events)
 
     def _put(self, events: list[Event]) -> Reply:
@@ -354,5 +362,5 @@ class HttpSource(Source):
             raw = body_reader(content_length(length) if length is not None
                               else 0 if "transfer-encoding" not in head.headers else limit + 1)
             reply = (Reply(413, f"request body exceeds maxRequestBytes ({limit})") if len(raw) > limit
-                     else self.respond(head, raw))
+                     else self.respond(head, Body(raw)))
         return reply.status, reply.reason

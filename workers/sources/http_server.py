@@ -1,4 +1,4 @@
-"""The HTTP/1.1 server under the ``http`` source: h11 parses, asyncio moves the bytes, a bounded pool does the work.
+"""The HTTP/1.1 server under the ``http`` source: h11 parses, asyncio moves bytes, a bounded pool does the work.
 
 Why not :mod:`http.server`: its request handling is hand-written (lenient ``int()`` Content-Length parsing, no
 chunked bodies, the body left unread on an early error so that it is parsed as the next request, one thread per
@@ -10,17 +10,20 @@ The application (the source) gives two callables:
 * ``refuse(head) -> Reply | None`` runs on the event loop as soon as a request's head has arrived, before any of
   its body is read: a Reply answers the request at once (and the connection is closed, unless the body was
   already complete in the buffer), None admits it.  It must not block.
-* ``respond(head, body) -> Reply`` runs in a worker thread with the whole body (this is where the put happens).
+* ``respond(head, body) -> Reply`` runs in a worker thread with the whole body, a :class:`Body` (this is where
+  the put happens).
 
 Limits (:class:`Limits`):
 
 * at most ``max_connections`` connections are open; further clients wait in the listen backlog;
-* at most ``max_threads`` admitted requests read their body or run ``respond`` at once, so the request bodies held
-  in memory are at most ``max_threads`` x ``max_request_bytes``; an idle or half-sent connection holds no thread;
+* the bodies being read or answered total at most ``max_threads`` x ``max_request_bytes`` bytes (:class:`ByteBudget`:
+  a request reserves its Content-Length, or ``max_request_bytes`` if chunked, before its body is read); they are
+  read on the event loop, so an idle or half-sent connection holds no thread, and ``max_threads`` worker threads
+  parse and put the complete ones;
 * a connection that sends nothing for ``idle_timeout_s`` (before a request, or between keep-alive requests) is
-  closed; a request whose head and body have not fully arrived ``request_timeout_s`` after its first byte is
-  answered 408 and its connection closed; a response the client does not read within ``request_timeout_s`` is
-  abandoned with its connection;
+  closed; a request whose head has not arrived ``request_timeout_s`` after its first byte, or whose body has not
+  arrived ``request_timeout_s`` after the server started reading it, is answered 408 and its connection closed;
+  a TLS handshake or an answer the client does not read within ``request_timeout_s`` ends the connection;
 * a head over 16 KiB is 431; a body over ``max_request_bytes`` is 413, before reading it when Content-Length says
   so, as soon as the limit is passed for a chunked body.
 
@@ -67,8 +70,24 @@ class Reply(NamedTuple):
     headers: tuple[tuple[str, str], ...] = ()
 
 
+class Body:
+    """A request body handed to ``respond``: :meth:`take` gives it once and keeps no reference, so the bytes can
+    be freed as soon as the application has parsed them, before it puts the events."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes):
+        self._data = data
+
+    def take(self) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+
 @dataclass(frozen=True)
 class Limits:
+    """The server's bounds; see the module docstring."""
+
     max_connections: int
     max_threads: int
     max_request_bytes: int
@@ -107,6 +126,7 @@ class ByteBudget:
                 self.release(size)                    # granted just as it was cancelled: give it back
             else:
                 self.waiters.remove((size, waiter))
+                self.release(0)                       # those behind it may fit now
             raise
 
     def release(self, size: int) -> None:
@@ -121,7 +141,7 @@ class HttpServer:
     """Serves one listening socket: :meth:`open`, then :meth:`serve` in a thread until :meth:`close`."""
 
     def __init__(self, name: str, limits: Limits, refuse: Callable[[Head], Reply | None],
-                 respond: Callable[[Head, bytes], Reply], ssl_context: ssl.SSLContext | None = None):
+                 respond: Callable[[Head, Body], Reply], ssl_context: ssl.SSLContext | None = None):
         self.name = name
         self.limits = limits
         self.refuse = refuse
@@ -188,18 +208,24 @@ class HttpServer:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _accept(self, slots: asyncio.Semaphore) -> None:
+        failing = False               # log a run of failed accepts once, not ten times a second
         while True:
             await slots.acquire()
             try:
                 sock, _ = await self.loop.sock_accept(self.sock)
             except OSError as exc:    # EMFILE and the like: the backlog holds the client until we can
                 slots.release()
-                log.warning("http source %s: cannot accept a connection: %s", self.name, exc)
+                if not failing:
+                    log.warning("http source %s: cannot accept connections: %s", self.name, exc)
+                failing = True
                 await asyncio.sleep(ACCEPT_RETRY_S)
                 continue
             except BaseException:
                 slots.release()
                 raise
+            if failing:
+                log.warning("http source %s: accepting connections again", self.name)
+                failing = False
             connection = Connection(self, sock)
             self._connections.add(connection)
             connection.task = asyncio.create_task(connection.run())
@@ -272,6 +298,11 @@ class Connection:
         except h11.RemoteProtocolError as exc:       # malformed, too large or too slow: never read on after it
             reply = must_close = Reply(exc.error_status_hint, str(exc))
             log.debug("http source %s: bad request: %s", self.server.name, exc)
+        except (OSError, asyncio.CancelledError):
+            raise
+        except Exception:                            # a bug in refuse() or respond(): answer, do not hang up
+            log.exception("http source %s: request failed", self.server.name)
+            reply = must_close = Reply(500, "internal error")
         complete = not must_close and self._body_complete()
         await self._send(reply, keep=complete)
         if not complete:
@@ -322,7 +353,9 @@ class Connection:
             body = await self._read_body()
             if isinstance(body, Reply):
                 return body
-            return await self.loop.run_in_executor(self.server.pool, self.server.respond, head, body)
+            handed = Body(body)
+            del body                  # memory: the worker takes the only reference, and drops it once parsed
+            return await self.loop.run_in_executor(self.server.pool, self.server.respond, head, handed)
         finally:
             self.server.budget.release(size)
 
