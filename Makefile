@@ -44,9 +44,12 @@ bench: install
 docs: install
 	$(BIN)/python -m app.reference --write
 
+# Static checks: ruff (rules in pyproject.toml) and the import layers (import-linter contracts in pyproject.toml:
+# app > workers > routing > core, nothing of Flumery below core).
 lint: install
-	$(BIN)/pip install --quiet ruff
-	$(BIN)/ruff check --select F,E9 app workers routing tests bench
+	$(BIN)/pip install --quiet -e '.[lint]'
+	$(BIN)/ruff check core app workers routing tests bench
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) var *.egg-info

@@ -24,15 +24,19 @@ from pathlib import Path
 
 import redis
 from kombu import Connection
+from prometheus_client.core import CounterMetricFamily
 
 from app.broker import EmbeddedRedis, die_with_parent
-from app.celery_app import channel_queues, create_app, transport_options
+from app.celery_app import create_app
 from core.config import AgentConfig
-from app.metrics import MetricsServer, MetricsStore
+from app.metrics import MetricsServer, snapshot
+from core.counters import MetricsStore
 from core.settings import BROKER_URL_FILE, Settings
-from routing.channels import exchange_name, queue_name
+from routing.channels import channel_queues, exchange_name, queue_name
 from routing.processor import ChannelProcessor, ChannelWriter
-from routing.transport import Transport, read_sizes
+from routing.transport import Transport, owner_prefix, read_sizes
+from workers.interceptors.base import InterceptorContext
+from workers.sources.base import SourceContext
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ class Agent:
         self.sources: dict = {}
         self.workers: dict[str, subprocess.Popen] = {}
         self.started_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {}          # sink unit -> times its worker was restarted
         self.writer: ChannelWriter | None = None
         self.metrics: MetricsStore | None = None
         self.metrics_server: MetricsServer | None = None
@@ -84,7 +89,8 @@ class Agent:
         if self.role in ("all", "sources"):
             self._start_sources()
         if self.metrics_port is not None:
-            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name).start()
+            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name,
+                                                extra_fn=self.agent_metrics).start()
             log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_server.port)
 
     def _lock(self, data: Path) -> None:
@@ -110,18 +116,21 @@ class Agent:
     def _declare(self) -> None:
         """Declare the agent's exchange and one durable queue per channel, bound by channel name."""
         with Connection(self.settings.broker_url, transport=Transport,
-                        transport_options=transport_options(self.settings)) as conn:
+                        transport_options=self.settings.transport_options()) as conn:
             channel = conn.default_channel
             for queue in channel_queues(self.config.name, self.config.channels):
                 queue(channel).declare()
 
     def _start_sources(self) -> None:
         app = create_app(self.settings)
-        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, transport_options(self.settings))
+        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options())
         for name, spec in self.config.sources.items():
-            interceptors = [i.cls(i.name, i.config) for i in spec.interceptors]
+            chain = InterceptorContext(self.config.name, name)
+            interceptors = [i.cls(i.name, i.config, chain) for i in spec.interceptors]
             processor = ChannelProcessor(spec, self.writer, interceptors, self.metrics)
-            source = spec.cls(name, spec.config, processor, self.metrics.group("SOURCE", name))
+            context = SourceContext(self.config.name, processor, self.metrics.group("SOURCE", name),
+                                    self.settings.data_path())
+            source = spec.cls(name, spec.config, context)
             try:
                 source.start()
             except OSError as exc:         # a port in use, a directory that cannot be read...
@@ -171,11 +180,28 @@ class Agent:
                         delay[unit] = WORKER_RESTART_FIRST_S          # it was running: not a crash loop
                     log.warning("sink worker for %s exited with %s; restarting it in %.0fs", unit,
                                 process.returncode, delay[unit])
+                    self._give_back_held_by(process.pid)
                     due[unit] = now + delay[unit]
                     delay[unit] = min(delay[unit] * 2, WORKER_RESTART_MAX_S)
                 elif now >= due[unit]:
                     del due[unit]
+                    self.restarts[unit] = self.restarts.get(unit, 0) + 1
                     self._start_worker(unit, units[unit])
+
+    def _give_back_held_by(self, pid: int) -> None:
+        """A sink worker of ours died: its messages go back to their channels now, not when their leases
+        expire (the visibility timeout stays for workers on other hosts, whose death nobody reports)."""
+        try:
+            with Connection(self.settings.broker_url, transport=Transport,
+                            transport_options=self.settings.transport_options()) as conn:
+                returned = conn.default_channel.give_back_held_by(owner_prefix(pid))
+        except Exception as exc:           # the broker is down: the leases expire as before
+            log.warning("could not give back the messages of dead sink worker %d (they come back after the "
+                        "visibility timeout): %s", pid, exc)
+            return
+        if returned:
+            log.warning("gave back %d channel message%s held by dead sink worker %d", returned,
+                        "" if returned == 1 else "s", pid)
 
     def stop(self) -> None:
         self.stop_requested.set()
@@ -215,6 +241,14 @@ class Agent:
         self.workers.clear()
 
     # -- metrics ---------------------------------------------------------------------------------------------
+    def agent_metrics(self):
+        """What only the agent knows, as Prometheus metric families: sink worker restarts."""
+        restarts = CounterMetricFamily("flumery_sink_worker_restarts", "times the agent restarted a dead sink "
+                                       "worker", labels=["agent", "unit"])
+        for unit, _sinks in self.config.sink_units():
+            restarts.add_metric([self.config.name, unit], self.restarts.get(unit, 0))
+        return [restarts]
+
     def snapshot(self) -> dict:
         sizes = read_sizes(self.redis, exchange_name(self.config.name))
-        return self.metrics.snapshot(self.config, sizes)
+        return snapshot(self.metrics, self.config, sizes)

@@ -16,8 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
-from core.errors import ConfigInvalid
+from app import dlq
+from app.agent import Agent
 from core import options
+from core.errors import ConfigInvalid
 from core.config import AgentConfig, load_agent
 from core.settings import Settings
 
@@ -143,8 +145,6 @@ def _metrics_port(args) -> tuple[int | None, list[str]]:
 
 
 def run_dlq(args) -> int:
-    from app import dlq
-
     config = _load(args)
     if config is None:
         return EXIT_INVALID
@@ -160,8 +160,6 @@ def run_dlq(args) -> int:
 
 
 def run_agent(args) -> int:
-    from app.agent import Agent
-
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _load(args)
     if config is None:

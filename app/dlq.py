@@ -19,10 +19,11 @@ from kombu import Connection
 
 from core.errors import ChannelFullError
 from core.event import Batch
-from routing import deadletter
+from app.broker import broker_for_tool
+from app.celery_app import create_app
+from routing import codec, deadletter
 from routing.processor import ChannelWriter
 from routing.transport import Transport
-from workers.runtime import decode_extra
 
 REPLAY_BATCH = 1000
 
@@ -62,7 +63,7 @@ class DeadLetters:
     def entries(self, limit: int) -> list[deadletter.DeadLetter]:
         out = []
         for message in self.channel.peek(self.queue, limit):
-            out += [deadletter.DeadLetter.of(e) for e in decode_extra(message)]
+            out += [deadletter.DeadLetter.of(e) for e in codec.decode_stored(message)[1]]
         return out[:limit]
 
     def replay(self, channel: str | None, limit: int | None, progress: Progress) -> int:
@@ -74,7 +75,7 @@ class DeadLetters:
                 break
             batches: dict[str, list] = defaultdict(list)
             for message in taken:
-                for event in decode_extra(message):
+                for event in codec.decode_stored(message)[1]:
                     original, source_channel = deadletter.unmark(event)
                     batches[channel or source_channel].append(original)
             unknown = [c for c in batches if c not in self.config.channels]
@@ -116,13 +117,10 @@ def describe(entry: deadletter.DeadLetter) -> dict:
 
 
 def run(args, config, settings) -> int:
-    from app.broker import broker_for_tool
-    from app.celery_app import create_app, transport_options
-
     durable = any(c.cls.durable for c in config.channels.values())
     with broker_for_tool(settings, durable) as url:
         settings = settings.with_(broker_url=url)
-        letters = DeadLetters(create_app(settings), config, url, transport_options(settings))
+        letters = DeadLetters(create_app(settings), config, url, settings.transport_options())
         try:
             return _command(args, letters)
         finally:

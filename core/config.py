@@ -27,8 +27,8 @@ LIST_KEYS = ("sources", "channels", "sinks", "sinkgroups")
 
 
 @dataclass(frozen=True)
-class Component:
-    """A component of the agent, validated: build it with ``cls(name, config, ...)``."""
+class ComponentSpec:
+    """A component of the agent, validated: build it with ``cls(name, config, context)``."""
 
     key: str                 # full key prefix, e.g. "a1.sources.r1"
     name: str
@@ -38,14 +38,14 @@ class Component:
 
 
 @dataclass(frozen=True)
-class SourceSpec(Component):
+class SourceSpec(ComponentSpec):
     channels: tuple[str, ...] = ()
-    selector: Component | None = None
-    interceptors: tuple[Component, ...] = ()
+    selector: ComponentSpec | None = None
+    interceptors: tuple[ComponentSpec, ...] = ()
 
 
 @dataclass(frozen=True)
-class SinkSpec(Component):
+class SinkSpec(ComponentSpec):
     channel: str = ""
     max_attempts: int = 0        # Flumery: failed writes before an event is dead-lettered (0 = retry for ever)
 
@@ -55,7 +55,7 @@ class SinkGroupSpec:
     key: str
     name: str
     sinks: tuple[str, ...]
-    processor: Component
+    processor: ComponentSpec
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class AgentConfig:
     name: str
     file: str
     sources: dict[str, SourceSpec]
-    channels: dict[str, Component]
+    channels: dict[str, ComponentSpec]
     sinks: dict[str, SinkSpec]
     sinkgroups: dict[str, SinkGroupSpec]
     notices: tuple[str, ...] = ()
@@ -201,8 +201,9 @@ class _Builder:
         return declared, groups
 
     def _component(self, kind: str, key: str, name: str, type_name: str | None, props: dict[str, str],
-                   default_type: str | None = None) -> Component | None:
-        """Resolve the type and build the typed config of one component; None (with errors) on failure."""
+                   default_type: str | None = None, refs: tuple[str, ...] = ()) -> ComponentSpec | None:
+        """Resolve the type, build the typed config of one component and run its ``check`` hook with
+        ``refs`` (the names it refers to); None (with errors) on failure."""
         type_name = type_name or default_type
         if not type_name:
             self.error(f"{key}.type", "required property is missing")
@@ -212,14 +213,12 @@ class _Builder:
         except UnknownType as exc:
             self.error(f"{key}.type", str(exc))
             return None
-        config, errors, notices = options.build(cls.Config, props, key + ".")
+        config, errors, notices = build_config(cls, props, key + ".", refs)
         self.errors.extend(errors)
         self.notices.extend(notices)
-        if config is None:
-            return None
-        return Component(key, name, type_name, cls, config)
+        return None if config is None else ComponentSpec(key, name, type_name, cls, config)
 
-    def _channels(self, names, groups) -> dict[str, Component]:
+    def _channels(self, names, groups) -> dict[str, ComponentSpec]:
         out = {}
         for name in names:
             if name.startswith("__"):
@@ -267,18 +266,13 @@ class _Builder:
                                        interceptors=tuple(interceptors))
         return out
 
-    def _selector(self, source_key: str, props: dict[str, str], channels: list[str]) -> Component | None:
+    def _selector(self, source_key: str, props: dict[str, str], channels: list[str]) -> ComponentSpec | None:
         key = f"{source_key}.selector"
         type_name = props.pop("type", None)
-        component = self._component("selector", key, "selector", type_name, props, default_type="replicating")
-        if component is None:
-            return None
-        problems = component.cls.check_channels(component.config, channels)
-        for prop, message in problems:
-            self.error(f"{key}.{prop}", message)
-        return None if problems else component
+        return self._component("selector", key, "selector", type_name, props, default_type="replicating",
+                               refs=tuple(channels))
 
-    def _interceptors(self, source_key: str, names: list[str], props: dict[str, str]) -> list[Component] | None:
+    def _interceptors(self, source_key: str, names: list[str], props: dict[str, str]) -> list[ComponentSpec] | None:
         grouped: dict[str, dict[str, str]] = defaultdict(dict)
         for rel, value in props.items():
             name, dot, prop = rel.partition(".")
@@ -361,10 +355,8 @@ class _Builder:
                 self.error(f"{key}.{prop}", "unknown property" + did_you_mean(prop, ["sinks", "processor.type"]))
             ptype = processor_props.pop("type", None)
             processor = self._component("processor", f"{key}.processor", name, ptype, processor_props,
-                                        default_type="default")
+                                        default_type="default", refs=tuple(members))
             if processor is not None:
-                for prop, message in processor.cls.check_sinks(processor.config, members):
-                    self.error(f"{key}.processor.{prop}", message)
                 out[name] = SinkGroupSpec(key, name, tuple(members), processor)
         return out
 
@@ -386,7 +378,7 @@ class _Builder:
             if name not in used:
                 self.notices.append(f"{self.full('channels')}: channel '{name}' is not used by any source or sink")
 
-    def _check_batch(self, component: Component, channel: Component | None) -> None:
+    def _check_batch(self, component: ComponentSpec, channel: ComponentSpec | None) -> None:
         batch = getattr(component.config, "batch_size", None)
         if channel is None or batch is None:
             return
@@ -399,6 +391,18 @@ class _Builder:
                        f"{batch} is larger than the transactionCapacity ({capacity}) of channel '{channel.name}'")
 
 
+def build_config(cls: type, props: dict[str, str], prefix: str,
+                 refs: tuple[str, ...] = ()) -> tuple[Any | None, list[ConfigError], list[str]]:
+    """A component's validated config in one step: its ``Config`` built from ``props`` (keys relative to
+    ``prefix``), then its ``check`` hook with ``refs``.  Returns ``(config or None, errors, notices)``; config is
+    None exactly when there are errors, each naming the full key."""
+    config, errors, notices = options.build(cls.Config, props, prefix)
+    if config is None:
+        return None, errors, notices
+    problems = [ConfigError(f"{prefix}{prop}", message) for prop, message in cls.check(config, tuple(refs))]
+    return (None if problems else config), problems, notices
+
+
 def _take_prefixed(props: dict[str, str], prefix: str) -> dict[str, str]:
     taken = {k[len(prefix):]: v for k, v in props.items() if k.startswith(prefix)}
     for k in list(props):
@@ -407,8 +411,8 @@ def _take_prefixed(props: dict[str, str], prefix: str) -> dict[str, str]:
     return taken
 
 
-def _fields(component: Component) -> dict:
-    return {f.name: getattr(component, f.name) for f in dataclasses.fields(Component)}
+def _fields(component: ComponentSpec) -> dict:
+    return {f.name: getattr(component, f.name) for f in dataclasses.fields(ComponentSpec)}
 
 
 def option_key(config_cls: type, field_name: str) -> str:

@@ -100,11 +100,7 @@ def build(cls: type, props: dict[str, str], prefix: str) -> tuple[Any | None, li
                                   + _known_list(known)))
     if errors:
         return None, errors, notices
-    config = cls(**values)
-    cross_check = getattr(config, "check", None)
-    if cross_check:
-        errors.extend(ConfigError(prefix + key, message) for key, message in cross_check())
-    return (None if errors else config), errors, notices
+    return cls(**values), errors, notices
 
 
 def _known_list(known: list[str]) -> str:

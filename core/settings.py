@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.errors import SettingsError
+
 BROKER_URL_FILE = "broker.url"
 
 
@@ -60,6 +62,21 @@ class Settings:
             return recorded.read_text().strip() or None
         return None
 
+    def transport_options(self) -> dict:
+        """kombu Redis transport options (broker, result and transport alike): the visibility timeout is
+        Flumery's crash-recovery time for workers whose death nobody reports."""
+        vt = self.visibility_timeout_s
+        return {
+            # A message taken by a worker that died is given back after this many seconds.
+            "visibility_timeout": vt,
+            # Look for such messages every few seconds, and really scan each time (kombu's default throttle
+            # scans one time in ten, which turns a 30 s timeout into minutes).
+            "unacked_restore_interval": max(1.0, min(5.0, vt / 6)),
+            "unacked_restore_throttle": 1,
+            # A worker killed while holding the sweep mutex must not block sweeps for kombu's default 5 minutes.
+            "unacked_mutex_expire": int(max(5, min(60, vt))),
+        }
+
     def env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (sink workers)."""
         out = {
@@ -81,7 +98,7 @@ def _float(env, name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SystemExit(f"{name}: expected a number of seconds (got '{raw}')") from None
+        raise SettingsError(f"{name}: expected a number of seconds (got '{raw}')") from None
     if value <= 0:
-        raise SystemExit(f"{name}: must be greater than 0 (got '{raw}')")
+        raise SettingsError(f"{name}: must be greater than 0 (got '{raw}')")
     return value

@@ -10,22 +10,22 @@ transaction.
 (Redis ``appendfsync always``).  ``memory`` may trade that for speed (``appendfsync everysec``).  Flume's
 file-channel storage settings (``checkpointDir``, ``dataDirs``, ...) are accepted so that existing files
 load, and have no effect: the broker holds the data.
+
+A channel is built as ``Channel(name, config, ChannelContext(agent))``; it names its queue and states its limits.
+Its ``check`` hook checks that ``transactionCapacity`` fits in ``capacity``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kombu import Exchange, Queue
+
+from core.component import Component
+
 from core.options import opt, positive
 
 _BROKER_HOLDS_DATA = "the broker's persistence holds channel data"
 _NO_BYTE_LIMIT = "channels are bounded by event count"
-
-
-def _capacity_checks(config) -> list[tuple[str, str]]:
-    if config.transaction_capacity > config.capacity:
-        return [("transactionCapacity",
-                 f"must not exceed capacity ({config.transaction_capacity} > {config.capacity})")]
-    return []
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,6 @@ class MemoryChannelConfig:
     keep_alive: str = opt("keep-alive", "3", inert="a full channel answers the source at once")
     byte_capacity: str = opt("byteCapacity", "", inert=_NO_BYTE_LIMIT)
     byte_capacity_buffer_percentage: str = opt("byteCapacityBufferPercentage", "20", inert=_NO_BYTE_LIMIT)
-
-    check = _capacity_checks
 
 
 @dataclass(frozen=True)
@@ -57,17 +55,48 @@ class FileChannelConfig:
     use_fast_replay: str = opt("use-fast-replay", "false", inert=_BROKER_HOLDS_DATA)
     checkpoint_on_close: str = opt("checkpointOnClose", "true", inert=_BROKER_HOLDS_DATA)
 
-    check = _capacity_checks
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What a channel gets: the agent it belongs to (its queue is named after it)."""
+
+    agent: str
 
 
-class MemoryChannel:
+class Channel(Component):
+    """Base of channel types: a durable broker queue with Flume's limits."""
+
+    #: True when a put must be on disk before the source is acknowledged (``appendfsync always``).
+    durable: bool = True
+
+    @classmethod
+    def check(cls, config, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        if config.transaction_capacity > config.capacity:
+            return [("transactionCapacity",
+                     f"must not exceed capacity ({config.transaction_capacity} > {config.capacity})")]
+        return []
+
+    @property
+    def queue(self) -> str:
+        return queue_name(self.context.agent, self.name)
+
+    @property
+    def capacity(self) -> int:
+        return self.config.capacity
+
+    @property
+    def transaction_capacity(self) -> int:
+        return self.config.transaction_capacity
+
+
+class MemoryChannel(Channel):
     """Fast channel: the embedded broker fsyncs its log once a second."""
 
     Config = MemoryChannelConfig
     durable = False
 
 
-class FileChannel:
+class FileChannel(Channel):
     """Durable channel: the embedded broker fsyncs every write before the source is acknowledged."""
 
     Config = FileChannelConfig
@@ -83,3 +112,9 @@ def queue_name(agent: str, channel: str) -> str:
 
 def exchange_name(agent: str) -> str:
     return f"flumery.{agent}"
+
+
+def channel_queues(agent: str, channels) -> list[Queue]:
+    """One durable queue per channel, bound by the channel name on the agent's direct exchange."""
+    exchange = Exchange(exchange_name(agent), type="direct", durable=True)
+    return [Queue(queue_name(agent, c), exchange, routing_key=c, durable=True) for c in channels]

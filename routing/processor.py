@@ -10,21 +10,21 @@ Optional channels are written after the required ones; their failures are logged
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import defaultdict
 
 from kombu import Connection
-from kombu.serialization import dumps as serialize
 
+from core import counters as names
 from core.errors import BatchTooLarge, ChannelFullError
 from core.event import Batch
 from routing.channels import exchange_name, queue_name
+from routing.selectors import SelectorContext
 from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
-from routing.transport import EVENTS_HEADER, PutTarget, Transport
+from routing import codec
+from routing.transport import PutTarget, Transport
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "flumery.take"
 DEAD_TRANSACTION_CAPACITY = 1000
 
 
@@ -42,17 +42,8 @@ class ChannelWriter:
         self.connection = Connection(broker_url, transport=Transport, transport_options=transport_options)
         self.channel = self.connection.default_channel
 
-    def message(self, channel: str, batch: Batch) -> tuple[str, int, dict, bytes]:
-        """(tag, events, envelope, body) of a ``flumery.take(channel, bodies, headers, ids)`` task message."""
-        task_id = str(uuid.uuid4())
-        task = self.app.amqp.as_task_v2(
-            task_id, TASK_NAME, args=(channel, *batch.to_wire()),
-            argsrepr=f"({channel!r}, <{len(batch)} events>)", kwargsrepr="{}",
-        )
-        _, _, body = serialize(task.body, serializer="msgpack")
-        headers = {**task.headers, EVENTS_HEADER: len(batch)}
-        envelope = self.channel.make_message(headers, task.properties, self.exchange, channel, task_id)
-        return task_id, len(batch), envelope, body
+    def message(self, channel: str, batch: Batch) -> codec.ChannelMessage:
+        return codec.encode(self.app, self.channel, self.exchange, channel, batch)
 
     def limits(self, channel: str) -> tuple[int, int]:
         """(capacity, transactionCapacity) of a channel of the agent, or of its dead-letter channel."""
@@ -88,7 +79,7 @@ class ChannelProcessor:
     def __init__(self, source_spec, writer: ChannelWriter, interceptors: list, metrics=None):
         self.source = source_spec
         selector = source_spec.selector
-        self.selector = selector.cls(list(source_spec.channels), selector.config)
+        self.selector = selector.cls(selector.name, selector.config, SelectorContext(tuple(source_spec.channels)))
         self.writer = writer
         self.interceptors = interceptors
         self.metrics = metrics
@@ -121,11 +112,11 @@ class ChannelProcessor:
     def process(self, batch: Batch) -> None:
         """Intercept, route and put ``batch``; see the module docstring for the contract."""
         required, optional = self.route(batch.with_fresh_ids())
-        self._count_put("EventPutAttemptCount", required)
+        self._count_put(names.EVENT_PUT_ATTEMPT, required)
         self.writer.put(required)
-        self._count_put("EventPutSuccessCount", required)
+        self._count_put(names.EVENT_PUT_SUCCESS, required)
         for name, part in optional.items():
-            self._count_put("EventPutAttemptCount", {name: part})
+            self._count_put(names.EVENT_PUT_ATTEMPT, {name: part})
             try:
                 self.writer.put({name: part})
             except (ChannelFullError, BatchTooLarge) as exc:
@@ -134,7 +125,7 @@ class ChannelProcessor:
             except Exception:   # optional channels never fail a put (Flume's ChannelProcessor)
                 log.exception("optional channel %s of source %s failed", name, self.source.name)
             else:
-                self._count_put("EventPutSuccessCount", {name: part})
+                self._count_put(names.EVENT_PUT_SUCCESS, {name: part})
 
     def _count_put(self, counter: str, batches: dict[str, Batch]) -> None:
         if self.metrics is None:

@@ -30,6 +30,7 @@ script runs atomically inside Redis, which is what makes the channel operations 
 """
 
 MSG_PREFIX = "flumery.msg:"
+INFLIGHT = "flumery.inflight"
 
 # KEYS: none (single-instance Redis; keys are derived)
 # ARGV: n_targets, then per target: queue, sizes_key, field, capacity, n_events, n_messages,

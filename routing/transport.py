@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from time import monotonic, time
 
 import redis
+from kombu import transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps, loads
@@ -39,7 +40,6 @@ from routing import scripts
 log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "flumery."
-EVENTS_HEADER = "flumery_events"
 BELL_SUFFIX = ":bell"
 RECLAIM_LIMIT = 1000
 POOL_WAIT_S = 10.0       # a put waits this long for a pooled connection; longer means the broker is stuck
@@ -84,11 +84,16 @@ class PutTarget:
     queue: str
     capacity: int
     events: int
-    messages: list[tuple[str, int, dict, bytes]]    # (tag, events, kombu envelope, body)
+    messages: list       # codec.ChannelMessage: (tag, events, kombu envelope, body)
 
 
 def _owner_token() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{owner_prefix(os.getpid())}{uuid.uuid4().hex[:8]}"
+
+
+def owner_prefix(pid: int) -> str:
+    """The start of the holder token of every message taken by process ``pid`` on this host."""
+    return f"{socket.gethostname()}:{pid}:"
 
 
 def _out_of_memory(exc: Exception) -> bool:
@@ -283,6 +288,20 @@ class Channel(kombu_redis.Channel):
         """Roll back a take: the message returns to the front (or back) of its queue."""
         return bool(self._run("GIVEBACK", [tag, self.owner, "front" if front else "back"]))
 
+    def give_back_held_by(self, prefix: str) -> int:
+        """Give back, to the front of their queues, every message held by a holder whose token starts with
+        ``prefix`` (see :func:`owner_prefix`): the messages of a consumer known to be dead, without waiting for
+        their leases to expire.  Returns how many were given back."""
+        with self.conn_or_acquire() as client:
+            tags = [_text(t) for t in client.zrange(scripts.INFLIGHT, 0, -1)]
+            with client.pipeline(transaction=False) as pipe:
+                for tag in tags:
+                    pipe.hget(scripts.MSG_PREFIX + tag, "o")
+                owners = [_text(o) if o is not None else None for o in pipe.execute()]
+        # GIVEBACK checks the holder again inside Redis: a message acknowledged or reclaimed meanwhile is left alone.
+        return sum(int(self._run("GIVEBACK", [tag, owner, "front"]))
+                   for tag, owner in zip(tags, owners) if owner is not None and owner.startswith(prefix))
+
     def touch(self, tags: list[str]) -> int:
         """Renew the leases of messages still in flight (by any consumer)."""
         return int(self._run("TOUCH", [repr(time()), *tags])) if tags else 0
@@ -322,8 +341,6 @@ def install() -> None:
     Celery and Flower print and parse becomes ``routing.transport:Transport://...``, which Flower cannot inspect.
     Every queue that is not a Flumery channel behaves exactly as with kombu's Redis transport.
     """
-    from kombu import transport
-
     path = f"{__name__}:Transport"
     for scheme in ("redis", "rediss"):
         if transport.TRANSPORT_ALIASES.get(scheme) != path:

@@ -225,8 +225,12 @@ a1.sinks.k1.channel = c1
                 raise AssertionError(f"{method} {path} should fail")
             except urllib.error.HTTPError as exc:
                 assert exc.code == status
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/prometheus", timeout=5) as response:
-            assert b'flumery_event_drain_success_count{agent="a1",type="SINK",component="k1"} 300' in response.read()
+        for path in ("/prometheus", "/metrics/prometheus"):        # prometheus_client's exposition
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                text = response.read()
+            assert b'flumery_event_drain_success_total{agent="a1",component="k1",type="SINK"} 300.0' in text
+            assert b'flumery_channel_size{agent="a1",component="c1",type="CHANNEL"} 0.0' in text
+            assert b'flumery_sink_worker_restarts_total{agent="a1",unit="k1"} 0.0' in text
     finally:
         assert agent.stop() == 0
 

@@ -14,6 +14,7 @@ from workers.sinks.file_roll import FileRollSink
 from workers.sinks.logger import LoggerSink
 from workers.sinks.null import NullSink
 from workers.sources.netcat import NetcatSource
+from routing.selectors import SelectorContext
 
 NETCAT_LOGGER = """\
 # example.conf: A single-node Flume configuration
@@ -747,7 +748,7 @@ def test_multiplexing_selector_config():
     assert selector.config.mapping == {"CA": "c1", "AZ": "c2", "NY": "c1 c2"}
     assert selector.config.optional == {"CA": "c1 c2"}
     assert selector.config.default == ["c1"]
-    built = selector.cls(list(config.sources["r1"].channels), selector.config)
+    built = selector.cls("selector", selector.config, SelectorContext(tuple(config.sources["r1"].channels)))
     assert built.select({"State": "NY"}) == (["c1", "c2"], [])
     assert built.select({"State": "CA"}) == (["c1"], ["c2"])
     assert built.select({}) == (["c1"], [])

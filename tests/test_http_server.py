@@ -10,7 +10,6 @@ import threading
 
 import pytest
 
-from agents import wait_until
 from test_http_handler import make_source
 
 HIDDEN = b'[{"body": "smuggled"}]'

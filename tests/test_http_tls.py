@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from core import options
+from core.config import build_config
 from test_http_handler import make_source
 from test_http_server import EVENT, Client, post_head
 from workers.sources.http import HttpSource
@@ -85,7 +85,7 @@ def https_post(port: int, context: ssl.SSLContext, body: bytes = EVENT, headers:
 
 
 def build_errors(**props) -> list[str]:
-    _, errors, _ = options.build(HttpSource.Config, {"port": "0", **props}, "a1.sources.r1.")
+    _, errors, _ = build_config(HttpSource, {"port": "0", **props}, "a1.sources.r1.")
     return [str(e) for e in errors]
 
 

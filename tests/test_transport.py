@@ -11,6 +11,7 @@ from app.celery_app import create_app
 from core.config import parse_agent
 from core.event import Batch
 from core.settings import Settings
+from routing import codec
 from routing.processor import ChannelWriter
 from routing.transport import Transport, read_sizes
 
@@ -53,10 +54,9 @@ def batch(n: int, start: int = 0) -> Batch:
 
 
 def bodies(messages) -> list[bytes]:
-    from workers.runtime import decode_extra
     out = []
     for m in messages:
-        out += decode_extra(m).bodies
+        out += codec.decode_stored(m)[1].bodies
     return out
 
 
@@ -151,6 +151,5 @@ def test_binary_bodies_and_headers_survive_the_channel(writer, consumer):
     events = [Event(bytes(range(256)), {"k": "v\u00e9"}), Event(b"\x00\n\xff", {})]
     writer.put({"c2": Batch.from_events(events)})
     [message] = consumer.fetch("flumery.a1.c2")
-    from workers.runtime import decode_extra
-    got = decode_extra(message)
+    got = codec.decode_stored(message)[1]
     assert list(got) == [Event(bytes(range(256)), {"k": "v\u00e9"}), Event(b"\x00\n\xff", {})]

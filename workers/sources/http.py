@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import redis
 
+from core import counters as names
 from core.errors import BatchTooLarge, ChannelFullError, KeystoreError
 from core.event import ID_HEADER, Batch, Event
 from core.options import one_of, opt, port_number, positive
@@ -270,12 +271,6 @@ class HttpSource(Source):
     Config = HttpConfig
     server: HttpServer | None = None
 
-    def start(self) -> None:
-        # The base class will call open() and run serve() itself (issue 7); until then, the same steps here.
-        self.open()
-        self.counters.started()
-        self.spawn(self.serve, "serve")
-
     def open(self) -> None:
         """Load the TLS material and bind the port; raises OSError (a port in use, a bad keystore)."""
         self.handle = HANDLERS.resolve(self.config.handler)
@@ -323,9 +318,9 @@ class HttpSource(Source):
         raw = body.take()
         try:
             events = self.handle(raw, head.headers.get("content-type"), urlsplit(head.target).query)
-        except BadRequest as exc:
-            self.counters.add("EventReadFail")
-            log.debug("http source %s: bad request: %s", self.name, exc)
+        except BadRequest as exc:         # the client's error: counted, logged at debug level only
+            names.fail(self.counters, names.EVENT_READ_FAIL, log, logging.DEBUG, "http source %s: bad request: %s",
+                       self.name, exc)
             return Reply(400, str(exc))
         except UnsupportedCharset as exc:
             return Reply(500, str(exc))
@@ -336,7 +331,7 @@ class HttpSource(Source):
         return self._put(events)
 
     def _put(self, events: list[Event]) -> Reply:
-        self.counters.add("AppendBatchReceivedCount")
+        self.counters.add(names.APPEND_BATCH_RECEIVED)
         try:
             if events:
                 self.put(Batch.from_events(events))
@@ -345,10 +340,10 @@ class HttpSource(Source):
         except BatchTooLarge as exc:
             return Reply(413, str(exc))
         except BROKER_ERRORS as exc:      # the channels are unreachable for now: the client may retry
-            self.counters.add("ChannelWriteFail")
-            log.warning("http source %s: put failed: %s", self.name, exc)
+            names.fail(self.counters, names.CHANNEL_WRITE_FAIL, log, logging.WARNING,
+                       "http source %s: put failed: %s", self.name, exc)
             return Reply(503, f"channel write failed: {exc}")
-        self.counters.add("AppendBatchAcceptedCount")
+        self.counters.add(names.APPEND_BATCH_ACCEPTED)
         return Reply(200, "OK")
 
     def answer(self, method: str, path: str, headers, body_reader) -> tuple[int, str]:
