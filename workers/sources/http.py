@@ -206,21 +206,6 @@ class HttpConfig:
                                              "authPassword, else 401 (Flumery)")
     auth_password: str = opt("authPassword", "", doc="password for authUser (Flumery; use ${env:VAR})")
 
-    def check(self) -> list[tuple[str, str]]:
-        errors = []
-        if self.auth_user and not self.auth_password:
-            errors.append(("authPassword", "required when authUser is set"))
-        if self.keystore and self.ssl_cert_file:
-            errors.append(("sslCertFile", "give either keystore or sslCertFile, not both"))
-        if self.ssl and not (self.keystore or self.ssl_cert_file):
-            errors.append(("ssl", "true needs keystore (or sslCertFile and sslKeyFile)"))
-        elif self.ssl:
-            try:
-                tls_context(self)
-            except KeystoreError as exc:
-                errors.append(("keystore" if self.keystore else "sslCertFile", str(exc)))
-        return errors
-
 
 def tls_context(config: HttpConfig) -> ssl.SSLContext | None:
     """The source's TLS context, or None without ``ssl``; raises KeystoreError."""
@@ -289,6 +274,24 @@ class HttpSource(Source):
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
+
+    @classmethod
+    def check(cls, config: HttpConfig, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        """Properties that go together; and, with ``ssl``, that the key and certificate load (so that a wrong
+        keystorePassword is a configuration error naming the key, never echoing the password)."""
+        errors = []
+        if config.auth_user and not config.auth_password:
+            errors.append(("authPassword", "required when authUser is set"))
+        if config.keystore and config.ssl_cert_file:
+            errors.append(("sslCertFile", "give either keystore or sslCertFile, not both"))
+        if config.ssl and not (config.keystore or config.ssl_cert_file):
+            errors.append(("ssl", "true needs keystore (or sslCertFile and sslKeyFile)"))
+        elif config.ssl:
+            try:
+                tls_context(config)
+            except KeystoreError as exc:
+                errors.append(("keystore" if config.keystore else "sslCertFile", str(exc)))
+        return errors
 
     # -- one request, in two steps: the server calls refuse() on the head, then respond() with the body --------
     def refuse(self, head: Head) -> Reply | None:
