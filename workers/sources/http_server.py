@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024          # the kernel caps it at net.core.somaxconn; Python's default (128) is too small
 MAX_HEAD_BYTES = 16 * 1024
-READ_CHUNK = 256 * 1024
+READ_CHUNK = 64 * 1024            # also the stream buffer: a connection holds at most about twice this unread
 SHUTDOWN_GRACE_S = 5.0         # requests already running get this long to answer when the source stops
 LINGER_S = 2.0                 # reading and dropping the rest of a refused request before closing
 ACCEPT_RETRY_S = 0.1           # after accept() failed (no file descriptor left): try again this much later
