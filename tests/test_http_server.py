@@ -236,8 +236,8 @@ def test_clients_beyond_max_connections_wait_in_the_backlog(serve):
     source, processor, _ = serve(maxConnections="1")
     holder = Client(source.port)                          # takes the only connection slot, sends nothing
     waiting = [Client(source.port) for _ in range(200)]  # connected by the kernel: the backlog holds them all
-    for client in waiting:
-        client.send(post_head(len(EVENT)) + EVENT)
+    for client in waiting:                                # each closed by the server after its answer
+        client.send(post_head(len(EVENT), "Connection: close\r\n") + EVENT)
     holder.close()
     for client in waiting:                                # served one after the other as slots free up
         assert client.response()[0] == 200
