@@ -31,8 +31,9 @@ from app.celery_app import create_app
 from core.config import AgentConfig
 from app.metrics import MetricsServer, snapshot
 from core.counters import MetricsStore
+from core.keys import exchange_name, queue_name
 from core.settings import BROKER_URL_FILE, Settings
-from routing.channels import channel_queues, exchange_name, queue_name
+from routing.channels import channel_queues
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, owner_prefix, read_sizes
 from workers.interceptors.base import InterceptorContext
@@ -82,7 +83,7 @@ class Agent:
         client = self.redis = redis.Redis.from_url(url)
         self._check_persistence(client)
         self._declare()
-        self.metrics = MetricsStore(client, self.config.name).start()
+        self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.key_prefix).start()
         if self.role in ("all", "sinks"):
             for unit, sinks in self.config.sink_units():
                 self._start_worker(unit, sinks)
@@ -250,5 +251,5 @@ class Agent:
         return [restarts]
 
     def snapshot(self) -> dict:
-        sizes = read_sizes(self.redis, exchange_name(self.config.name))
+        sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.key_prefix)
         return snapshot(self.metrics, self.config, sizes)

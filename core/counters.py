@@ -14,6 +14,8 @@ import threading
 import time
 from collections import defaultdict
 
+from core.keys import metrics_prefix, prefixed
+
 log = logging.getLogger(__name__)
 
 # SourceCounter
@@ -87,9 +89,9 @@ class Counters:
 class MetricsStore:
     """Accumulates counts in memory and adds them to Redis every ``flush_interval_s`` (and on :meth:`flush`)."""
 
-    def __init__(self, redis_client, agent: str, flush_interval_s: float = 1.0):
+    def __init__(self, redis_client, agent: str, flush_interval_s: float = 1.0, key_prefix: str = ""):
         self.redis = redis_client
-        self.prefix = f"flumery.{agent}:metrics:"
+        self.prefix = prefixed(key_prefix, metrics_prefix(agent))     # key_prefix: kombu's global_keyprefix
         self.flush_interval_s = flush_interval_s
         self._pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._lock = threading.Lock()

@@ -53,11 +53,16 @@ class PutRefused(FlumeryError):
 
 
 class ChannelFullError(PutRefused):
-    """A put did not fit: nothing was written to any channel.  The source must push back and retry."""
+    """A put did not fit: nothing was written to any channel.  The source must push back and retry.
 
-    def __init__(self, channel: str, size: int, capacity: int, needed: int):
-        self.channel, self.size, self.capacity, self.needed = channel, size, capacity, needed
-        super().__init__(f"channel '{channel}' is full ({size} of {capacity} events held, "
+    ``unit`` says which bound refused it: ``"events"`` (``capacity``) or ``"bytes"`` of event bodies
+    (``byteCapacity``); ``size``, ``capacity`` and ``needed`` are in that unit.
+    """
+
+    def __init__(self, channel: str, size: int, capacity: int, needed: int, unit: str = "events"):
+        self.channel, self.size, self.capacity, self.needed, self.unit = channel, size, capacity, needed, unit
+        what = "events" if unit == "events" else "bytes of event bodies"
+        super().__init__(f"channel '{channel}' is full ({size} of {capacity} {what} held, "
                          f"{needed} more offered)")
 
 
@@ -66,7 +71,7 @@ class BrokerOutOfMemory(ChannelFullError):
     evicted): nothing was written, and to a source it is as if every channel were full."""
 
     def __init__(self):
-        self.channel, self.size, self.capacity, self.needed = "", 0, 0, 0
+        self.channel, self.size, self.capacity, self.needed, self.unit = "", 0, 0, 0, "bytes"
         PutRefused.__init__(self, "the broker is out of memory (maxmemory reached); nothing was put")
 
 

@@ -9,6 +9,7 @@
 | ``FLUMERY_SINKS`` | comma-separated sinks/sink groups a worker serves | all sinks of the agent |
 | ``FLUMERY_VISIBILITY_TIMEOUT_S`` | seconds before a message held by a dead worker is given back | 30 |
 | ``FLUMERY_SINK_RETRY_MAX_S`` | longest pause between two attempts of a failing sink write | 5 |
+| ``FLUMERY_KEY_PREFIX`` | kombu's ``global_keyprefix``: put in front of every Redis key (kombu's and Flumery's) | (none) |
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Settings:
     sinks: tuple[str, ...] = ()
     visibility_timeout_s: float = 30.0
     sink_retry_max_s: float = 5.0
+    key_prefix: str = ""            # kombu's global_keyprefix; see core.keys
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -43,6 +45,7 @@ class Settings:
             sinks=sinks,
             visibility_timeout_s=_float(env, "FLUMERY_VISIBILITY_TIMEOUT_S", 30.0),
             sink_retry_max_s=_float(env, "FLUMERY_SINK_RETRY_MAX_S", 5.0),
+            key_prefix=env.get("FLUMERY_KEY_PREFIX", ""),
         )
 
     def with_(self, **changes) -> "Settings":
@@ -66,7 +69,10 @@ class Settings:
         """kombu Redis transport options (broker, result and transport alike): the visibility timeout is
         Flumery's crash-recovery time for workers whose death nobody reports."""
         vt = self.visibility_timeout_s
+        # Every Redis key, kombu's and Flumery's (see core.keys), goes under this prefix; none by default.
+        prefix = {"global_keyprefix": self.key_prefix} if self.key_prefix else {}
         return {
+            **prefix,
             # A message taken by a worker that died is given back after this many seconds.
             "visibility_timeout": vt,
             # Look for such messages every few seconds, and really scan each time (kombu's default throttle
@@ -87,6 +93,7 @@ class Settings:
             "FLUMERY_SINKS": ",".join(self.sinks),
             "FLUMERY_VISIBILITY_TIMEOUT_S": repr(self.visibility_timeout_s),
             "FLUMERY_SINK_RETRY_MAX_S": repr(self.sink_retry_max_s),
+            "FLUMERY_KEY_PREFIX": self.key_prefix,
         }
         return out
 

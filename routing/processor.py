@@ -17,7 +17,7 @@ from kombu import Connection
 from core import counters as names
 from core.errors import BatchTooLarge, ChannelFullError
 from core.event import Batch
-from routing.channels import exchange_name, queue_name
+from core.keys import exchange_name, queue_name
 from routing.selectors import SelectorContext
 from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
 from routing import codec
@@ -45,21 +45,27 @@ class ChannelWriter:
     def message(self, channel: str, batch: Batch) -> codec.ChannelMessage:
         return codec.encode(self.app, self.channel, self.exchange, channel, batch)
 
-    def limits(self, channel: str) -> tuple[int, int]:
-        """(capacity, transactionCapacity) of a channel of the agent, or of its dead-letter channel."""
+    def limits(self, channel: str) -> tuple[int, int, int]:
+        """(capacity, transactionCapacity, body byte limit or 0) of a channel of the agent, or of its dead-letter
+        channel (no byte limit: a store rejecting everything must not block the channel it drains)."""
         if channel == DEAD_CHANNEL:
-            return DEAD_CAPACITY, DEAD_TRANSACTION_CAPACITY
+            return DEAD_CAPACITY, DEAD_TRANSACTION_CAPACITY, 0
         config = self.agent.channels[channel].config
-        return config.capacity, config.transaction_capacity
+        return config.capacity, config.transaction_capacity, config.body_byte_limit()
 
     def targets(self, batches: dict[str, Batch]) -> list[PutTarget]:
         out = []
         for name, batch in batches.items():
-            capacity, step = self.limits(name)
+            capacity, step, byte_limit = self.limits(name)
             if len(batch) > capacity:
                 raise BatchTooLarge(f"{len(batch)} events for channel '{name}' exceed its capacity ({capacity})")
-            messages = [self.message(name, batch[i:i + step]) for i in range(0, len(batch), step)]
-            out.append(PutTarget(name, queue_name(self.agent.name, name), capacity, len(batch), messages))
+            parts = [batch[i:i + step] for i in range(0, len(batch), step)]
+            sizes = tuple(sum(map(len, part.bodies)) for part in parts)
+            if byte_limit and sum(sizes) > byte_limit:
+                raise BatchTooLarge(f"{sum(sizes)} bytes of event bodies for channel '{name}' exceed its byte "
+                                    f"capacity ({byte_limit})")
+            out.append(PutTarget(name, queue_name(self.agent.name, name), capacity, len(batch),
+                                 [self.message(name, part) for part in parts], byte_limit, sizes))
         return out
 
     def put(self, batches: dict[str, Batch]) -> None:

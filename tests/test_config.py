@@ -141,6 +141,36 @@ def test_channel_defaults_follow_flume():
     assert config.channels["c2"].config.transaction_capacity == 10_000
 
 
+
+def test_byte_capacity_is_real_with_flumery_defaults():
+    config = parse(with_lines(SEQ_NULL, "a1.channels = c1 c2", "a1.channels.c2.type = file"))
+    assert config.channels["c1"].config.body_byte_limit() == 128 * 1024 * 1024 * 80 // 100
+    assert config.channels["c2"].config.body_byte_limit() == 1024 * 1024 * 1024
+    assert not any("byteCapacity" in n for n in config.notices)
+
+
+def test_byte_capacity_and_buffer_percentage_as_flume_computes_them():
+    config = parse(with_lines(SEQ_NULL, "a1.channels.c1.byteCapacity = 800000",
+                              "a1.channels.c1.byteCapacityBufferPercentage = 25"))
+    assert config.channels["c1"].config.body_byte_limit() == 600000
+    assert not any("byteCapacity" in n for n in config.notices)           # no longer "accepted, no effect"
+
+
+def test_byte_capacity_zero_means_no_byte_bound():
+    config = parse(with_lines(SEQ_NULL, "a1.channels = c1 c2", "a1.channels.c1.byteCapacity = 0",
+                              "a1.channels.c2.type = file", "a1.channels.c2.byteCapacity = 0"))
+    assert config.channels["c1"].config.body_byte_limit() == 0
+    assert config.channels["c2"].config.body_byte_limit() == 0
+
+
+def test_bad_byte_capacities_are_errors():
+    exc = invalid(with_lines(SEQ_NULL, "a1.channels.c1.byteCapacity = -1",
+                             "a1.channels.c1.byteCapacityBufferPercentage = 100"))
+    assert "must be 0 or more" in error_for(exc, "a1.channels.c1.byteCapacity")
+    assert "must be from 0 to 99" in error_for(exc, "a1.channels.c1.byteCapacityBufferPercentage")
+    exc = invalid(with_lines(SEQ_NULL, "a1.channels.c1.byteCapacity = 1g"))
+    assert "expected a whole number" in error_for(exc, "a1.channels.c1.byteCapacity")
+
 def test_unused_channel_is_a_notice():
     config = parse(with_lines(SEQ_NULL, "a1.channels = c1 c2", "a1.channels.c2.type = memory"))
     assert any("c2" in n and "not used" in n for n in config.notices)

@@ -32,9 +32,9 @@ from core.config import AgentConfig, load_agent
 from core.counters import (EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, EVENT_PUT_SUCCESS, MetricsStore)
 from core.errors import Requeue, SettingsError, UndecodableMessage
 from core.event import Batch
+from core.keys import queue_name
 from core.settings import Settings
 from routing import codec, deadletter
-from routing.channels import queue_name
 from routing.processor import ChannelWriter
 from routing.transport import Transport
 from workers.processors.base import ProcessorContext
@@ -136,7 +136,8 @@ class WorkerRuntime:
         self.connection = Connection(url, transport=Transport, transport_options=settings.transport_options())
         self.channel = self.connection.default_channel
         self.writer = ChannelWriter(app, self.config, url, settings.transport_options())
-        self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name).start()
+        self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name,
+                                    key_prefix=settings.key_prefix).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         context = SinkContext(self.config.name, settings.data_path())
         self.runners: dict[str, itertools.cycle] = {}
