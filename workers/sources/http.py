@@ -334,10 +334,13 @@ class HttpSource(Source):
         return self._put(events)
 
     def _put(self, events: list[Event]) -> Reply:
-        self.counters.add(names.APPEND_BATCH_RECEIVED)
+        """One put: ``put`` counts the request as one append batch (received, and accepted on success)."""
+        if not events:                    # nothing to put, yet an append batch to Flume's counters
+            self.counters.add(names.APPEND_BATCH_RECEIVED)
+            self.counters.add(names.APPEND_BATCH_ACCEPTED)
+            return Reply(200, "OK")
         try:
-            if events:
-                self.put(Batch.from_events(events))
+            self.put(Batch.from_events(events))
         except ChannelFullError as exc:   # a channel is full, or the broker out of memory (BrokerOutOfMemory)
             return Reply(503, str(exc))
         except BatchTooLarge as exc:
@@ -346,7 +349,6 @@ class HttpSource(Source):
             names.fail(self.counters, names.CHANNEL_WRITE_FAIL, log, logging.WARNING,
                        "http source %s: put failed: %s", self.name, exc)
             return Reply(503, f"channel write failed: {exc}")
-        self.counters.add(names.APPEND_BATCH_ACCEPTED)
         return Reply(200, "OK")
 
     def answer(self, method: str, path: str, headers, body_reader) -> tuple[int, str]:
