@@ -35,7 +35,7 @@ from core.keys import exchange_name, queue_name
 from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import channel_queues
 from routing.processor import ChannelProcessor, ChannelWriter
-from routing.transport import Transport, owner_prefix, read_sizes
+from routing.transport import Transport, owner_prefix, read_sizes, redis_client
 from workers.interceptors.base import InterceptorContext
 from workers.sources.base import SourceContext
 
@@ -80,7 +80,7 @@ class Agent:
             self.settings = self.settings.with_(broker_url=self.embedded.start())
             (data / BROKER_URL_FILE).write_text(self.settings.broker_url + "\n")
         url = self.settings.broker_url
-        client = self.redis = redis.Redis.from_url(url)
+        client = self.redis = redis_client(url, self.settings.transport_options())
         self._check_persistence(client)
         self._declare()
         self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.key_prefix).start()
@@ -124,7 +124,8 @@ class Agent:
 
     def _start_sources(self) -> None:
         app = create_app(self.settings)
-        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options())
+        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options(),
+                                    self.settings.replicas_for_durable_puts(), self.settings.replica_timeout_ms)
         for name, spec in self.config.sources.items():
             chain = InterceptorContext(self.config.name, name)
             interceptors = [i.cls(i.name, i.config, chain) for i in spec.interceptors]

@@ -24,7 +24,6 @@ import threading
 import time
 from functools import lru_cache
 
-import redis
 from celery.worker import state as worker_state
 from kombu import Connection
 
@@ -36,7 +35,7 @@ from core.keys import queue_name
 from core.settings import Settings
 from routing import codec, deadletter
 from routing.processor import ChannelWriter
-from routing.transport import Transport
+from routing.transport import Transport, redis_client
 from workers.processors.base import ProcessorContext
 from workers.processors.default import DefaultSinkProcessor
 from workers.runner import SinkRunner
@@ -135,8 +134,9 @@ class WorkerRuntime:
         url = settings.resolved_broker_url()
         self.connection = Connection(url, transport=Transport, transport_options=settings.transport_options())
         self.channel = self.connection.default_channel
-        self.writer = ChannelWriter(app, self.config, url, settings.transport_options())
-        self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name,
+        self.writer = ChannelWriter(app, self.config, url, settings.transport_options(),
+                                    settings.replicas_for_durable_puts(), settings.replica_timeout_ms)
+        self.metrics = MetricsStore(redis_client(url, settings.transport_options()), self.config.name,
                                     key_prefix=settings.key_prefix).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         context = SinkContext(self.config.name, settings.data_path())
