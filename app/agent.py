@@ -26,14 +26,17 @@ import redis
 from kombu import Connection
 from prometheus_client.core import CounterMetricFamily
 
+from app import running
 from app.broker import EmbeddedRedis, die_with_parent
 from app.celery_app import create_app
 from core.config import AgentConfig
 from app.metrics import MetricsServer, snapshot
+from app.throughput import ThroughputLog
 from core.counters import MetricsStore
 from core.keys import exchange_name, queue_name
 from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import channel_queues
+from routing.deadletter import DEAD_CHANNEL
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, owner_prefix, read_sizes, redis_client
 from workers.interceptors.base import InterceptorContext
@@ -50,7 +53,7 @@ WORKER_HEALTHY_AFTER_S = 5.0      # a worker that ran this long before dying is 
 
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings, role: str = "all",
-                 metrics_port: int | None = None, worker_log_level: str = "INFO"):
+                 metrics_port: int | None = None, worker_log_level: str = "INFO", stats_interval_s: float = 60.0):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.config = config
@@ -58,6 +61,9 @@ class Agent:
         self.role = role
         self.metrics_port = metrics_port
         self.worker_log_level = worker_log_level
+        self.stats_interval_s = stats_interval_s      # the periodic throughput line (0: none)
+        self.throughput: ThroughputLog | None = None
+        self.stop_reason = "after an error"          # what the stop line says, unless a signal asked for it
         self.embedded: EmbeddedRedis | None = None
         self.sources: dict = {}
         self.workers: dict[str, subprocess.Popen] = {}
@@ -68,6 +74,7 @@ class Agent:
         self.metrics_server: MetricsServer | None = None
         self.stop_requested = threading.Event()
         self._lock_file = None
+        self._record = None               # this agent's entry in app.running (for `flumery dlq`)
 
     # -- start -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,10 +87,15 @@ class Agent:
             self.settings = self.settings.with_(broker_url=self.embedded.start())
             (data / BROKER_URL_FILE).write_text(self.settings.broker_url + "\n")
         url = self.settings.broker_url
+        self._record = running.register(self.config.name, self.settings.conf_file, data, url, bool(self.embedded),
+                                        self.settings.key_prefix)
         client = self.redis = redis_client(url, self.settings.transport_options())
         self._check_persistence(client)
         self._declare()
         self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.key_prefix).start()
+        self._start_counters()
+        if self.stats_interval_s > 0:            # before the components start: the first line counts from zero
+            self.throughput = ThroughputLog(self.snapshot, self.stats_interval_s).start()
         if self.role in ("all", "sinks"):
             for unit, sinks in self.config.sink_units():
                 self._start_worker(unit, sinks)
@@ -93,6 +105,9 @@ class Agent:
             self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name,
                                                 extra_fn=self.agent_metrics).start()
             log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_server.port)
+        log.info("agent '%s' started (pid %d, role %s): sources %s; sinks %s", self.config.name, os.getpid(),
+                 self.role, ", ".join(self.sources) or "none",
+                 ", ".join(self.workers) if self.role != "sources" else "elsewhere")
 
     def _lock(self, data: Path) -> None:
         self._lock_file = open(data / "agent.lock", "w")
@@ -138,14 +153,28 @@ class Agent:
             except OSError as exc:         # a port in use, a directory that cannot be read...
                 raise RuntimeError(f"{spec.key}: source '{name}' ({spec.type}) could not start: {exc}") from exc
             self.sources[name] = source
-        for name in self.config.channels:
-            self.metrics.group("CHANNEL", name).started()
+
+    def _start_counters(self) -> None:
+        """Flume's counters start at 0 with their component: reset those of the components this role runs (the
+        channels, the dead-letter one included, go with the sources; a worker started elsewhere, e.g. by
+        ``flumery worker``, adds to the counts of its sinks), and start the channels' clocks."""
+        channels = [*self.config.channels, DEAD_CHANNEL]
+        owned = []
+        if self.role in ("all", "sources"):
+            owned += [f"SOURCE.{n}" for n in self.config.sources] + [f"CHANNEL.{n}" for n in channels]
+        if self.role in ("all", "sinks"):
+            owned += [f"SINK.{n}" for n in self.config.sinks]
+        self.metrics.reset(owned)
+        if self.role in ("all", "sources"):
+            for name in channels:
+                self.metrics.group("CHANNEL", name).started()
 
     def _start_worker(self, unit: str, sinks: tuple[str, ...]) -> None:
         channel = self.config.channel_of_unit(sinks)
         env = {**os.environ, **self.settings.with_(sinks=(unit,)).env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "celery", "-A", "app", "worker", "--pool", "solo",
+        # --quiet: no Celery banner per worker; the line logged below says what the worker does.
+        argv = [sys.executable, "-m", "celery", "-A", "app", "--quiet", "worker", "--pool", "solo",
                 "--loglevel", self.worker_log_level, "--hostname", f"{unit}@{self.config.name}.%h",
                 "--queues", queue_name(self.config.name, channel), "--without-gossip", "--without-mingle"]
         # Own session: a Ctrl-C in the terminal reaches only the agent, which then stops the workers in order.
@@ -158,13 +187,17 @@ class Agent:
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop cleanly; the exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop_requested.set())
+            signal.signal(sig, self._on_signal)
         try:
             self.start()
             self.supervise()
         finally:
             self.stop()
         return 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop_reason = signal.Signals(signum).name
+        self.stop_requested.set()
 
     def supervise(self) -> None:
         """Wait for a stop request; restart a sink worker that died on its own: after 1 s, or, if it keeps
@@ -207,6 +240,11 @@ class Agent:
 
     def stop(self) -> None:
         self.stop_requested.set()
+        log.info("agent '%s' stopping (%s): sources stop accepting, workers finish or give back their batch",
+                 self.config.name, self.stop_reason)
+        if self.throughput:
+            self.throughput.stop()
+            self.throughput = None
         for source in self.sources.values():
             try:
                 source.stop()
@@ -222,10 +260,13 @@ class Agent:
         if self.writer:
             self.writer.close()
             self.writer = None
+        running.unregister(self._record)
+        self._record = None
         if self.embedded:
             self.embedded.stop()
             self.embedded = None
             (self.settings.data_path() / BROKER_URL_FILE).unlink(missing_ok=True)
+        log.info("agent '%s' stopped", self.config.name)
 
     def _stop_workers(self, timeout_s: float = 60.0) -> None:
         for process in self.workers.values():

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -140,24 +139,3 @@ def reachable(url: str) -> bool:
         return True
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
         return False
-
-
-@contextmanager
-def broker_for_tool(settings, durable: bool):
-    """The broker URL for a short command (``flumery dlq ...``): the configured one, else the embedded broker of
-    a running agent, else the agent's embedded broker started for the duration of the command."""
-    if settings.broker_url:
-        if not reachable(settings.broker_url):
-            raise RuntimeError(f"cannot reach the broker at {settings.broker_url}")
-        yield settings.broker_url
-        return
-    recorded = settings.resolved_broker_url()
-    if recorded and reachable(recorded):
-        yield recorded
-        return
-    embedded = EmbeddedRedis(settings.data_path() / "redis", fsync_always=durable)
-    url = embedded.start()
-    try:
-        yield url
-    finally:
-        embedded.stop()

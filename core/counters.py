@@ -106,6 +106,16 @@ class MetricsStore:
         with self._lock:
             self._pending[component][counter] += n
 
+    def reset(self, components: list[str]) -> None:
+        """Start ``components`` (``"SOURCE.r1"``...) from zero, as Flume's counters start with their component:
+        the process that starts them calls this first.  Raises if the broker cannot be reached (the process is
+        starting and needs the broker anyway)."""
+        with self._lock:
+            for component in components:
+                self._pending.pop(component, None)
+        if components:
+            self.redis.delete(*(self.prefix + component for component in components))
+
     def set(self, component: str, values: dict) -> None:
         try:
             self.redis.hset(self.prefix + component, mapping={k: str(v) for k, v in values.items()})

@@ -3,7 +3,7 @@
 Library code raises these; only the CLI (:mod:`app.cli`) and the worker bootstrap (:mod:`app.celery_app`) turn
 them into exit codes or log lines.  Each class says what the caller may do about it:
 
-* :class:`ConfigInvalid`, :class:`SettingsError`, :class:`UnknownType`: the operator must fix a file, a flag or
+* :class:`ConfigInvalid` (:class:`ConfigFileUnreadable`), :class:`SettingsError`, :class:`UnknownType`: the operator must fix a file, a flag or
   an environment variable; nothing was started.
 * :class:`PutRefused` (:class:`ChannelFullError`, :class:`BatchTooLarge`): nothing of the batch is in any
   required channel; the source pushes back (HTTP 503 / 413, netcat stops reading) and may retry.
@@ -30,6 +30,10 @@ class ConfigInvalid(FlumeryError):
         self.errors = sorted(set(errors), key=lambda e: (e.key, e.message))
         self.notices = notices or []
         super().__init__("\n".join(str(e) for e in self.errors))
+
+
+class ConfigFileUnreadable(ConfigInvalid):
+    """The configuration file cannot be read at all (missing, unreadable, not UTF-8): one problem, no agent."""
 
 
 class UnknownType(FlumeryError, LookupError):
