@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import redis
-from kombu import Connection
 from prometheus_client.core import CounterMetricFamily
 
 from app import running
@@ -38,7 +37,7 @@ from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import channel_queues
 from routing.deadletter import DEAD_CHANNEL
 from routing.processor import ChannelProcessor, ChannelWriter
-from routing.transport import Transport, owner_prefix, read_sizes, redis_client
+from routing.transport import connect, owner_prefix, read_sizes, redis_client
 from workers.interceptors.base import InterceptorContext
 from workers.sources.base import SourceContext
 
@@ -131,8 +130,7 @@ class Agent:
 
     def _declare(self) -> None:
         """Declare the agent's exchange and one durable queue per channel, bound by channel name."""
-        with Connection(self.settings.broker_url, transport=Transport,
-                        transport_options=self.settings.transport_options()) as conn:
+        with connect(self.settings.broker_url, self.settings.transport_options()) as conn:
             channel = conn.default_channel
             for queue in channel_queues(self.config.name, self.config.channels):
                 queue(channel).declare()
@@ -227,8 +225,7 @@ class Agent:
         """A sink worker of ours died: its messages go back to their channels now, not when their leases
         expire (the visibility timeout stays for workers on other hosts, whose death nobody reports)."""
         try:
-            with Connection(self.settings.broker_url, transport=Transport,
-                            transport_options=self.settings.transport_options()) as conn:
+            with connect(self.settings.broker_url, self.settings.transport_options()) as conn:
                 returned = conn.default_channel.give_back_held_by(owner_prefix(pid))
         except Exception as exc:           # the broker is down: the leases expire as before
             log.warning("could not give back the messages of dead sink worker %d (they come back after the "

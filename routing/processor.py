@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from kombu import Connection
 
 from core import counters as names
 from core.errors import BatchTooLarge, ChannelFullError, NotReplicated
@@ -21,7 +20,7 @@ from core.keys import exchange_name, queue_name
 from routing.selectors import SelectorContext
 from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
 from routing import codec
-from routing.transport import PutTarget, Transport
+from routing.transport import PutTarget, connect
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ class ChannelWriter:
         self.agent = agent
         self.replicas, self.replica_timeout_ms = replicas, replica_timeout_ms
         self.exchange = exchange_name(agent.name)
-        self.connection = Connection(broker_url, transport=Transport, transport_options=transport_options)
+        self.connection = connect(broker_url, transport_options)
         self.channel = self.connection.default_channel
 
     def message(self, channel: str, batch: Batch) -> codec.ChannelMessage:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.sentinel
-from kombu import transport
+from kombu import Connection, transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps, loads
@@ -401,6 +401,13 @@ class SentinelTransport(Transport):
     Channel = SentinelChannel
     default_port = 26379
     driver_name = "flumery-redis-sentinel"
+
+
+def connect(url: str, transport_options: dict) -> Connection:
+    """A kombu connection to the broker at ``url`` through Flumery's transport (the Sentinel one for
+    ``sentinel://`` URLs), whether or not :func:`install` ran in this process."""
+    cls = SentinelTransport if url.startswith("sentinel://") else Transport
+    return Connection(url, transport=cls, transport_options=transport_options)
 
 
 def redis_client(url: str, transport_options: dict) -> redis.Redis:

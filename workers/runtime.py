@@ -25,7 +25,6 @@ import time
 from functools import lru_cache
 
 from celery.worker import state as worker_state
-from kombu import Connection
 
 from core.config import AgentConfig, load_agent
 from core.counters import (EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, EVENT_PUT_SUCCESS, MetricsStore)
@@ -35,7 +34,7 @@ from core.keys import queue_name
 from core.settings import Settings
 from routing import codec, deadletter
 from routing.processor import ChannelWriter
-from routing.transport import Transport, redis_client
+from routing.transport import connect, redis_client
 from workers.processors.base import ProcessorContext
 from workers.processors.default import DefaultSinkProcessor
 from workers.runner import SinkRunner
@@ -132,7 +131,7 @@ class WorkerRuntime:
         self.should_stop = should_stop
         self.config = agent_config(settings)
         url = settings.resolved_broker_url()
-        self.connection = Connection(url, transport=Transport, transport_options=settings.transport_options())
+        self.connection = connect(url, settings.transport_options())
         self.channel = self.connection.default_channel
         self.writer = ChannelWriter(app, self.config, url, settings.transport_options(),
                                     settings.replicas_for_durable_puts(), settings.replica_timeout_ms)
