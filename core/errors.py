@@ -9,6 +9,7 @@ them into exit codes or log lines.  Each class says what the caller may do about
 * :class:`PutRefused` (:class:`ChannelFullError` and its :class:`BrokerOutOfMemory`, :class:`BatchTooLarge`):
   nothing of the batch is in any required channel; the source pushes back (HTTP 503 / 413, netcat stops
   reading) and may retry.
+* :class:`NotReplicated`: a put is on the Redis master but not confirmed by enough replicas; not acknowledged.
 * :class:`RejectedEvents`: the store wrote a batch except some events it will never accept; those go to the
   dead-letter channel.
 * :class:`Requeue`: a taken batch was not written and goes back to its channel, unacknowledged.
@@ -77,6 +78,12 @@ class BrokerOutOfMemory(ChannelFullError):
     def __init__(self):
         self.channel, self.size, self.capacity, self.needed, self.unit = "", 0, 0, 0, "bytes"
         PutRefused.__init__(self, "the broker is out of memory (maxmemory reached); nothing was put")
+class NotReplicated(FlumeryError):
+    """A put reached the Redis master but fewer replicas than required confirmed it in time (Redis ``WAIT``).
+
+    Unlike :class:`PutRefused`, the events may be in the channel: they are not acknowledged upstream, so a retry
+    may put them twice (with the same event ids, which keyed stores turn into overwrites), but a failover to a
+    replica that never received them loses nothing the source acknowledged."""
 
 
 class BatchTooLarge(PutRefused):
