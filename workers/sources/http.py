@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 import redis
 
 from core import counters as names
-from core.errors import BatchTooLarge, ChannelFullError, KeystoreError
+from core.errors import BatchTooLarge, ChannelFullError, KeystoreError, NotReplicated
 from core.event import ID_HEADER, Batch, Event
 from core.options import one_of, opt, port_number, positive
 from core.registry import Registry, did_you_mean
@@ -345,7 +345,7 @@ class HttpSource(Source):
             return Reply(503, str(exc))
         except BatchTooLarge as exc:
             return Reply(413, str(exc))
-        except BROKER_ERRORS as exc:      # the channels are unreachable for now: the client may retry
+        except (*BROKER_ERRORS, NotReplicated) as exc:   # unreachable, or not on a replica yet: retry later
             names.fail(self.counters, names.CHANNEL_WRITE_FAIL, log, logging.WARNING,
                        "http source %s: put failed: %s", self.name, exc)
             return Reply(503, f"channel write failed: {exc}")
