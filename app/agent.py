@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import redis
-from kombu import Connection
 from prometheus_client.core import CounterMetricFamily
 
 from app import running
@@ -38,7 +37,7 @@ from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import channel_queues
 from routing.deadletter import DEAD_CHANNEL
 from routing.processor import ChannelProcessor, ChannelWriter
-from routing.transport import Transport, owner_prefix, read_sizes
+from routing.transport import connect, owner_prefix, read_sizes, redis_client
 from workers.interceptors.base import InterceptorContext
 from workers.sources.base import SourceContext
 
@@ -89,7 +88,7 @@ class Agent:
         url = self.settings.broker_url
         self._record = running.register(self.config.name, self.settings.conf_file, data, url, bool(self.embedded),
                                         self.settings.key_prefix)
-        client = self.redis = redis.Redis.from_url(url)
+        client = self.redis = redis_client(url, self.settings.transport_options())
         self._check_persistence(client)
         self._declare()
         self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.key_prefix).start()
@@ -131,15 +130,15 @@ class Agent:
 
     def _declare(self) -> None:
         """Declare the agent's exchange and one durable queue per channel, bound by channel name."""
-        with Connection(self.settings.broker_url, transport=Transport,
-                        transport_options=self.settings.transport_options()) as conn:
+        with connect(self.settings.broker_url, self.settings.transport_options()) as conn:
             channel = conn.default_channel
             for queue in channel_queues(self.config.name, self.config.channels):
                 queue(channel).declare()
 
     def _start_sources(self) -> None:
         app = create_app(self.settings)
-        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options())
+        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options(),
+                                    self.settings.replicas_for_durable_puts(), self.settings.replica_timeout_ms)
         for name, spec in self.config.sources.items():
             chain = InterceptorContext(self.config.name, name)
             interceptors = [i.cls(i.name, i.config, chain) for i in spec.interceptors]
@@ -226,8 +225,7 @@ class Agent:
         """A sink worker of ours died: its messages go back to their channels now, not when their leases
         expire (the visibility timeout stays for workers on other hosts, whose death nobody reports)."""
         try:
-            with Connection(self.settings.broker_url, transport=Transport,
-                            transport_options=self.settings.transport_options()) as conn:
+            with connect(self.settings.broker_url, self.settings.transport_options()) as conn:
                 returned = conn.default_channel.give_back_held_by(owner_prefix(pid))
         except Exception as exc:           # the broker is down: the leases expire as before
             log.warning("could not give back the messages of dead sink worker %d (they come back after the "

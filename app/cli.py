@@ -228,6 +228,25 @@ def worker_name(config: AgentConfig, sinks: tuple[str, ...], environ) -> str:
     return f"{'+'.join(units)}@{config.name}." + (f"{process}." if process else "") + "%h"
 
 
+FLOWER_AUTH_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH_PROVIDER")
+FLOWER_AUTH_OPTIONS = ("--basic-auth", "--basic_auth", "--auth-provider", "--auth_provider")
+
+
+def flower_auth_problem(extra: list[str], environ) -> str | None:
+    """Why ``flumery flower`` must not start: Flower can shut workers down and shows every task's arguments, so
+    it runs only behind its basic auth or OAuth, unless FLUMERY_FLOWER_NO_AUTH=1 says it is protected otherwise
+    (a reverse proxy with its own authentication, a port reachable only from the host)."""
+    if environ.get("FLUMERY_FLOWER_NO_AUTH") == "1":
+        return None
+    if any(environ.get(name) for name in FLOWER_AUTH_ENV):
+        return None
+    if any(arg.split("=", 1)[0] in FLOWER_AUTH_OPTIONS for arg in extra):
+        return None
+    return ("Flower would run without authentication, and it can shut workers down: set FLOWER_BASIC_AUTH="
+            "user:password (or Flower's OAuth settings, FLOWER_AUTH_PROVIDER and FLOWER_AUTH), or "
+            "FLUMERY_FLOWER_NO_AUTH=1 if something else protects it")
+
+
 def run_celery(args, extra: list[str]) -> int:
     """``flumery worker|flower``: check the agent file, then replace this process by Celery's command."""
     config = _load(args)
@@ -239,6 +258,10 @@ def run_celery(args, extra: list[str]) -> int:
     if not settings.broker_url:
         print(f"flumery {args.command}: give the broker: --broker-url, FLUMERY_BROKER_URL or REDIS_URL",
               file=sys.stderr)
+        return EXIT_INVALID
+    problem = flower_auth_problem(extra, os.environ) if args.command == "flower" else None
+    if problem:
+        print(f"flumery flower: {problem}", file=sys.stderr)
         return EXIT_INVALID
     if args.command == "worker" and not config.sinks:
         print(f"flumery worker: agent '{config.name}' has no sinks to serve", file=sys.stderr)

@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kombu import Connection
 
 from app import running
 from app.broker import EmbeddedRedis, reachable
@@ -36,7 +35,7 @@ from core.registry import did_you_mean
 from core.settings import BROKER_URL_FILE
 from routing import codec, deadletter
 from routing.processor import ChannelWriter
-from routing.transport import Transport
+from routing.transport import connect
 
 REPLAY_BATCH = 1000
 
@@ -66,7 +65,7 @@ class DeadLetters:
     def __init__(self, celery_app, config, url: str, transport_options: dict):
         self.config = config
         self.queue = deadletter.dead_queue(config.name)
-        self.connection = Connection(url, transport=Transport, transport_options=transport_options)
+        self.connection = connect(url, transport_options)
         self.channel = self.connection.default_channel
         self.writer = ChannelWriter(celery_app, config, url, transport_options)
 

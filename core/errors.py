@@ -5,8 +5,11 @@ them into exit codes or log lines.  Each class says what the caller may do about
 
 * :class:`ConfigInvalid` (:class:`ConfigFileUnreadable`), :class:`SettingsError`, :class:`UnknownType`: the operator must fix a file, a flag or
   an environment variable; nothing was started.
-* :class:`PutRefused` (:class:`ChannelFullError`, :class:`BatchTooLarge`): nothing of the batch is in any
-  required channel; the source pushes back (HTTP 503 / 413, netcat stops reading) and may retry.
+* :class:`KeystoreError`: a source's TLS keystore or certificate cannot be used; the source does not start.
+* :class:`PutRefused` (:class:`ChannelFullError` and its :class:`BrokerOutOfMemory`, :class:`BatchTooLarge`):
+  nothing of the batch is in any required channel; the source pushes back (HTTP 503 / 413, netcat stops
+  reading) and may retry.
+* :class:`NotReplicated`: a put is on the Redis master but not confirmed by enough replicas; not acknowledged.
 * :class:`RejectedEvents`: the store wrote a batch except some events it will never accept; those go to the
   dead-letter channel.
 * :class:`Requeue`: a taken batch was not written and goes back to its channel, unacknowledged.
@@ -43,6 +46,11 @@ class SettingsError(FlumeryError):
     """A process setting (environment variable or flag) is missing or wrong."""
 
 
+class KeystoreError(FlumeryError, OSError):
+    """A keystore, certificate or private key cannot be read or does not fit its password.  An OSError too: to an
+    agent it is a resource the source could not open, as a port in use."""
+
+
 # --- putting into channels ------------------------------------------------------------------------------------
 
 class PutRefused(FlumeryError):
@@ -61,6 +69,21 @@ class ChannelFullError(PutRefused):
         what = "events" if unit == "events" else "bytes of event bodies"
         super().__init__(f"channel '{channel}' is full ({size} of {capacity} {what} held, "
                          f"{needed} more offered)")
+
+
+class BrokerOutOfMemory(ChannelFullError):
+    """The broker refused a put for lack of memory (its ``maxmemory``, with writes refused rather than data
+    evicted): nothing was written, and to a source it is as if every channel were full."""
+
+    def __init__(self):
+        self.channel, self.size, self.capacity, self.needed, self.unit = "", 0, 0, 0, "bytes"
+        PutRefused.__init__(self, "the broker is out of memory (maxmemory reached); nothing was put")
+class NotReplicated(FlumeryError):
+    """A put reached the Redis master but fewer replicas than required confirmed it in time (Redis ``WAIT``).
+
+    Unlike :class:`PutRefused`, the events may be in the channel: they are not acknowledged upstream, so a retry
+    may put them twice (with the same event ids, which keyed stores turn into overwrites), but a failover to a
+    replica that never received them loses nothing the source acknowledged."""
 
 
 class BatchTooLarge(PutRefused):

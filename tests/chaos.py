@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import REPO, AgentProcess, port_open, read_lines, wait_until  # noqa: E402
 from app.broker import free_port  # noqa: E402
 from conftest import RedisServer  # noqa: E402
+from sentinel import SentinelDeployment  # noqa: E402
 
 PER_REQUEST = 10
 
@@ -447,6 +448,37 @@ def redis_restart(tmp: Path, total: int, rate: float, appendfsync: str) -> Resul
     return count(result, load, out)
 
 
+def sentinel_failover(tmp: Path, total: int, rate: float) -> Result:
+    """kill -9 of the Redis master under Sentinel mid-flow (a master, two replicas, three sentinels); the
+    sentinels promote a replica and the agent's sources and workers follow.  Puts into the file channel wait for
+    a replica (WAIT), so the failover loses nothing the source acknowledged; the promoted master keeps the other
+    replica, so puts are confirmed again once the sentinels have re-pointed it."""
+    port, out = free_port(), tmp / "out"
+    deployment = SentinelDeployment(tmp / "sentinel", replicas=2).start()
+    agent = AgentProcess(tmp, agent_conf(port, out), broker_url=deployment.url(),
+                         env={"FLUMERY_REPLICA_TIMEOUT_MS": "500"}).start()
+    result = Result("kill -9 Redis master under Sentinel", faults=1)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        wait_until(lambda: load.acked, 60, what="the first acknowledged request")
+        time.sleep(2)
+        recovery.fault()
+        killed_at = time.monotonic()
+        promoted_s = deployment.kill_master()
+        settle(result, load, recovery, out)
+        times = [t for t, _ in load.acked]
+        pause_s = max((b - a for a, b in zip(times, times[1:]) if b > killed_at), default=0.0)
+        result.notes.append(f"replica promoted {promoted_s:.1f} s after the kill; the flow paused {pause_s:.1f} s "
+                            f"(longest gap between acknowledgements); {load.refused} requests answered 503, "
+                            f"{load.errors} failed, all retried")
+    finally:
+        agent.stop()
+        deployment.stop()
+    return count(result, load, out)
+
+
 def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
     """The file_roll directory disappears (a regular file takes its path) for ``outage_s``, then comes back."""
     port, out = free_port(), tmp / "out"
@@ -574,6 +606,7 @@ def scenarios(long: bool) -> dict:
             "agent-taildir": lambda t: taildir_agent_kill(t, 100_000, 2500),
             "redis-always": lambda t: redis_restart(t, 100_000, 2500, "always"),
             "redis-everysec": lambda t: redis_restart(t, 100_000, 2500, "everysec"),
+            "sentinel": lambda t: sentinel_failover(t, 200_000, 2500),
             "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
             "failover": lambda t: failover_outage(t, 150_000, 2500, outage_s=30),
             "full": lambda t: channel_full(t, 40_000, 2500, hold_s=60),
@@ -587,6 +620,7 @@ def scenarios(long: bool) -> dict:
         "agent": lambda t: agent_kill(t, 6_000, 1000),
         "agent-taildir": lambda t: taildir_agent_kill(t, 6_000, 1000),
         "redis-always": lambda t: redis_restart(t, 6_000, 1000, "always"),
+        "sentinel": lambda t: sentinel_failover(t, 8_000, 1000),
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
         "failover": lambda t: failover_outage(t, 8_000, 1000, outage_s=3),
         "full": lambda t: channel_full(t, 6_000, 1000, hold_s=3),

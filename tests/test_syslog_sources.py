@@ -340,9 +340,8 @@ def test_tls_with_jks_pkcs12_and_pem_keystores(start_source, tmp_path):
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
     for kind, (path, password) in stores.items():
-        props = {"ssl": "true", "keystore": path, "keystore-type": kind}
-        if password:
-            props["keystore-password"] = password
+        props = ({"ssl": "true", "sslCertFile": path} if kind == "PEM" else
+                 {"ssl": "true", "keystore": path, "keystore-type": kind, "keystore-password": password})
         for source_type, port_props in (("syslogtcp", {"port": 0}), ("multiport_syslogtcp", {"ports": "0"})):
             source, channel = start_source(source_type, host="127.0.0.1", **port_props, **props)
             port = source.bound_ports[0]
@@ -369,10 +368,15 @@ def test_tls_configuration_errors_name_the_key(tmp_path):
     cls = SOURCES.resolve("syslogtcp")
     stores = make_keystores(tmp_path)
     _, errors, _ = build_config(cls, {"port": "1", "ssl": "true"}, "a1.sources.r1.", ("c1",))
-    assert [str(e) for e in errors] == ["a1.sources.r1.keystore: required when ssl = true"]
+    assert [str(e) for e in errors] == ["a1.sources.r1.ssl: true needs keystore (or sslCertFile)"]
     _, errors, _ = build_config(cls, {"port": "1", "ssl": "true", "keystore": stores["JKS"][0],
-                                      "keystore-password": "wrong"}, "a1.sources.r1.", ("c1",))
+                                      "keystore-password": "hunter2x"}, "a1.sources.r1.", ("c1",))
     assert len(errors) == 1 and errors[0].key == "a1.sources.r1.keystore" and stores["JKS"][0] in str(errors[0])
+    assert "hunter2x" not in str(errors[0])                # the password is never echoed
+    _, errors, _ = build_config(cls, {"port": "1", "ssl": "true", "keystore": stores["JKS"][0],
+                                      "keystore-password": "secret1", "include-protocols": "TLSv1.2 TLSv1.4"},
+                                "a1.sources.r1.", ("c1",))
+    assert len(errors) == 1 and errors[0].key == "a1.sources.r1.include-protocols" and "TLSv1.4" in str(errors[0])
     _, errors, _ = build_config(cls, {"port": "1", "include-cipher-suites": "TLS_AES_128_GCM_SHA256"},
                                 "a1.sources.r1.", ("c1",))
     assert "not available yet" in str(errors[0]) and errors[0].key == "a1.sources.r1.include-cipher-suites"

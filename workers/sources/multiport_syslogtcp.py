@@ -26,8 +26,8 @@ from core.options import one_of, opt, port_number, positive
 from workers.sources.syslog_net import ClientNames, StreamSource, client_headers
 from workers.sources.syslog_parser import (DEFAULT_SIZE, INCOMPLETE, INVALID, STATUS, LineSplitter,
                                            SyslogFormatError, check_keep_fields, keep_fields, parse_message)
-from workers.sources.syslogtcp import TLS_DOCS, check_tls, tls_context
-from workers.sources.tls import KEYSTORE_TYPES, KeystoreError, check_protocols
+from workers.sources.keystore import KEYSTORE_TYPES
+from workers.sources.syslogtcp import TLS_DOCS, check_protocols, check_tls, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,11 @@ class MultiportSyslogTcpConfig:
     max_connections: int = opt("maxConnections", 1000, check=positive,
                                doc="connections served at once; more are closed at once (Flumery)")
     ssl: bool = opt("ssl", False, doc=TLS_DOCS["ssl"])
-    keystore: str | None = opt("keystore", None, doc=TLS_DOCS["keystore"])
-    keystore_password: str | None = opt("keystore-password", None, doc=TLS_DOCS["keystore-password"])
+    keystore: str = opt("keystore", "", doc=TLS_DOCS["keystore"])
+    keystore_password: str = opt("keystore-password", "", doc=TLS_DOCS["keystore-password"])
     keystore_type: str = opt("keystore-type", "JKS", check=one_of(*KEYSTORE_TYPES), doc=TLS_DOCS["keystore-type"])
+    ssl_cert_file: str = opt("sslCertFile", "", doc=TLS_DOCS["sslCertFile"])
+    ssl_key_file: str = opt("sslKeyFile", "", doc=TLS_DOCS["sslKeyFile"])
     include_protocols: list[str] = opt("include-protocols", [], check=check_protocols,
                                        doc=TLS_DOCS["include-protocols"])
     exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=check_protocols,
@@ -112,10 +114,7 @@ class MultiportSyslogTcpSource(StreamSource):
         self.keep = keep_fields(self.config.keep_fields)
         self.names = ClientNames()
         self.charsets = {int(p): c for p, c in self.config.port_charsets.items()}
-        try:
-            self.tls = tls_context(self.config)
-        except KeystoreError as exc:
-            raise OSError(f"keystore: {exc}") from None
+        self.tls = tls_context(self.config)        # KeystoreError is an OSError: the agent reports it
         super().open()
 
     def ports(self) -> list[int]:

@@ -17,23 +17,32 @@ import logging
 from dataclasses import dataclass
 
 from core import counters as names
+from core.errors import KeystoreError
 from core.options import one_of, opt, port_number, positive
 from workers.sources.syslog_net import ClientNames, StreamSource, client_headers
 from workers.sources.syslog_parser import DEFAULT_SIZE, SyslogDecoder, check_keep_fields, keep_fields
-from workers.sources.tls import KEYSTORE_TYPES, KeystoreError, check_protocols, server_context
+from workers.sources.keystore import KEYSTORE_TYPES, PROTOCOLS, keystore_context, pem_context
 
 log = logging.getLogger(__name__)
 
 TLS_DOCS = {
-    "ssl": "accept TLS connections only (keystore required)",
-    "keystore": "the server's key and certificate chain: a JKS, PKCS12 or PEM file",
-    "keystore-password": "password of the keystore (and of its key)",
-    "keystore-type": "JKS, PKCS12, or PEM (Flumery)",
-    "include-protocols": "TLS protocols to offer, Java names separated by spaces (empty: all)",
+    "ssl": "accept TLS connections only (keystore, or sslCertFile, required)",
+    "keystore": "JKS or PKCS12 keystore holding the server's private key and certificate chain",
+    "keystore-password": "password of the keystore and of its key (or of an encrypted sslKeyFile)",
+    "keystore-type": "JKS or PKCS12",
+    "sslCertFile": "PEM certificate chain, instead of a keystore (Flumery, as the http source)",
+    "sslKeyFile": "PEM private key for sslCertFile (default: in sslCertFile) (Flumery)",
+    "include-protocols": "TLS protocols to offer, Java names separated by spaces (empty: all; TLSv1.2 and TLSv1.3 "
+                         "are the ones available)",
     "exclude-protocols": "TLS protocols never to offer",
     "include-cipher-suites": "not available yet (Java cipher-suite names); setting it is an error",
     "exclude-cipher-suites": "not available yet (Java cipher-suite names); setting it is an error",
 }
+
+
+def check_protocols(names_: list[str]) -> str | None:
+    unknown = [p for p in names_ if p not in PROTOCOLS]
+    return f"unknown protocol '{unknown[0]}' (known: {', '.join(PROTOCOLS)})" if unknown else None
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,11 @@ class SyslogTcpConfig:
     max_connections: int = opt("maxConnections", 1000, check=positive,
                                doc="connections served at once; more are closed at once (Flumery)")
     ssl: bool = opt("ssl", False, doc=TLS_DOCS["ssl"])
-    keystore: str | None = opt("keystore", None, doc=TLS_DOCS["keystore"])
-    keystore_password: str | None = opt("keystore-password", None, doc=TLS_DOCS["keystore-password"])
+    keystore: str = opt("keystore", "", doc=TLS_DOCS["keystore"])
+    keystore_password: str = opt("keystore-password", "", doc=TLS_DOCS["keystore-password"])
     keystore_type: str = opt("keystore-type", "JKS", check=one_of(*KEYSTORE_TYPES), doc=TLS_DOCS["keystore-type"])
+    ssl_cert_file: str = opt("sslCertFile", "", doc=TLS_DOCS["sslCertFile"])
+    ssl_key_file: str = opt("sslKeyFile", "", doc=TLS_DOCS["sslKeyFile"])
     include_protocols: list[str] = opt("include-protocols", [], check=check_protocols,
                                        doc=TLS_DOCS["include-protocols"])
     exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=check_protocols,
@@ -66,30 +77,36 @@ class SyslogTcpConfig:
 
 
 def check_tls(config) -> list[tuple[str, str]]:
-    """The TLS properties together: a keystore that loads when ``ssl`` is on; cipher suites not yet."""
+    """The TLS properties together; with ``ssl``, that the key and certificate load (so that a wrong password is
+    a configuration error naming the key).  Cipher-suite filters are not available yet."""
     problems = []
     for key, value in (("include-cipher-suites", config.include_cipher_suites),
                        ("exclude-cipher-suites", config.exclude_cipher_suites)):
         if value:
             problems.append((key, f"not available yet in Flumery (Java cipher-suite names); remove it "
                                   f"(got '{' '.join(value)}')"))
-    if not config.ssl:
-        return problems
-    if not config.keystore:
-        return problems + [("keystore", "required when ssl = true")]
-    try:
-        tls_context(config)
-    except (KeystoreError, OSError) as exc:
-        problems.append(("keystore", f"{exc} (got '{config.keystore}')"))
+    if config.keystore and config.ssl_cert_file:
+        problems.append(("sslCertFile", "give either keystore or sslCertFile, not both"))
+    elif config.ssl and not (config.keystore or config.ssl_cert_file):
+        problems.append(("ssl", "true needs keystore (or sslCertFile)"))
+    elif config.ssl:
+        try:
+            tls_context(config)
+        except KeystoreError as exc:
+            problems.append(("keystore" if config.keystore else "sslCertFile", str(exc)))
     return problems
 
 
 def tls_context(config):
-    """The server TLS context of a config whose ``ssl`` is on, else None."""
+    """The server TLS context of a config (None without ``ssl``); raises KeystoreError.  ``include-protocols``
+    becomes the exclusion of every other protocol (workers.sources.keystore takes exclusions)."""
     if not config.ssl:
         return None
-    return server_context(config.keystore, config.keystore_password, config.keystore_type,
-                          config.include_protocols, config.exclude_protocols)
+    include = config.include_protocols
+    exclude = [*config.exclude_protocols, *(p for p in PROTOCOLS if include and p not in include)]
+    if config.keystore:
+        return keystore_context(config.keystore, config.keystore_password, config.keystore_type, exclude)
+    return pem_context(config.ssl_cert_file, config.ssl_key_file, config.keystore_password, exclude)
 
 
 class SyslogTcpSource(StreamSource):
@@ -109,10 +126,7 @@ class SyslogTcpSource(StreamSource):
         self.read_size = 64 * 1024
         self.keep = keep_fields(self.config.keep_fields)
         self.names = ClientNames()
-        try:
-            self.tls = tls_context(self.config)
-        except KeystoreError as exc:
-            raise OSError(f"keystore: {exc}") from None
+        self.tls = tls_context(self.config)        # KeystoreError is an OSError: the agent reports it
         super().open()
 
     def ports(self) -> list[int]:
