@@ -1,7 +1,7 @@
 """The ``flumery`` command.
 
     flumery agent    -f FILE -n NAME [--data-dir DIR] [--broker-url URL] [--role all|sources|sinks]
-                     [--metrics-port N] [--log-level INFO] [--stats-interval 60]
+                     [--metrics-port N] [--log-level INFO] [--stats-interval 60] [--reload-interval 30]
     flumery validate -f FILE -n NAME
     flumery dlq      list|replay|purge -f FILE -n NAME [--limit N] [--channel C] [--json] [--yes]
     flumery worker   -f FILE -n NAME [--broker-url URL] [--sinks k1,g1] [--log-level INFO] [celery worker options]
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DEBUG (every task and put too), INFO (start, stop, errors, throughput), WARNING, ERROR")
     agent.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS",
                        help="log the events each component moved every SECONDS (default 60; 0: never)")
+    agent.add_argument("--reload-interval", type=float, default=30.0, metavar="SECONDS",
+                       help="look for changes to the agent file this often, as Flume does (default 30; 0: only "
+                            "on SIGHUP); a valid new file replaces only the components that changed")
     validate = sub.add_parser("validate", help="check an agent file and summarise the flow")
     _common(validate)
     dlq = sub.add_parser("dlq", help="list, replay or purge the agent's dead letters")
@@ -293,7 +296,8 @@ def run_agent(args) -> int:
     for notice in config.notices:
         logging.getLogger("flumery").info("note: %s", notice)
     agent = Agent(config, settings, role=args.role, metrics_port=port, worker_log_level=args.log_level.upper(),
-                  stats_interval_s=args.stats_interval)
+                  stats_interval_s=args.stats_interval,
+                  reload_interval_s=args.reload_interval)
     try:
         return agent.run()
     except RuntimeError as exc:

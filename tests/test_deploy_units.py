@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
