@@ -13,7 +13,13 @@ def __getattr__(name: str):
     global _app
     if name in ("app", "celery"):
         if _app is None:
+            from celery import signals
+
+            from app.broker import refuse_unusable_broker
             from app.celery_app import create_app
             _app = create_app()
+            # A worker (``celery -A app worker``, or one the agent started) whose broker refuses the password or
+            # the certificate stops with one line instead of retrying for ever.
+            signals.celeryd_init.connect(refuse_unusable_broker, weak=False, dispatch_uid="flumery.broker_check")
         return _app
     raise AttributeError(f"module 'app' has no attribute {name!r}")

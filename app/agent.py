@@ -25,10 +25,12 @@ from pathlib import Path
 import redis
 from kombu import Connection
 
-from app.broker import EmbeddedRedis, die_with_parent
+from app.broker import EmbeddedRedis, check_access, die_with_parent, masked, maxmemory_bytes
 from app.celery_app import channel_queues, create_app, transport_options
 from core.config import AgentConfig
 from app.metrics import MetricsServer, MetricsStore
+from app.worker import BOOTSTRAP as WORKER_BOOTSTRAP
+from core.files import make_private_dir, write_atomically
 from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import exchange_name, queue_name
 from routing.processor import ChannelProcessor, ChannelWriter
@@ -45,13 +47,14 @@ WORKER_HEALTHY_AFTER_S = 5.0      # a worker that ran this long before dying is 
 
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings, role: str = "all",
-                 metrics_port: int | None = None, worker_log_level: str = "INFO"):
+                 metrics_port: int | None = None, worker_log_level: str = "INFO", metrics_bind: str = "0.0.0.0"):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.config = config
         self.settings = settings.with_(agent=config.name, conf_file=settings.conf_file or config.file)
         self.role = role
         self.metrics_port = metrics_port
+        self.metrics_bind = metrics_bind          # Flume's monitoring server listens on every interface
         self.worker_log_level = worker_log_level
         self.embedded: EmbeddedRedis | None = None
         self.sources: dict = {}
@@ -66,14 +69,20 @@ class Agent:
     # -- start -----------------------------------------------------------------------------------------------
     def start(self) -> None:
         data = self.settings.data_path()
-        data.mkdir(parents=True, exist_ok=True)
+        if make_private_dir(data) and data.stat().st_mode & 0o077:
+            log.warning("data dir %s can be read by other users (mode %o); the broker's files in it are private, "
+                        "but chmod 700 it to keep the rest so", data, data.stat().st_mode & 0o777)
         if not self.settings.broker_url:
             self._lock(data)
             durable = any(c.cls.durable for c in self.config.channels.values())
-            self.embedded = EmbeddedRedis(data / "redis", fsync_always=durable)
+            self.embedded = EmbeddedRedis(data / "redis", fsync_always=durable,
+                                          maxmemory=maxmemory_bytes(self.settings.broker_maxmemory))
             self.settings = self.settings.with_(broker_url=self.embedded.start())
-            (data / BROKER_URL_FILE).write_text(self.settings.broker_url + "\n")
+            # The URL holds the broker's password: readable by this user only.
+            write_atomically(data / BROKER_URL_FILE, (self.settings.broker_url + "\n").encode(), mode=0o600)
         url = self.settings.broker_url
+        if not check_access(url):
+            log.warning("the broker at %s does not answer yet", masked(url))
         client = self.redis = redis.Redis.from_url(url)
         self._check_persistence(client)
         self._declare()
@@ -84,8 +93,9 @@ class Agent:
         if self.role in ("all", "sources"):
             self._start_sources()
         if self.metrics_port is not None:
-            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name).start()
-            log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_server.port)
+            self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name,
+                                                self.metrics_bind).start()
+            log.info("metrics on http://%s:%d/metrics", self.metrics_bind, self.metrics_server.port)
 
     def _lock(self, data: Path) -> None:
         self._lock_file = open(data / "agent.lock", "w")
@@ -134,7 +144,8 @@ class Agent:
         channel = self.config.channel_of_unit(sinks)
         env = {**os.environ, **self.settings.with_(sinks=(unit,)).env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "celery", "-A", "app", "worker", "--pool", "solo",
+        # Not `python -m celery -A app`: that imports from the working directory first (see app.worker).
+        argv = [sys.executable, "-c", WORKER_BOOTSTRAP, "--pool", "solo",
                 "--loglevel", self.worker_log_level, "--hostname", f"{unit}@{self.config.name}.%h",
                 "--queues", queue_name(self.config.name, channel), "--without-gossip", "--without-mingle"]
         # Own session: a Ctrl-C in the terminal reaches only the agent, which then stops the workers in order.

@@ -5,8 +5,11 @@ them into exit codes or log lines.  Each class says what the caller may do about
 
 * :class:`ConfigInvalid`, :class:`SettingsError`, :class:`UnknownType`: the operator must fix a file, a flag or
   an environment variable; nothing was started.
-* :class:`PutRefused` (:class:`ChannelFullError`, :class:`BatchTooLarge`): nothing of the batch is in any
-  required channel; the source pushes back (HTTP 503 / 413, netcat stops reading) and may retry.
+* :class:`PutRefused` (:class:`ChannelFullError` and its :class:`BrokerFull`, :class:`BatchTooLarge`): nothing of
+  the batch is in any required channel; the source pushes back (HTTP 503 / 413, netcat stops reading) and may
+  retry.
+* :class:`BrokerRefused`: the broker turned us away (password, certificate); retrying cannot help, the operator
+  must fix the URL or the certificate.
 * :class:`RejectedEvents`: the store wrote a batch except some events it will never accept; those go to the
   dead-letter channel.
 * :class:`Requeue`: a taken batch was not written and goes back to its channel, unacknowledged.
@@ -39,6 +42,10 @@ class SettingsError(FlumeryError):
     """A process setting (environment variable or flag) is missing or wrong."""
 
 
+class BrokerRefused(FlumeryError):
+    """The broker refused the connection for good: a wrong password or user, or a certificate not accepted."""
+
+
 # --- putting into channels ------------------------------------------------------------------------------------
 
 class PutRefused(FlumeryError):
@@ -52,6 +59,15 @@ class ChannelFullError(PutRefused):
         self.channel, self.size, self.capacity, self.needed = channel, size, capacity, needed
         super().__init__(f"channel '{channel}' is full ({size} of {capacity} events held, "
                          f"{needed} more offered)")
+
+
+class BrokerFull(ChannelFullError):
+    """The broker refused the put for lack of memory (Redis ``maxmemory`` with ``noeviction``): nothing was
+    written.  For a source this is a full channel: push back and retry once sinks have drained some events."""
+
+    def __init__(self, detail: str):
+        self.channel, self.size, self.capacity, self.needed = None, 0, 0, 0
+        PutRefused.__init__(self, f"the broker is out of memory (maxmemory): {detail}")
 
 
 class BatchTooLarge(PutRefused):

@@ -9,6 +9,7 @@
 | ``FLUMERY_SINKS`` | comma-separated sinks/sink groups a worker serves | all sinks of the agent |
 | ``FLUMERY_VISIBILITY_TIMEOUT_S`` | seconds before a message held by a dead worker is given back | 30 |
 | ``FLUMERY_SINK_RETRY_MAX_S`` | longest pause between two attempts of a failing sink write | 5 |
+| ``FLUMERY_BROKER_MAXMEMORY`` | the embedded broker's ``maxmemory``: ``25%`` of the host, ``512mb``, ``2gb``, ``0`` | 25% |
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Settings:
     sinks: tuple[str, ...] = ()
     visibility_timeout_s: float = 30.0
     sink_retry_max_s: float = 5.0
+    broker_maxmemory: str = "25%"
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -41,6 +43,7 @@ class Settings:
             sinks=sinks,
             visibility_timeout_s=_float(env, "FLUMERY_VISIBILITY_TIMEOUT_S", 30.0),
             sink_retry_max_s=_float(env, "FLUMERY_SINK_RETRY_MAX_S", 5.0),
+            broker_maxmemory=env.get("FLUMERY_BROKER_MAXMEMORY") or "25%",
         )
 
     def with_(self, **changes) -> "Settings":
@@ -52,7 +55,8 @@ class Settings:
         return Path("~/.flumery").expanduser().resolve() / (self.agent or "default")
 
     def resolved_broker_url(self) -> str | None:
-        """The configured broker URL, else the one a running ``flumery agent`` recorded in the data dir."""
+        """The configured broker URL, else the one a running ``flumery agent`` recorded in the data dir (a file only
+        its user can read: the URL holds the embedded broker's password)."""
         if self.broker_url:
             return self.broker_url
         recorded = self.data_path() / BROKER_URL_FILE
@@ -70,6 +74,7 @@ class Settings:
             "FLUMERY_SINKS": ",".join(self.sinks),
             "FLUMERY_VISIBILITY_TIMEOUT_S": repr(self.visibility_timeout_s),
             "FLUMERY_SINK_RETRY_MAX_S": repr(self.sink_retry_max_s),
+            "FLUMERY_BROKER_MAXMEMORY": self.broker_maxmemory,
         }
         return out
 

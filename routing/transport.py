@@ -28,11 +28,12 @@ import uuid
 from dataclasses import dataclass
 from time import monotonic, time
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps, loads
 
-from core.errors import ChannelFullError
+from core.errors import BrokerFull, ChannelFullError
 from routing import scripts
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ QUEUE_PREFIX = "flumery."
 EVENTS_HEADER = "flumery_events"
 BELL_SUFFIX = ":bell"
 RECLAIM_LIMIT = 1000
+# Puts stop when the broker's memory reaches this fraction of its maxmemory: the rest is for what drains it (a
+# worker's start, bindings, locks, leases, metrics), since Redis refuses those writes too once maxmemory is reached.
+PUT_MEMORY_FRACTION = 0.9
+MEMORY_CHECK_INTERVAL_S = 1.0
+MESSAGE_OVERHEAD_BYTES = 200      # a stored message's keys and hash fields, beyond its envelope and body
 
 
 
@@ -61,6 +67,42 @@ def read_sizes(client, exchange: str) -> dict[str, int]:
 
 def bell_key(queue: str) -> str:
     return queue + BELL_SUFFIX
+
+
+def is_out_of_memory(exc: Exception) -> bool:
+    """A write refused because Redis reached its ``maxmemory`` (``noeviction``).  Redis 7 answers ``-OOM`` (redis-py's
+    OutOfMemoryError); Redis 6.2 wraps it in the error of the script whose first write it refused."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(exc)
+
+
+class MemoryGauge:
+    """Whether the broker is too full for puts, from ``INFO memory``.  Read again once the puts since the last reading
+    may have used half the room that was left (or after :data:`MEMORY_CHECK_INTERVAL_S`): so the readings come
+    closer together as the broker fills, and puts overshoot the mark by one batch at most."""
+
+    def __init__(self):
+        self.supported = True             # a managed Redis may refuse INFO: then only maxmemory itself refuses
+        self.checked_at = float("-inf")
+        self.budget = 0.0                 # bytes that may be put before the next reading
+        self.refusal: str | None = None
+
+    def check(self, client, nbytes: int) -> str | None:
+        """Why a put of about ``nbytes`` must not happen now (the broker's memory is nearly used up), or None."""
+        self.budget -= nbytes
+        if self.supported and (self.budget <= 0 or monotonic() - self.checked_at >= MEMORY_CHECK_INTERVAL_S):
+            try:
+                info = client.info("memory")
+            except redis.exceptions.ResponseError:
+                self.supported = False
+                return None
+            used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+            room = limit * PUT_MEMORY_FRACTION - used if limit else float("inf")
+            self.budget = room / 2 - nbytes
+            self.checked_at = monotonic()
+            self.refusal = (None if room >= nbytes else
+                            f"{used / 2 ** 20:.1f} of {limit / 2 ** 20:.1f} MiB used; puts stop at "
+                            f"{PUT_MEMORY_FRACTION:.0%}")
+        return self.refusal
 
 
 def message_from_redis(envelope: bytes, body: bytes) -> dict:
@@ -155,6 +197,7 @@ class Channel(kombu_redis.Channel):
         self._rotation = 0
         self._script_lock = threading.Lock()
         self._scripts: dict[str, object] = {}
+        self._memory = MemoryGauge()
 
     # -- consuming (the worker's event loop) -----------------------------------------------------------------
     def _flumery_queues(self) -> list[str] | None:
@@ -232,13 +275,26 @@ class Channel(kombu_redis.Channel):
         return message
 
     def put_transaction(self, exchange: str, targets: list[PutTarget]) -> None:
-        """Put every target's messages, or none if any target channel lacks room (:class:`ChannelFullError`)."""
+        """Put every target's messages, or none if any target channel lacks room (:class:`ChannelFullError`) or
+        the broker lacks memory (:class:`BrokerFull`): its memory is nearly used up (:class:`MemoryGauge`), or it
+        reached maxmemory itself (Redis refuses the script's first write, so PUT writes nothing)."""
         args: list = [len(targets)]
+        nbytes = 0
         for t in targets:
             args += [t.queue, sizes_key(exchange), t.channel, t.capacity, t.events, len(t.messages)]
             for tag, events, envelope, body in t.messages:
                 args += [tag, events, dumps(envelope), body]
-        full = self._run("PUT", args)
+                nbytes += len(args[-2]) + len(body) + MESSAGE_OVERHEAD_BYTES
+        with self.conn_or_acquire() as client:
+            nearly_full = self._memory.check(client, nbytes)
+        if nearly_full:
+            raise BrokerFull(nearly_full)
+        try:
+            full = self._run("PUT", args)
+        except redis.exceptions.ResponseError as exc:
+            if is_out_of_memory(exc):
+                raise BrokerFull(str(exc)) from None
+            raise
         if full:
             name, size, capacity = _text(full[0]), int(full[1]), int(full[2])
             needed = next(t.events for t in targets if t.channel == name)
