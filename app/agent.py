@@ -81,8 +81,8 @@ class Agent:
             # The URL holds the broker's password: readable by this user only.
             write_atomically(data / BROKER_URL_FILE, (self.settings.broker_url + "\n").encode(), mode=0o600)
         url = self.settings.broker_url
-        if not check_access(url):
-            log.warning("the broker at %s does not answer yet", masked(url))
+        if not check_access(url):          # refused (password, certificate): BrokerRefused, one line
+            raise RuntimeError(f"cannot reach the broker at {masked(url)}")
         client = self.redis = redis.Redis.from_url(url)
         self._check_persistence(client)
         self._declare()

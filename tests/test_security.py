@@ -298,6 +298,16 @@ def test_agent_and_dlq_stop_with_one_line_when_the_broker_refuses_the_password(t
     one_clear_line(dlq.stdout + dlq.stderr, password_broker.port, "refused the password")
 
 
+def test_an_unreachable_broker_is_one_line_too(tmp_path):
+    closed = free_port()                               # nothing listens there
+    agent = AgentProcess(tmp_path, SEQ_CONF.format(events=10, out=tmp_path / "out"),
+                         broker_url=f"redis://:{WRONG}@127.0.0.1:{closed}/0").start()
+    assert agent.process.wait(60) == 1
+    output = agent.output()
+    assert f"flumery: cannot reach the broker at redis://:**@127.0.0.1:{closed}/0" in output, output
+    assert "Traceback" not in output and WRONG not in output, output
+
+
 def test_a_celery_worker_stops_with_one_line_when_the_broker_refuses_the_password(tmp_path, password_broker):
     """`celery -A app worker` (the Procfile's sinks) would otherwise retry for ever."""
     conf = tmp_path / "a1.conf"
