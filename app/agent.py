@@ -23,18 +23,25 @@ import time
 from pathlib import Path
 
 import redis
-from kombu import Connection
+from prometheus_client.core import CounterMetricFamily
 
-from app.broker import EmbeddedRedis, check_access, die_with_parent, masked, maxmemory_bytes
-from app.celery_app import channel_queues, create_app, transport_options
+from app import running
+from app.broker import EmbeddedRedis, die_with_parent, maxmemory_bytes, reachable
+from app.celery_app import create_app
 from core.config import AgentConfig
-from app.metrics import MetricsServer, MetricsStore
+from app.metrics import MetricsServer, snapshot
+from app.throughput import ThroughputLog
 from app.worker import BOOTSTRAP as WORKER_BOOTSTRAP
+from core.counters import MetricsStore
 from core.files import make_private_dir, write_atomically
+from core.keys import exchange_name, queue_name
 from core.settings import BROKER_URL_FILE, Settings
-from routing.channels import exchange_name, queue_name
+from routing.channels import channel_queues
+from routing.deadletter import DEAD_CHANNEL
 from routing.processor import ChannelProcessor, ChannelWriter
-from routing.transport import Transport, read_sizes
+from routing.transport import connect, owner_prefix, read_sizes, redis_client
+from workers.interceptors.base import InterceptorContext
+from workers.sources.base import SourceContext
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,8 @@ WORKER_HEALTHY_AFTER_S = 5.0      # a worker that ran this long before dying is 
 
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings, role: str = "all",
-                 metrics_port: int | None = None, worker_log_level: str = "INFO", metrics_bind: str = "0.0.0.0"):
+                 metrics_port: int | None = None, worker_log_level: str = "INFO", stats_interval_s: float = 60.0,
+                 metrics_bind: str = "0.0.0.0"):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.config = config
@@ -56,15 +64,20 @@ class Agent:
         self.metrics_port = metrics_port
         self.metrics_bind = metrics_bind          # Flume's monitoring server listens on every interface
         self.worker_log_level = worker_log_level
+        self.stats_interval_s = stats_interval_s      # the periodic throughput line (0: none)
+        self.throughput: ThroughputLog | None = None
+        self.stop_reason = "after an error"          # what the stop line says, unless a signal asked for it
         self.embedded: EmbeddedRedis | None = None
         self.sources: dict = {}
         self.workers: dict[str, subprocess.Popen] = {}
         self.started_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {}          # sink unit -> times its worker was restarted
         self.writer: ChannelWriter | None = None
         self.metrics: MetricsStore | None = None
         self.metrics_server: MetricsServer | None = None
         self.stop_requested = threading.Event()
         self._lock_file = None
+        self._record = None               # this agent's entry in app.running (for `flumery dlq`)
 
     # -- start -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -81,12 +94,17 @@ class Agent:
             # The URL holds the broker's password: readable by this user only.
             write_atomically(data / BROKER_URL_FILE, (self.settings.broker_url + "\n").encode(), mode=0o600)
         url = self.settings.broker_url
-        if not check_access(url):          # refused (password, certificate): BrokerRefused, one line
-            raise RuntimeError(f"cannot reach the broker at {masked(url)}")
-        client = self.redis = redis.Redis.from_url(url)
+        if not reachable(url, self.settings.transport_options()):   # refused (password, certificate): one line
+            raise RuntimeError(f"cannot reach the broker at {running.mask_password(url)}")
+        self._record = running.register(self.config.name, self.settings.conf_file, data, url, bool(self.embedded),
+                                        self.settings.key_prefix)
+        client = self.redis = redis_client(url, self.settings.transport_options())
         self._check_persistence(client)
         self._declare()
-        self.metrics = MetricsStore(client, self.config.name).start()
+        self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.key_prefix).start()
+        self._start_counters()
+        if self.stats_interval_s > 0:            # before the components start: the first line counts from zero
+            self.throughput = ThroughputLog(self.snapshot, self.stats_interval_s).start()
         if self.role in ("all", "sinks"):
             for unit, sinks in self.config.sink_units():
                 self._start_worker(unit, sinks)
@@ -94,8 +112,11 @@ class Agent:
             self._start_sources()
         if self.metrics_port is not None:
             self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name,
-                                                self.metrics_bind).start()
+                                                bind=self.metrics_bind, extra_fn=self.agent_metrics).start()
             log.info("metrics on http://%s:%d/metrics", self.metrics_bind, self.metrics_server.port)
+        log.info("agent '%s' started (pid %d, role %s): sources %s; sinks %s", self.config.name, os.getpid(),
+                 self.role, ", ".join(self.sources) or "none",
+                 ", ".join(self.workers) if self.role != "sources" else "elsewhere")
 
     def _lock(self, data: Path) -> None:
         self._lock_file = open(data / "agent.lock", "w")
@@ -119,33 +140,50 @@ class Agent:
 
     def _declare(self) -> None:
         """Declare the agent's exchange and one durable queue per channel, bound by channel name."""
-        with Connection(self.settings.broker_url, transport=Transport,
-                        transport_options=transport_options(self.settings)) as conn:
+        with connect(self.settings.broker_url, self.settings.transport_options()) as conn:
             channel = conn.default_channel
             for queue in channel_queues(self.config.name, self.config.channels):
                 queue(channel).declare()
 
     def _start_sources(self) -> None:
         app = create_app(self.settings)
-        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, transport_options(self.settings))
+        self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options(),
+                                    self.settings.replicas_for_durable_puts(), self.settings.replica_timeout_ms)
         for name, spec in self.config.sources.items():
-            interceptors = [i.cls(i.name, i.config) for i in spec.interceptors]
+            chain = InterceptorContext(self.config.name, name)
+            interceptors = [i.cls(i.name, i.config, chain) for i in spec.interceptors]
             processor = ChannelProcessor(spec, self.writer, interceptors, self.metrics)
-            source = spec.cls(name, spec.config, processor, self.metrics.group("SOURCE", name))
+            context = SourceContext(self.config.name, processor, self.metrics.group("SOURCE", name),
+                                    self.settings.data_path())
+            source = spec.cls(name, spec.config, context)
             try:
                 source.start()
             except OSError as exc:         # a port in use, a directory that cannot be read...
                 raise RuntimeError(f"{spec.key}: source '{name}' ({spec.type}) could not start: {exc}") from exc
             self.sources[name] = source
-        for name in self.config.channels:
-            self.metrics.group("CHANNEL", name).started()
+
+    def _start_counters(self) -> None:
+        """Flume's counters start at 0 with their component: reset those of the components this role runs (the
+        channels, the dead-letter one included, go with the sources; a worker started elsewhere, e.g. by
+        ``flumery worker``, adds to the counts of its sinks), and start the channels' clocks."""
+        channels = [*self.config.channels, DEAD_CHANNEL]
+        owned = []
+        if self.role in ("all", "sources"):
+            owned += [f"SOURCE.{n}" for n in self.config.sources] + [f"CHANNEL.{n}" for n in channels]
+        if self.role in ("all", "sinks"):
+            owned += [f"SINK.{n}" for n in self.config.sinks]
+        self.metrics.reset(owned)
+        if self.role in ("all", "sources"):
+            for name in channels:
+                self.metrics.group("CHANNEL", name).started()
 
     def _start_worker(self, unit: str, sinks: tuple[str, ...]) -> None:
         channel = self.config.channel_of_unit(sinks)
         env = {**os.environ, **self.settings.with_(sinks=(unit,)).env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        # --quiet: no Celery banner per worker; the line logged below says what the worker does.
         # Not `python -m celery -A app`: that imports from the working directory first (see app.worker).
-        argv = [sys.executable, "-c", WORKER_BOOTSTRAP, "--pool", "solo",
+        argv = [sys.executable, "-c", WORKER_BOOTSTRAP, "--quiet", "worker", "--pool", "solo",
                 "--loglevel", self.worker_log_level, "--hostname", f"{unit}@{self.config.name}.%h",
                 "--queues", queue_name(self.config.name, channel), "--without-gossip", "--without-mingle"]
         # Own session: a Ctrl-C in the terminal reaches only the agent, which then stops the workers in order.
@@ -158,13 +196,17 @@ class Agent:
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop cleanly; the exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop_requested.set())
+            signal.signal(sig, self._on_signal)
         try:
             self.start()
             self.supervise()
         finally:
             self.stop()
         return 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop_reason = signal.Signals(signum).name
+        self.stop_requested.set()
 
     def supervise(self) -> None:
         """Wait for a stop request; restart a sink worker that died on its own: after 1 s, or, if it keeps
@@ -182,14 +224,35 @@ class Agent:
                         delay[unit] = WORKER_RESTART_FIRST_S          # it was running: not a crash loop
                     log.warning("sink worker for %s exited with %s; restarting it in %.0fs", unit,
                                 process.returncode, delay[unit])
+                    self._give_back_held_by(process.pid)
                     due[unit] = now + delay[unit]
                     delay[unit] = min(delay[unit] * 2, WORKER_RESTART_MAX_S)
                 elif now >= due[unit]:
                     del due[unit]
+                    self.restarts[unit] = self.restarts.get(unit, 0) + 1
                     self._start_worker(unit, units[unit])
+
+    def _give_back_held_by(self, pid: int) -> None:
+        """A sink worker of ours died: its messages go back to their channels now, not when their leases
+        expire (the visibility timeout stays for workers on other hosts, whose death nobody reports)."""
+        try:
+            with connect(self.settings.broker_url, self.settings.transport_options()) as conn:
+                returned = conn.default_channel.give_back_held_by(owner_prefix(pid))
+        except Exception as exc:           # the broker is down: the leases expire as before
+            log.warning("could not give back the messages of dead sink worker %d (they come back after the "
+                        "visibility timeout): %s", pid, exc)
+            return
+        if returned:
+            log.warning("gave back %d channel message%s held by dead sink worker %d", returned,
+                        "" if returned == 1 else "s", pid)
 
     def stop(self) -> None:
         self.stop_requested.set()
+        log.info("agent '%s' stopping (%s): sources stop accepting, workers finish or give back their batch",
+                 self.config.name, self.stop_reason)
+        if self.throughput:
+            self.throughput.stop()
+            self.throughput = None
         for source in self.sources.values():
             try:
                 source.stop()
@@ -205,10 +268,13 @@ class Agent:
         if self.writer:
             self.writer.close()
             self.writer = None
+        running.unregister(self._record)
+        self._record = None
         if self.embedded:
             self.embedded.stop()
             self.embedded = None
             (self.settings.data_path() / BROKER_URL_FILE).unlink(missing_ok=True)
+        log.info("agent '%s' stopped", self.config.name)
 
     def _stop_workers(self, timeout_s: float = 60.0) -> None:
         for process in self.workers.values():
@@ -226,6 +292,14 @@ class Agent:
         self.workers.clear()
 
     # -- metrics ---------------------------------------------------------------------------------------------
+    def agent_metrics(self):
+        """What only the agent knows, as Prometheus metric families: sink worker restarts."""
+        restarts = CounterMetricFamily("flumery_sink_worker_restarts", "times the agent restarted a dead sink "
+                                       "worker", labels=["agent", "unit"])
+        for unit, _sinks in self.config.sink_units():
+            restarts.add_metric([self.config.name, unit], self.restarts.get(unit, 0))
+        return [restarts]
+
     def snapshot(self) -> dict:
-        sizes = read_sizes(self.redis, exchange_name(self.config.name))
-        return self.metrics.snapshot(self.config, sizes)
+        sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.key_prefix)
+        return snapshot(self.metrics, self.config, sizes)

@@ -10,7 +10,8 @@ Other local users get nothing from it:
 
 * it requires a password: 64 random hex digits, made at the first start and kept in ``<dir>/password`` (0600);
   the broker URL (``redis://:<password>@127.0.0.1:<port>/0``) is written to ``<data-dir>/broker.url`` (0600) for
-  the agent's other commands, and is only ever logged masked;
+  the agent's other commands (and in its record in ``~/.flumery/running``, also 0600), and is only ever logged
+  masked;
 * its directory is 0700 and it runs with umask 077, so its append-only file, log and configuration are 0600;
   the configuration (with the password) is a file, not the command line, which any user can read in ``/proc``;
 * ``CONFIG``, ``MODULE`` and ``DEBUG`` are disabled (``rename-command X ""``, which Redis 6.2 and 7 accept), so
@@ -30,16 +31,15 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from kombu.utils.url import maybe_sanitize_url
 
+from app.running import mask_password
 from core.errors import BrokerRefused, SettingsError
 from core.files import make_private_dir, write_atomically
+from routing.transport import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,6 @@ DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG")
 DEFAULT_MAXMEMORY = "25%"
 _SIZE = re.compile(r"(\d+)\s*(b|k|kb|m|mb|g|gb|%)?", re.IGNORECASE)
 _UNITS = {"b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
-
-
-def masked(url: str) -> str:
-    """``url`` with its password replaced by ``**``: the only form in which a broker URL may be logged or shown."""
-    return maybe_sanitize_url(url)
 
 
 def host_memory_bytes() -> int:
@@ -189,7 +184,7 @@ class EmbeddedRedis:
             time.sleep(0.05)
         client.close()
         log.info("embedded redis-server %s on %s (data in %s, appendfsync %s, maxmemory %s)", args[0],
-                 masked(self.url), self.directory, "always" if self.fsync_always else "everysec",
+                 mask_password(self.url), self.directory, "always" if self.fsync_always else "everysec",
                  f"{self.maxmemory // 1024 ** 2} MiB" if self.maxmemory else "none")
         return self.url
 
@@ -244,46 +239,18 @@ def _refusal(exc: BaseException) -> str | None:
     return None
 
 
-def check_access(url: str) -> bool:
+def reachable(url: str, transport_options: dict | None = None) -> bool:
     """Ping the broker at ``url``: True if it answers, False if it cannot be reached (yet); raises
-    :class:`BrokerRefused` (one line, the URL masked) if it refuses the password or the certificate."""
+    :class:`BrokerRefused` (one line, the URL masked) if it refuses the password or the certificate.
+    ``transport_options`` are needed for a ``sentinel://`` URL (its master's name)."""
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5).ping()
+        if url.startswith("sentinel://"):
+            redis_client(url, transport_options or {}).ping()
+        else:
+            redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5).ping()
         return True
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         why = _refusal(exc)
         if why:
-            raise BrokerRefused(f"the broker at {masked(url)} {why}") from None
+            raise BrokerRefused(f"the broker at {mask_password(url)} {why}") from None
         return False
-
-
-def refuse_unusable_broker(conf, **_) -> None:
-    """Celery's ``celeryd_init`` handler (a worker about to start): exit with one line (status 1) if the broker
-    refuses the password or the certificate, instead of Celery retrying for ever."""
-    try:
-        check_access(conf.broker_url)
-    except BrokerRefused as exc:
-        print(f"flumery: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-
-
-@contextmanager
-def broker_for_tool(settings, durable: bool):
-    """The broker URL for a short command (``flumery dlq ...``): the configured one, else the embedded broker of
-    a running agent, else the agent's embedded broker started for the duration of the command."""
-    if settings.broker_url:
-        if not check_access(settings.broker_url):
-            raise RuntimeError(f"cannot reach the broker at {masked(settings.broker_url)}")
-        yield settings.broker_url
-        return
-    recorded = settings.resolved_broker_url()
-    if recorded and check_access(recorded):
-        yield recorded
-        return
-    embedded = EmbeddedRedis(settings.data_path() / "redis", fsync_always=durable,
-                             maxmemory=maxmemory_bytes(settings.broker_maxmemory))
-    url = embedded.start()
-    try:
-        yield url
-    finally:
-        embedded.stop()

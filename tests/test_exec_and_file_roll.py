@@ -14,6 +14,7 @@ from core.options import build
 from workers.sinks.base import SinkContext
 from workers.sinks.file_roll import FileRollSink
 from workers.sources.exec import ExecSource
+from workers.sources.base import SourceContext
 
 
 class Counters:
@@ -50,7 +51,7 @@ def exec_source(props: dict) -> tuple[ExecSource, Recorder]:
     config, errors, _ = build(ExecSource.Config, props, "a1.sources.r1.")
     assert not errors, errors
     recorder = Recorder()
-    return ExecSource("r1", config, recorder, Counters()), recorder
+    return ExecSource("r1", config, SourceContext("a1", recorder, Counters())), recorder
 
 
 def test_exec_lines_batches_and_crlf():

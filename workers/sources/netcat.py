@@ -13,6 +13,7 @@ import socket
 import socketserver
 from dataclasses import dataclass
 
+from core import counters as names
 from core.event import Batch
 from core.options import opt, port_number, positive
 from workers.sources.base import Source
@@ -34,12 +35,12 @@ class NetcatConfig:
 class NetcatSource(Source):
     Config = NetcatConfig
 
-    def start(self) -> None:
+    def open(self) -> None:
         source = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
-                source.serve(self.request)
+                source.handle(self.request)
 
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
@@ -47,16 +48,18 @@ class NetcatSource(Source):
 
         self.server = Server((self.config.bind, self.config.port), Handler)
         self.port = self.server.server_address[1]
-        self.counters.started()
-        self.spawn(self.server.serve_forever, "listen")
         log.info("netcat source %s listening on %s:%d", self.name, self.config.bind, self.port)
+
+    def serve(self) -> None:
+        self.server.serve_forever()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
-    def serve(self, sock: socket.socket) -> None:
-        self.counters.add("OpenConnectionCount")
+    def handle(self, sock: socket.socket) -> None:
+        """One client connection: lines in, ``OK`` (or ``FAILED: ...``) out after the put."""
+        self.counters.add(names.OPEN_CONNECTION)
         sock.settimeout(0.5)
         pending = b""
         skipping = False                  # inside an over-long line, until its newline
@@ -76,7 +79,7 @@ class NetcatSource(Source):
                 for line in lines:
                     if skipping or len(line) + 1 > limit:
                         if not skipping:
-                            self.counters.add("EventReadFail")
+                            self.counters.add(names.EVENT_READ_FAIL)
                         skipping = False
                         replies.append(self._too_long())
                         continue
@@ -84,7 +87,7 @@ class NetcatSource(Source):
                     replies.append(b"OK\n")
                 if len(pending) + 1 > limit and not skipping:
                     skipping, pending = True, b""
-                    self.counters.add("EventReadFail")
+                    self.counters.add(names.EVENT_READ_FAIL)
                 elif skipping:
                     pending = b""
                 for start in range(0, len(bodies), MAX_BATCH):
@@ -97,7 +100,7 @@ class NetcatSource(Source):
         except OSError as exc:
             log.info("netcat source %s: connection ended: %s", self.name, exc)
         finally:
-            self.counters.add("OpenConnectionCount", -1)
+            self.counters.add(names.OPEN_CONNECTION, -1)
             sock.close()
 
     def _too_long(self) -> bytes:
