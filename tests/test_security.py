@@ -246,6 +246,30 @@ def test_sink_workers_never_import_from_the_directory_the_agent_was_started_in(t
     assert len(read_lines(out)) == 200
 
 
+def test_flumery_worker_never_imports_from_its_working_directory(tmp_path, redis_server):
+    """The Procfile's `flumery worker` (and `flumery flower`) become Celery through the same bootstrap."""
+    cwd, out, marker = tmp_path / "cwd", tmp_path / "out", tmp_path / "MARKER"
+    cwd.mkdir()
+    for module in ("msgpack", "app"):
+        (cwd / f"{module}.py").write_text(PLANTED.format(marker=str(marker)))
+    conf = SEQ_CONF.format(events=200, out=out)
+    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
+    log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen([str(Path(sys.executable).parent / "flumery"), "worker", "-f", str(sources.conf),
+                               "-n", "a1", "--broker-url", redis_server.url], cwd=cwd, env=sources.env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: marker.exists() or len(read_lines(out)) >= 200, 60,
+                   what="the events to be delivered (or the planted module to run)")
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        log.close()
+        assert sources.stop() == 0
+    assert not marker.exists(), marker.read_text()
+    assert len(read_lines(out)) == 200
+
+
 # --- item 12: the metrics address; a broker that turns us away -------------------------------------------------
 
 def test_metrics_server_listens_only_where_it_is_told(tmp_path, redis_server):
