@@ -13,6 +13,7 @@ broker flushes its append-only file.  Whatever is still in a channel stays there
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -28,7 +30,10 @@ from prometheus_client.core import CounterMetricFamily
 from app import running
 from app.broker import EmbeddedRedis, die_with_parent, maxmemory_bytes, reachable
 from app.celery_app import create_app
-from core.config import AgentConfig
+from app.reload import FileWatch
+from app.reload import plan as reload_plan
+from core.config import AgentConfig, read_agent
+from core.errors import ConfigInvalid
 from app.metrics import MetricsServer, snapshot
 from app.throughput import ThroughputLog
 from app.worker import BOOTSTRAP as WORKER_BOOTSTRAP
@@ -49,13 +54,14 @@ ROLES = ("all", "sources", "sinks")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_RESTART_FIRST_S = 1.0
 WORKER_RESTART_MAX_S = 30.0
+WORKER_STOP_TIMEOUT_S = 60.0
 WORKER_HEALTHY_AFTER_S = 5.0      # a worker that ran this long before dying is restarted at once
 
 
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings, role: str = "all",
                  metrics_port: int | None = None, worker_log_level: str = "INFO", stats_interval_s: float = 60.0,
-                 metrics_bind: str = "0.0.0.0"):
+                 reload_interval_s: float = 30.0, metrics_bind: str = "0.0.0.0"):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.config = config
@@ -76,6 +82,10 @@ class Agent:
         self.metrics: MetricsStore | None = None
         self.metrics_server: MetricsServer | None = None
         self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()     # SIGHUP
+        self.reload_interval_s = reload_interval_s    # Flume polls its file every 30 s; 0: only on SIGHUP
+        self.watch = FileWatch(self.settings.conf_file)
+        self.worker_conf = self.settings.conf_file   # the accepted copy its sink workers read (see _accept)
         self._lock_file = None
         self._record = None               # this agent's entry in app.running (for `flumery dlq`)
 
@@ -93,6 +103,10 @@ class Agent:
             self.settings = self.settings.with_(broker_url=self.embedded.start())
             # The URL holds the broker's password: readable by this user only.
             write_atomically(data / BROKER_URL_FILE, (self.settings.broker_url + "\n").encode(), mode=0o600)
+        text, accepted = read_agent(self.settings.conf_file, self.config.name)
+        if replace(accepted, file=self.config.file) != self.config:
+            raise RuntimeError(f"{self.settings.conf_file} changed while the agent started; start it again")
+        self._accept(text)
         url = self.settings.broker_url
         if not reachable(url, self.settings.transport_options()):   # refused (password, certificate): one line
             raise RuntimeError(f"cannot reach the broker at {running.mask_password(url)}")
@@ -150,17 +164,20 @@ class Agent:
         self.writer = ChannelWriter(app, self.config, self.settings.broker_url, self.settings.transport_options(),
                                     self.settings.replicas_for_durable_puts(), self.settings.replica_timeout_ms)
         for name, spec in self.config.sources.items():
-            chain = InterceptorContext(self.config.name, name)
-            interceptors = [i.cls(i.name, i.config, chain) for i in spec.interceptors]
-            processor = ChannelProcessor(spec, self.writer, interceptors, self.metrics)
-            context = SourceContext(self.config.name, processor, self.metrics.group("SOURCE", name),
-                                    self.settings.data_path())
-            source = spec.cls(name, spec.config, context)
-            try:
-                source.start()
-            except OSError as exc:         # a port in use, a directory that cannot be read...
-                raise RuntimeError(f"{spec.key}: source '{name}' ({spec.type}) could not start: {exc}") from exc
-            self.sources[name] = source
+            self._start_source(name, spec)
+
+    def _start_source(self, name: str, spec) -> None:
+        chain = InterceptorContext(self.config.name, name)
+        interceptors = [i.cls(i.name, i.config, chain) for i in spec.interceptors]
+        processor = ChannelProcessor(spec, self.writer, interceptors, self.metrics)
+        context = SourceContext(self.config.name, processor, self.metrics.group("SOURCE", name),
+                                self.settings.data_path())
+        source = spec.cls(name, spec.config, context)
+        try:
+            source.start()
+        except OSError as exc:         # a port in use, a directory that cannot be read...
+            raise RuntimeError(f"{spec.key}: source '{name}' ({spec.type}) could not start: {exc}") from exc
+        self.sources[name] = source
 
     def _start_counters(self) -> None:
         """Flume's counters start at 0 with their component: reset those of the components this role runs (the
@@ -179,7 +196,7 @@ class Agent:
 
     def _start_worker(self, unit: str, sinks: tuple[str, ...]) -> None:
         channel = self.config.channel_of_unit(sinks)
-        env = {**os.environ, **self.settings.with_(sinks=(unit,)).env()}
+        env = {**os.environ, **self.settings.with_(sinks=(unit,), conf_file=self.worker_conf).env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         # --quiet: no Celery banner per worker; the line logged below says what the worker does.
         # Not `python -m celery -A app`: that imports from the working directory first (see app.worker).
@@ -197,6 +214,7 @@ class Agent:
         """Start, serve until SIGTERM/SIGINT, stop cleanly; the exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: self.reload_requested.set())
         try:
             self.start()
             self.supervise()
@@ -211,16 +229,23 @@ class Agent:
     def supervise(self) -> None:
         """Wait for a stop request; restart a sink worker that died on its own: after 1 s, or, if it keeps
         dying within seconds of its start (it cannot start), after a delay that doubles up to 30 s."""
-        units = dict(self.config.sink_units())
-        delay = {unit: WORKER_RESTART_FIRST_S for unit in units}
+        delay: dict[str, float] = {}
         due: dict[str, float] = {}
+        next_poll = time.monotonic() + self.reload_interval_s
         while not self.stop_requested.wait(0.5):
             now = time.monotonic()
+            polled = self.reload_interval_s > 0 and now >= next_poll
+            if polled:
+                next_poll = now + self.reload_interval_s
+            if self.reload_requested.is_set() or (polled and self.watch.changed()):
+                self.reload_requested.clear()
+                self.reload()
+            units = dict(self.config.sink_units())
             for unit, process in list(self.workers.items()):
                 if process.poll() is None:
                     continue
                 if unit not in due:
-                    if now - self.started_at[unit] >= WORKER_HEALTHY_AFTER_S:
+                    if now - self.started_at[unit] >= WORKER_HEALTHY_AFTER_S or unit not in delay:
                         delay[unit] = WORKER_RESTART_FIRST_S          # it was running: not a crash loop
                     log.warning("sink worker for %s exited with %s; restarting it in %.0fs", unit,
                                 process.returncode, delay[unit])
@@ -231,6 +256,75 @@ class Agent:
                     del due[unit]
                     self.restarts[unit] = self.restarts.get(unit, 0) + 1
                     self._start_worker(unit, units[unit])
+
+    # -- hot reload (app/reload.py) --------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Read the agent file again and replace only what changed (see :mod:`app.reload`); an invalid file
+        changes nothing.  True when the new file was applied."""
+        path = self.settings.conf_file
+        try:
+            text, new = read_agent(path, self.config.name)
+        except ConfigInvalid as exc:
+            log.error("reload of %s refused, the running flow is unchanged (%d error%s):", path, len(exc.errors),
+                      "" if len(exc.errors) == 1 else "s")
+            for error in exc.errors:
+                log.error("  %s", error)
+            return False
+        change = reload_plan(self.config, new)
+        if change.empty():
+            log.info("reload of %s: nothing changed", path)
+            return True
+        old, self.config = self.config, new
+        self._accept(text)
+        if self.role in ("all", "sources"):
+            self._reload_sources(change, old)
+        if self.role in ("all", "sinks"):
+            self._reload_workers(change)
+        for name in change.removed_channels:
+            held = read_sizes(self.redis, exchange_name(new.name), self.settings.key_prefix).get(name, 0)
+            log.warning("channel %s is no longer in %s; the %d events it holds stay in Redis until it is back",
+                        name, path, held)
+        log.info("reloaded %s: %s", path, change.describe())
+        return True
+
+    def _accept(self, text: str) -> None:
+        """Keep the exact text of the agent file this agent validated, for its sink workers to read: a worker
+        (re)started later must build the configuration the agent accepted, never a file edited since, which may
+        be invalid or half-written."""
+        directory = self.settings.data_path() / "accepted"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        path = directory / (hashlib.sha256(text.encode()).hexdigest()[:16] + ".conf")
+        write_atomically(path, text.encode())
+        os.chmod(path, 0o600)
+        self.worker_conf = str(path)
+
+    def _reload_sources(self, change, old) -> None:
+        for name in change.stop_sources:
+            source = self.sources.pop(name, None)
+            if source is not None:
+                source.stop()
+        self._declare()
+        if self.writer is not None:
+            self.writer.agent = self.config          # channel limits apply from the next put
+        for name in change.start_sources:
+            self._start_source(name, self.config.sources[name])
+        for name in change.added_channels:
+            self.metrics.group("CHANNEL", name).started()
+
+    def _reload_workers(self, change) -> None:
+        stopping = [(unit, self.workers.pop(unit)) for unit in change.stop_units if unit in self.workers]
+        for _unit, process in stopping:
+            process.terminate()                       # warm shutdown: the batch is written or given back
+        for unit, process in stopping:
+            try:
+                process.wait(WORKER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                self._give_back_held_by(process.pid)
+        units = dict(self.config.sink_units())
+        for unit in change.start_units:
+            self._start_worker(unit, units[unit])
 
     def _give_back_held_by(self, pid: int) -> None:
         """A sink worker of ours died: its messages go back to their channels now, not when their leases

@@ -2,6 +2,7 @@
 
     flumery agent    -f FILE -n NAME [--data-dir DIR] [--broker-url URL] [--role all|sources|sinks]
                      [--metrics-port N] [--metrics-bind ADDR] [--log-level INFO] [--stats-interval 60]
+                     [--reload-interval 30]
     flumery validate -f FILE -n NAME
     flumery dlq      list|replay|purge -f FILE -n NAME [--limit N] [--channel C] [--json] [--yes]
     flumery worker   -f FILE -n NAME [--broker-url URL] [--sinks k1,g1] [--log-level INFO] [celery worker options]
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DEBUG (every task and put too), INFO (start, stop, errors, throughput), WARNING, ERROR")
     agent.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS",
                        help="log the events each component moved every SECONDS (default 60; 0: never)")
+    agent.add_argument("--reload-interval", type=float, default=30.0, metavar="SECONDS",
+                       help="look for changes to the agent file this often, as Flume does (default 30; 0: only "
+                            "on SIGHUP); a valid new file replaces only the components that changed")
     validate = sub.add_parser("validate", help="check an agent file and summarise the flow")
     _common(validate)
     dlq = sub.add_parser("dlq", help="list, replay or purge the agent's dead letters")
@@ -255,6 +259,25 @@ def worker_name(config: AgentConfig, sinks: tuple[str, ...], environ) -> str:
     return f"{'+'.join(units)}@{config.name}." + (f"{process}." if process else "") + "%h"
 
 
+FLOWER_AUTH_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH_PROVIDER")
+FLOWER_AUTH_OPTIONS = ("--basic-auth", "--basic_auth", "--auth-provider", "--auth_provider")
+
+
+def flower_auth_problem(extra: list[str], environ) -> str | None:
+    """Why ``flumery flower`` must not start: Flower can shut workers down and shows every task's arguments, so
+    it runs only behind its basic auth or OAuth, unless FLUMERY_FLOWER_NO_AUTH=1 says it is protected otherwise
+    (a reverse proxy with its own authentication, a port reachable only from the host)."""
+    if environ.get("FLUMERY_FLOWER_NO_AUTH") == "1":
+        return None
+    if any(environ.get(name) for name in FLOWER_AUTH_ENV):
+        return None
+    if any(arg.split("=", 1)[0] in FLOWER_AUTH_OPTIONS for arg in extra):
+        return None
+    return ("Flower would run without authentication, and it can shut workers down: set FLOWER_BASIC_AUTH="
+            "user:password (or Flower's OAuth settings, FLOWER_AUTH_PROVIDER and FLOWER_AUTH), or "
+            "FLUMERY_FLOWER_NO_AUTH=1 if something else protects it")
+
+
 def run_celery(args, extra: list[str]) -> int:
     """``flumery worker|flower``: check the agent file, then replace this process by Celery's command."""
     config = _load(args)
@@ -266,6 +289,10 @@ def run_celery(args, extra: list[str]) -> int:
     if not settings.broker_url:
         print(f"flumery {args.command}: give the broker: --broker-url, FLUMERY_BROKER_URL or REDIS_URL",
               file=sys.stderr)
+        return EXIT_INVALID
+    problem = flower_auth_problem(extra, os.environ) if args.command == "flower" else None
+    if problem:
+        print(f"flumery flower: {problem}", file=sys.stderr)
         return EXIT_INVALID
     if args.command == "worker" and not config.sinks:
         print(f"flumery worker: agent '{config.name}' has no sinks to serve", file=sys.stderr)
@@ -298,7 +325,8 @@ def run_agent(args) -> int:
     for notice in config.notices:
         logging.getLogger("flumery").info("note: %s", notice)
     agent = Agent(config, settings, role=args.role, metrics_port=port, worker_log_level=args.log_level.upper(),
-                  stats_interval_s=args.stats_interval, metrics_bind=_metrics_bind(args))
+                  stats_interval_s=args.stats_interval, reload_interval_s=args.reload_interval,
+                  metrics_bind=_metrics_bind(args))
     try:
         return agent.run()
     except SettingsError as exc:

@@ -90,6 +90,13 @@ class AgentConfig:
 
 def load_agent(path: str | os.PathLike, agent: str, environ: dict[str, str] | None = None) -> AgentConfig:
     """Read ``path`` and return the validated configuration of ``agent``; raise :class:`ConfigInvalid`."""
+    return read_agent(path, agent, environ)[1]
+
+
+def read_agent(path: str | os.PathLike, agent: str,
+               environ: dict[str, str] | None = None) -> tuple[str, AgentConfig]:
+    """(the file's text, the validated configuration of ``agent`` in it): :func:`load_agent` that also gives
+    the exact text it validated."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -98,7 +105,7 @@ def load_agent(path: str | os.PathLike, agent: str, environ: dict[str, str] | No
     except UnicodeDecodeError as exc:
         raise ConfigFileUnreadable([ConfigError("", f"configuration file '{path}' is not UTF-8 text: {exc}")]) \
             from None
-    return parse_agent(text, agent, str(path), environ)
+    return text, parse_agent(text, agent, str(path), environ)
 
 
 def parse_agent(text: str, agent: str, file: str = "<string>",

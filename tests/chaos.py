@@ -481,6 +481,36 @@ def sentinel_failover(tmp: Path, total: int, rate: float) -> Result:
     return count(result, load, out)
 
 
+def hot_reloads(tmp: Path, total: int, rate: float, every_s: float) -> Result:
+    """The agent file changes every ``every_s`` seconds (SIGHUP) between two valid versions that differ in the
+    source (an interceptor) and the sink (its batch size): each reload replaces the HTTP source and restarts the
+    sink worker while the load runs."""
+    port, out = free_port(), tmp / "out"
+    first = agent_conf(port, out)
+    second = first.replace("a1.sinks.k1.sink.batchSize = 500", "a1.sinks.k1.sink.batchSize = 200") + (
+        "a1.sources.r1.interceptors = i1\na1.sources.r1.interceptors.i1.type = timestamp\n")
+    agent = AgentProcess(tmp, first, extra=["--reload-interval", "0"]).start()
+    result = Result(f"hot reload every {every_s:.0f} s (source and sink replaced)")
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        while load.thread.is_alive():
+            if load.stop.wait(every_s) or not load.thread.is_alive():
+                break
+            agent.conf.write_text(second if result.faults % 2 == 0 else first)
+            agent.process.send_signal(signal.SIGHUP)
+            result.faults += 1
+            recovery.fault()
+        settle(result, load, recovery, out)
+        reloads = agent.output().count("reloaded ")
+        result.notes.append(f"{reloads} reloads applied; {load.refused} requests answered 503, {load.errors} "
+                            f"failed, all retried")
+    finally:
+        agent.stop()
+    return count(result, load, out)
+
+
 def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
     """The file_roll directory disappears (a regular file takes its path) for ``outage_s``, then comes back."""
     port, out = free_port(), tmp / "out"
@@ -645,6 +675,7 @@ def scenarios(long: bool) -> dict:
             "redis-always": lambda t: redis_restart(t, 100_000, 2500, "always"),
             "redis-everysec": lambda t: redis_restart(t, 100_000, 2500, "everysec"),
             "sentinel": lambda t: sentinel_failover(t, 200_000, 2500),
+            "reload": lambda t: hot_reloads(t, 200_000, 2500, every_s=10),
             "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
             "store-removed": lambda t: store_removed(t, 150_000, 2500),
             "failover": lambda t: failover_outage(t, 150_000, 2500, outage_s=30),
@@ -660,6 +691,7 @@ def scenarios(long: bool) -> dict:
         "agent-taildir": lambda t: taildir_agent_kill(t, 6_000, 1000),
         "redis-always": lambda t: redis_restart(t, 6_000, 1000, "always"),
         "sentinel": lambda t: sentinel_failover(t, 8_000, 1000),
+        "reload": lambda t: hot_reloads(t, 8_000, 1000, every_s=2),
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
         "store-removed": lambda t: store_removed(t, 6_000, 1000),
         "failover": lambda t: failover_outage(t, 8_000, 1000, outage_s=3),

@@ -3,6 +3,7 @@
 sink worker against an external Redis; Ctrl-C ends every process cleanly."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -44,8 +45,10 @@ def env_file(path, **values: str) -> None:
     path.write_text(text)
 
 
-def flower_api(port: int, path: str):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+def flower_api(port: int, path: str, auth: str = "admin:test-password"):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.load(response)
 
 
@@ -63,7 +66,7 @@ def test_honcho_runs_the_procfile_without_an_activated_venv_and_stops_cleanly(tm
     conf.write_text(CONF.format(out=out))
     web_port = free_port()
     env_file(tmp_path / ".env", REDIS_URL=redis_server.url, FLUMERY_CONF_FILE=str(conf), FLUMERY_AGENT="a1",
-             PORT=str(web_port), METRICS_PORT=str(free_port()))
+             PORT=str(web_port), METRICS_PORT=str(free_port()), FLOWER_BASIC_AUTH="admin:test-password")
     # A fresh login shell: nothing of the virtualenv on PATH.
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8",
            "FLOWER_UNAUTHENTICATED_API": "1"}
