@@ -1,42 +1,31 @@
 """The Celery application, and every Celery/kombu setting Flumery's delivery guarantees depend on.
 
 All of them live in :func:`celery_config` so that they are set once, the same way, for sink workers, for
-``flumery agent`` and for Flower.
+``flumery agent`` and for Flower.  This is also the worker bootstrap: a ``celery -A app worker`` whose agent
+file, agent name or broker is missing or wrong refuses to start with one line saying what to fix.
 """
 from __future__ import annotations
 
-from celery import Celery
-from kombu import Exchange, Queue
+import logging
 
+from celery import Celery, signals
+
+from app.broker import reachable
+from core.errors import BrokerRefused, ConfigInvalid, SettingsError
 from core.settings import Settings
-from routing.channels import exchange_name, queue_name
+from routing.channels import channel_queues
 from routing.transport import install as install_transport
+from workers.runtime import served_channels
+from workers.tasks import register_tasks
 
-def transport_options(settings: Settings) -> dict:
-    """kombu Redis transport options; the visibility timeout is Flumery's crash-recovery time."""
-    vt = settings.visibility_timeout_s
-    return {
-        # A message taken by a worker that died is given back after this many seconds.
-        "visibility_timeout": vt,
-        # Look for such messages every few seconds, and really scan each time (kombu's default throttle
-        # scans one time in ten, which turns a 30 s timeout into minutes).
-        "unacked_restore_interval": max(1.0, min(5.0, vt / 6)),
-        "unacked_restore_throttle": 1,
-        # A worker killed while holding the sweep mutex must not block sweeps for kombu's default 5 minutes.
-        "unacked_mutex_expire": int(max(5, min(60, vt))),
-    }
+log = logging.getLogger(__name__)
 
 
-def channel_queues(agent: str, channels) -> list[Queue]:
-    """One durable queue per channel, bound by the channel name on the agent's direct exchange."""
-    exchange = Exchange(exchange_name(agent), type="direct", durable=True)
-    return [Queue(queue_name(agent, c), exchange, routing_key=c, durable=True) for c in channels]
-
-
-def celery_config(settings: Settings, queues: list[Queue]) -> dict:
-    options = transport_options(settings)
+def celery_config(settings: Settings, queues: list) -> dict:
+    options = settings.transport_options()
     config = dict(
-        broker_url=settings.resolved_broker_url() or "redis://127.0.0.1:6379/0",
+        # None when unknown: only a worker needs one, and it refuses to start without (see check_worker).
+        broker_url=settings.resolved_broker_url(),
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         # Sinks confirm writes by acknowledging the channel message; there are no task results to keep.
@@ -70,10 +59,11 @@ def celery_config(settings: Settings, queues: list[Queue]) -> dict:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    """The Celery app for the agent named by ``settings`` (from the environment when None)."""
-    from workers.runtime import served_channels   # imported here: the config loader imports components
-    from workers.tasks import register_tasks
+    """The Celery app for the agent named by ``settings`` (from the environment when None).
 
+    Raises :class:`~core.errors.ConfigInvalid` or :class:`~core.errors.SettingsError` when the agent file
+    it names is not valid.
+    """
     install_transport()
     settings = settings or Settings.from_env()
     queues = []
@@ -84,3 +74,39 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.flumery_settings = settings
     register_tasks(app)
     return app
+
+
+def worker_problem(settings: Settings) -> str | None:
+    """Why a sink worker with these settings cannot serve anything, in one line; None if it can."""
+    missing = [name for name, value in (("FLUMERY_CONF_FILE", settings.conf_file),
+                                         ("FLUMERY_AGENT", settings.agent)) if not value]
+    if missing:
+        return (f"set {' and '.join(missing)} to say which agent's sinks this worker serves "
+                f"(see deploy/flumery.env.example)")
+    if not settings.resolved_broker_url():
+        return ("no broker: set FLUMERY_BROKER_URL (or REDIS_URL), or FLUMERY_DATA_DIR to the data dir of a "
+                "running `flumery agent`")
+    try:
+        served_channels(settings)
+    except ConfigInvalid as exc:
+        return f"{settings.conf_file}: agent '{settings.agent}' is not valid: " + "; ".join(map(str, exc.errors))
+    except SettingsError as exc:
+        return str(exc)
+    try:                                  # a wrong password or certificate: Celery would retry it for ever
+        reachable(settings.resolved_broker_url(), settings.transport_options())
+    except BrokerRefused as exc:
+        return str(exc)
+    return None
+
+
+@signals.worker_init.connect(weak=False, dispatch_uid="flumery.check_worker")
+def check_worker(sender=None, **_) -> None:
+    """Refuse to start a worker that would say 'ready' and serve nothing (or retry a broker that was never
+    configured a hundred times)."""
+    app = getattr(sender, "app", None)
+    settings = getattr(app, "flumery_settings", None)
+    if settings is None:
+        return                          # not Flumery's app
+    problem = worker_problem(settings)
+    if problem:
+        raise SystemExit(f"flumery: {problem}")

@@ -1,12 +1,15 @@
-"""Flume's counters (SourceCounter, ChannelCounter, SinkCounter), shared through Redis, served as Flume's JSON.
-
-An agent's components run in several processes (sources in ``flumery agent``, sinks in any number of Celery
-workers), so each process adds its counts to one Redis hash per component (``flumery.<agent>:metrics:SINK.k1``)
-about once a second, and any process can answer ``GET /metrics`` for the whole agent:
+"""Flume's monitoring JSON for a whole agent, read from the counters every process keeps in Redis
+(:mod:`core.counters`), and the HTTP endpoint that serves it:
 
     {"SOURCE.r1": {"EventReceivedCount": "42", ...}, "CHANNEL.c1": {"ChannelSize": "0", ...}, ...}
 
-All values are strings, as in Flume.  ``/metrics/prometheus`` serves the same numbers as Prometheus text.
+All values are strings, as in Flume.  ``/prometheus`` (and ``/metrics/prometheus``) serves the same numbers in
+Prometheus's text format through the ``prometheus_client`` library: Flume's counters as counters
+(``flumery_event_drain_success_total{agent,type,component}``), channel fill and start/stop times as gauges, and
+what the agent itself knows (sink worker restarts).
+Counters start at 0 with their component (the agent resets those it runs when it starts, see
+:meth:`core.counters.MetricsStore.reset`).  ``CHANNEL.__dead__``, the agent's dead-letter channel, is unbounded:
+it has no ``ChannelCapacity`` nor ``ChannelFillPercentage``.
 """
 from __future__ import annotations
 
@@ -14,150 +17,104 @@ import json
 import logging
 import re
 import threading
-import time
-from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from core.counters import COUNTERS, MetricsStore
+from routing.deadletter import DEAD_CHANNEL
 
 log = logging.getLogger(__name__)
 
-COUNTERS = {
-    "SOURCE": ("EventReceivedCount", "EventAcceptedCount", "AppendReceivedCount", "AppendAcceptedCount",
-               "AppendBatchReceivedCount", "AppendBatchAcceptedCount", "OpenConnectionCount",
-               "EventReadFail", "ChannelWriteFail", "GenericProcessingFail"),
-    "CHANNEL": ("EventPutAttemptCount", "EventPutSuccessCount", "EventTakeAttemptCount",
-                "EventTakeSuccessCount"),
-    "SINK": ("ConnectionCreatedCount", "ConnectionClosedCount", "ConnectionFailedCount", "BatchEmptyCount",
-             "BatchUnderflowCount", "BatchCompleteCount", "EventDrainAttemptCount", "EventDrainSuccessCount",
-             "EventWriteFail", "ChannelReadFail", "EventDeadLetterCount"),
-}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class Counters:
-    """The counters of one component in this process; cheap to bump from any thread."""
-
-    def __init__(self, store: "MetricsStore", kind: str, name: str):
-        self.store, self.kind, self.name = store, kind, name
-
-    def add(self, counter: str, n: int = 1) -> None:
-        if n:
-            self.store._add(f"{self.kind}.{self.name}", counter, n)
-
-    def started(self) -> None:
-        self.store.set(f"{self.kind}.{self.name}", {"StartTime": now_ms(), "StopTime": 0, "Type": self.kind})
-
-    def stopped(self) -> None:
-        self.store.set(f"{self.kind}.{self.name}", {"StopTime": now_ms()})
-
-
-class MetricsStore:
-    """Accumulates counts in memory and adds them to Redis every ``flush_interval_s`` (and on :meth:`flush`)."""
-
-    def __init__(self, redis_client, agent: str, flush_interval_s: float = 1.0):
-        self.redis = redis_client
-        self.prefix = f"flumery.{agent}:metrics:"
-        self.flush_interval_s = flush_interval_s
-        self._pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def group(self, kind: str, name: str) -> Counters:
-        return Counters(self, kind, name)
-
-    def _add(self, component: str, counter: str, n: int) -> None:
-        with self._lock:
-            self._pending[component][counter] += n
-
-    def set(self, component: str, values: dict) -> None:
-        try:
-            self.redis.hset(self.prefix + component, mapping={k: str(v) for k, v in values.items()})
-        except Exception as exc:     # metrics must never break the data path
-            log.warning("could not record metrics for %s: %s", component, exc)
-
-    def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, defaultdict(lambda: defaultdict(int))
-        if not pending:
-            return
-        try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for component, counts in pending.items():
-                    for counter, n in counts.items():
-                        pipe.hincrby(self.prefix + component, counter, n)
-                pipe.execute()
-        except Exception as exc:
-            log.warning("could not flush metrics (will retry): %s", exc)
-            with self._lock:
-                for component, counts in pending.items():
-                    for counter, n in counts.items():
-                        self._pending[component][counter] += n
-
-    def start(self) -> "MetricsStore":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="flumery-metrics", daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
-            self.flush()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.flush()
-
-    # -- reading ---------------------------------------------------------------------------------------------
-    def snapshot(self, agent_config, sizes: dict[str, int]) -> dict[str, dict[str, str]]:
-        """Flume's JSON document for ``agent_config``: every component, every counter, values as strings."""
-        self.flush()
-        channels = [*agent_config.channels, DEAD_CHANNEL]
-        components = ([("SOURCE", n) for n in agent_config.sources] + [("CHANNEL", n) for n in channels]
-                      + [("SINK", n) for n in agent_config.sinks])
-        with self.redis.pipeline(transaction=False) as pipe:
-            for kind, name in components:
-                pipe.hgetall(f"{self.prefix}{kind}.{name}")
-            stored = pipe.execute()
-        out = {}
-        for (kind, name), raw in zip(components, stored):
-            values = {_s(k): _s(v) for k, v in raw.items()}
-            doc = {counter: values.get(counter, "0") for counter in COUNTERS[kind]}
-            doc.update(StartTime=values.get("StartTime", "0"), StopTime=values.get("StopTime", "0"), Type=kind)
-            if kind == "CHANNEL":
-                capacity = DEAD_CAPACITY if name == DEAD_CHANNEL else agent_config.channels[name].config.capacity
-                size = sizes.get(name, 0)
-                doc.update(ChannelSize=str(size), ChannelCapacity=str(capacity),
-                           ChannelFillPercentage=repr(size * 100.0 / capacity))
-            out[f"{kind}.{name}"] = doc
-        return out
+def snapshot(store: MetricsStore, agent_config, sizes: dict[str, int]) -> dict[str, dict[str, str]]:
+    """Flume's JSON document for ``agent_config``: every component, every counter, values as strings."""
+    store.flush()
+    channels = [*agent_config.channels, DEAD_CHANNEL]
+    components = ([("SOURCE", n) for n in agent_config.sources] + [("CHANNEL", n) for n in channels]
+                  + [("SINK", n) for n in agent_config.sinks])
+    with store.redis.pipeline(transaction=False) as pipe:
+        for kind, name in components:
+            pipe.hgetall(f"{store.prefix}{kind}.{name}")
+        stored = pipe.execute()
+    out = {}
+    for (kind, name), raw in zip(components, stored):
+        values = {_s(k): _s(v) for k, v in raw.items()}
+        doc = {counter: values.get(counter, "0") for counter in COUNTERS[kind]}
+        doc.update(StartTime=values.get("StartTime", "0"), StopTime=values.get("StopTime", "0"), Type=kind)
+        if kind == "CHANNEL":
+            size = sizes.get(name, 0)
+            doc.update(ChannelSize=str(size))
+            if name != DEAD_CHANNEL:          # the dead-letter channel is unbounded: no capacity to report
+                capacity = agent_config.channels[name].config.capacity
+                doc.update(ChannelCapacity=str(capacity), ChannelFillPercentage=repr(size * 100.0 / capacity))
+        out[f"{kind}.{name}"] = doc
+    return out
 
 
 def _s(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def prometheus_text(snapshot: dict[str, dict[str, str]], agent: str) -> str:
-    lines = []
-    for component, values in sorted(snapshot.items()):
-        kind, _, name = component.partition(".")
-        for counter, value in sorted(values.items()):
-            if counter == "Type":
-                continue
-            metric = "flumery_" + re.sub(r"(?<!^)(?=[A-Z])", "_", counter).lower()
-            lines.append(f'{metric}{{agent="{agent}",type="{kind}",component="{name}"}} {value}')
-    return "\n".join(lines) + "\n"
+GAUGES = {
+    "ChannelSize": ("flumery_channel_size", "events held in the channel (queued and taken, not yet committed)"),
+    "ChannelCapacity": ("flumery_channel_capacity", "most events the channel holds"),
+    "ChannelFillPercentage": ("flumery_channel_fill_percentage", "ChannelSize as a percentage of ChannelCapacity"),
+    "StartTime": ("flumery_start_time_ms", "when the component started, epoch milliseconds (0: never)"),
+    "StopTime": ("flumery_stop_time_ms", "when the component stopped, epoch milliseconds (0: running)"),
+}
+LABELS = ["agent", "type", "component"]
+
+
+def _metric_name(counter: str) -> str:
+    """``EventDrainSuccessCount`` -> ``flumery_event_drain_success`` (the library adds ``_total``)."""
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", counter).lower()
+    return "flumery_" + snake.removesuffix("_count")
+
+
+class SnapshotCollector:
+    """A prometheus_client collector over the agent's snapshot (what ``/metrics`` serves as JSON), plus the
+    agent's own figures from ``extra_fn`` (a callable returning metric families)."""
+
+    def __init__(self, snapshot_fn, agent: str, extra_fn=None):
+        self.snapshot_fn, self.agent, self.extra_fn = snapshot_fn, agent, extra_fn
+
+    def collect(self):
+        families: dict[str, object] = {}
+        for component, values in sorted(self.snapshot_fn().items()):
+            kind, _, name = component.partition(".")
+            for key, value in values.items():
+                if key == "Type":
+                    continue
+                family = families.get(key)
+                if family is None:
+                    family = families[key] = self._family(key)
+                family.add_metric([self.agent, kind, name], float(value))
+        yield from families.values()
+        if self.extra_fn is not None:
+            yield from self.extra_fn()
+
+    @staticmethod
+    def _family(key: str):
+        if key in GAUGES:
+            name, doc = GAUGES[key]
+            return GaugeMetricFamily(name, doc, labels=LABELS)
+        return CounterMetricFamily(_metric_name(key), f"Flume's {key}", labels=LABELS)
+
+
+def prometheus_text(snapshot_fn, agent: str, extra_fn=None) -> bytes:
+    """The Prometheus exposition of an agent's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot_fn, agent, extra_fn))
+    return generate_latest(registry)
 
 
 class MetricsServer:
     """Flume's HTTP monitoring endpoint (``-Dflume.monitoring.type=http``) on ``port``."""
 
-    def __init__(self, port: int, snapshot_fn, agent: str, bind: str = "0.0.0.0"):
-        self.snapshot_fn, self.agent = snapshot_fn, agent
+    def __init__(self, port: int, snapshot_fn, agent: str, bind: str = "0.0.0.0", extra_fn=None):
+        self.snapshot_fn, self.agent, self.extra_fn = snapshot_fn, agent, extra_fn
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -165,9 +122,9 @@ class MetricsServer:
                 if self.path in ("/metrics", "/metrics/"):
                     body = json.dumps(server.snapshot_fn()).encode()
                     self._send(200, "application/json;charset=utf-8", body)
-                elif self.path == "/metrics/prometheus":
-                    body = prometheus_text(server.snapshot_fn(), server.agent).encode()
-                    self._send(200, "text/plain; version=0.0.4; charset=utf-8", body)
+                elif self.path in ("/prometheus", "/metrics/prometheus"):
+                    body = prometheus_text(server.snapshot_fn, server.agent, server.extra_fn)
+                    self._send(200, CONTENT_TYPE_LATEST, body)
                 elif self.path == "/":
                     body = b'For Flume metrics please click <a href = "./metrics"> here</a>.'
                     self._send(200, "text/html;charset=utf-8", body)

@@ -10,7 +10,9 @@ Pure functions of the event's headers, with Flume's exact semantics (``Replicati
   the default;
 * load_balancing: exactly one required channel per event, in turn (``policy`` round_robin) or at random.
 
-Contract: ``select(headers) -> (required, optional)``, both lists of channel names in a stable order.
+Contract: ``select(headers) -> (required, optional)``, both lists of channel names in a stable order.  A selector
+is built as ``Selector(name, config, SelectorContext(channels))`` with the source's channels; its ``check`` hook
+gets the same channels as ``refs``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
+from core.component import Component
 from core.options import one_of, opt
 from core.registry import did_you_mean
 
@@ -34,30 +37,54 @@ def _unknown(prop: str, names, channels) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True)
+class SelectorContext:
+    """What a selector gets: the channels of its source, in the order the source lists them."""
+
+    channels: tuple[str, ...]
+
+
+class Selector(Component):
+    """Base of channel selectors (see the module docstring for the contract)."""
+
+    def __init__(self, name: str, config, context: SelectorContext):
+        super().__init__(name, config, context)
+        self.channels = list(context.channels)
+
+    def select(self, headers: dict[str, str]) -> tuple[list[str], list[str]]:
+        raise NotImplementedError
+
+    @property
+    def uniform(self) -> bool:
+        """True when every event goes to the same channels (the channel processor then skips per-event
+        selection)."""
+        return False
+
+
+@dataclass(frozen=True)
 class ReplicatingConfig:
     optional: list[str] = opt("optional", [], doc="channels whose failure does not fail the put")
 
 
-class ReplicatingSelector:
+class ReplicatingSelector(Selector):
     """Every channel of the source is required, except those listed in ``optional`` (the default selector)."""
 
     Config = ReplicatingConfig
 
-    def __init__(self, channels: list[str], config: ReplicatingConfig):
+    def __init__(self, name: str, config: ReplicatingConfig, context: SelectorContext):
+        super().__init__(name, config, context)
         optional = set(config.optional)
-        self.optional = [c for c in channels if c in optional]
-        self.required = [c for c in channels if c not in optional]
+        self.optional = [c for c in self.channels if c in optional]
+        self.required = [c for c in self.channels if c not in optional]
 
-    @staticmethod
-    def check_channels(config: ReplicatingConfig, channels: list[str]) -> list[tuple[str, str]]:
-        return _unknown("optional", config.optional, channels)
+    @classmethod
+    def check(cls, config: ReplicatingConfig, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        return _unknown("optional", config.optional, list(refs))
 
     def select(self, headers: dict[str, str]) -> tuple[list[str], list[str]]:
         return self.required, self.optional
 
     @property
     def uniform(self) -> bool:
-        """Every event goes to the same channels (lets the channel processor skip per-event selection)."""
         return True
 
 
@@ -69,19 +96,21 @@ class MultiplexingConfig:
     default: list[str] = opt("default", [], doc="required channels for unmapped or missing values")
 
 
-class MultiplexingSelector:
+class MultiplexingSelector(Selector):
     """Routes each event by the value of one header to required and optional channels, with a default."""
 
     Config = MultiplexingConfig
 
-    def __init__(self, channels: list[str], config: MultiplexingConfig):
+    def __init__(self, name: str, config: MultiplexingConfig, context: SelectorContext):
+        super().__init__(name, config, context)
         self.header = config.header
         self.default = _unique(config.default)
         self.mapping = {v: _unique(c.split()) for v, c in config.mapping.items()}
         self.optional = {v: _unique(c.split()) for v, c in config.optional.items()}
 
-    @staticmethod
-    def check_channels(config: MultiplexingConfig, channels: list[str]) -> list[tuple[str, str]]:
+    @classmethod
+    def check(cls, config: MultiplexingConfig, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        channels = list(refs)
         problems = _unknown("default", config.default, channels)
         for value, names in config.mapping.items():
             if not names.split():
@@ -100,10 +129,6 @@ class MultiplexingSelector:
         optional = [c for c in self.optional.get(value, ()) if c not in required]
         return required, optional
 
-    @property
-    def uniform(self) -> bool:
-        return False
-
 
 @dataclass(frozen=True)
 class LoadBalancingConfig:
@@ -111,28 +136,21 @@ class LoadBalancingConfig:
                       doc="round_robin or random: how each event's one channel is chosen")
 
 
-class LoadBalancingSelector:
+class LoadBalancingSelector(Selector):
     """Each event goes to exactly one of the source's channels, in turn (round_robin) or at random."""
 
     Config = LoadBalancingConfig
 
-    def __init__(self, channels: list[str], config: LoadBalancingConfig, rng: random.Random | None = None):
-        self.channels = list(channels)
+    def __init__(self, name: str, config: LoadBalancingConfig, context: SelectorContext,
+                 rng: random.Random | None = None):
+        super().__init__(name, config, context)
         self.policy = config.policy.lower()
         self.rng = rng or random.Random()
         self.turn = itertools.cycle(self.channels)
-
-    @staticmethod
-    def check_channels(config: LoadBalancingConfig, channels: list[str]) -> list[tuple[str, str]]:
-        return []
 
     def select(self, headers: dict[str, str]) -> tuple[list[str], list[str]]:
         if self.policy == "random":
             return [self.rng.choice(self.channels)], []
         return [next(self.turn)], []
-
-    @property
-    def uniform(self) -> bool:
-        return False
 
 

@@ -12,6 +12,7 @@ import pytest
 from core.errors import ConfigInvalid
 from core import properties
 from core.config import load_agent
+from routing.selectors import SelectorContext
 from conftest import EXAMPLES, REPO
 
 FILES = sorted(EXAMPLES.glob("*.conf"))
@@ -74,7 +75,7 @@ def test_replicating_example_details():
     source = config.sources["r1"]
     assert source.channels == ("c1", "c2", "c3")
     assert source.config.total_events == 1000
-    selector = source.selector.cls(list(source.channels), source.selector.config)
+    selector = source.selector.cls("selector", source.selector.config, SelectorContext(tuple(source.channels)))
     assert selector.select({}) == (["c1", "c2"], ["c3"])
 
 

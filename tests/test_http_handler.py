@@ -12,6 +12,7 @@ from core.errors import BatchTooLarge, ChannelFullError
 from core import options
 from core.event import Event
 from conftest import VECTORS
+from workers.sources.base import SourceContext
 from workers.sources.http import (HANDLERS, BadRequest, HttpSource, UnsupportedCharset, blob_handler,
                                   json_handler, request_charset)
 
@@ -229,7 +230,7 @@ def make_source(error: Exception | None = None, **props: str) -> tuple[HttpSourc
                                       "a1.sources.r1.")
     assert errors == []
     processor, counters = FakeProcessor(error), FakeCounters()
-    source = HttpSource("r1", config, processor, counters)
+    source = HttpSource("r1", config, SourceContext("a1", processor, counters))
     source.handle = HANDLERS.resolve(config.handler)     # what start() does, without opening a socket
     return source, processor, counters
 

@@ -16,7 +16,7 @@ import pytest
 
 from core.errors import ConfigInvalid
 from core import options
-from core.config import parse_agent
+from core.config import build_config, parse_agent
 from core.event import Event
 from conftest import EXAMPLES, VECTORS
 from routing.processor import ChannelProcessor
@@ -31,6 +31,7 @@ from workers.interceptors.search_replace import SearchAndReplaceInterceptor
 from workers.interceptors.static import StaticInterceptor
 from workers.interceptors.timestamp import TimestampInterceptor
 from workers.interceptors.uuid_header import UUIDInterceptor
+from workers.interceptors.base import InterceptorContext
 
 VECTOR_DATA = json.loads(VECTORS.read_text())
 PREFIX = "a1.sources.r1.interceptors.i1."
@@ -60,13 +61,13 @@ CASE_IDS = [_case_id(group, i, case) for group in GROUPS for i, case in enumerat
 
 def build(cls, props: dict[str, str]):
     """Build an interceptor as app/config.py does; fail the test on configuration errors."""
-    config, errors, _notices = options.build(cls.Config, props, PREFIX)
+    config, errors, _notices = build_config(cls, props, PREFIX)
     assert errors == [], errors
-    return cls("i1", config)
+    return cls("i1", config, InterceptorContext("a1", "r1"))
 
 
 def build_errors(cls, props: dict[str, str]) -> list[options.ConfigError]:
-    config, errors, _notices = options.build(cls.Config, props, PREFIX)
+    config, errors, _notices = build_config(cls, props, PREFIX)
     assert config is None and errors, "expected configuration errors"
     return errors
 
@@ -210,7 +211,7 @@ def check_extractor_case(case: dict, zone) -> None:
 def check_event_case(cls, case: dict) -> None:
     event = Event(case.get("body", "body").encode(), dict(case.get("headers_in", {})))
     before = now_ms()
-    out = cls("i1", options.build(cls.Config, case["config"], PREFIX)[0]).intercept(event)
+    out = cls("i1", options.build(cls.Config, case["config"], PREFIX)[0], InterceptorContext()).intercept(event)
     after = now_ms()
     if "expected_body" in case:
         assert out.body == case["expected_body"].encode()
@@ -279,7 +280,7 @@ def test_bad_boolean_is_an_error():
 
 def test_search_replace_errors():
     errors = build_errors(SearchAndReplaceInterceptor, {"searchPattern": ""})
-    assert str(errors[0]) == f"{PREFIX}searchPattern: must not be empty (got '')"
+    assert str(errors[0]) == f"{PREFIX}searchPattern: empty value"          # required, so never empty
     errors = build_errors(SearchAndReplaceInterceptor, {"searchPattern": "(b)", "replaceString": "$2"})
     assert str(errors[0]) == f"{PREFIX}replaceString: No group 2 (got '$2')"
     errors = build_errors(SearchAndReplaceInterceptor, {"searchPattern": "b", "replaceString": "$x"})
@@ -434,7 +435,7 @@ def test_events_are_not_mutated(alias, props):
 
 def _chain(text: str, source: str = "r1"):
     spec = parse_agent(text, "a1").sources[source]
-    interceptors = [i.cls(i.name, i.config) for i in spec.interceptors]
+    interceptors = [i.cls(i.name, i.config, InterceptorContext()) for i in spec.interceptors]
     return spec, ChannelProcessor(spec, None, interceptors)
 
 

@@ -13,6 +13,7 @@ from core.options import build
 from conftest import VECTORS
 from routing.processor import ChannelProcessor
 from routing.selectors import LoadBalancingSelector
+from routing.selectors import SelectorContext
 
 CASES = json.loads(VECTORS.read_text())["LoadBalancingChannelSelector"]
 
@@ -22,14 +23,14 @@ def test_flume_vector(case):
     props = {k: v for k, v in case["selector_config"].items() if k != "type"}
     config, errors, _ = build(LoadBalancingSelector.Config, props, "a1.sources.r1.selector.")
     assert not errors
-    selector = LoadBalancingSelector(case["channels"], config)
+    selector = LoadBalancingSelector("selector", config, SelectorContext(tuple(case["channels"])))
     for expected in case["expected_required_per_event"]:
         assert selector.select({}) == (expected, case["expected_optional"])
 
 
 def test_random_policy_spreads_events_over_every_channel():
     config, _, _ = build(LoadBalancingSelector.Config, {"policy": "random"}, "p.")
-    selector = LoadBalancingSelector(["a", "b", "c"], config, rng=random.Random(1))
+    selector = LoadBalancingSelector("selector", config, SelectorContext(("a", "b", "c")), rng=random.Random(1))
     counts = Counter(selector.select({})[0][0] for _ in range(3000))
     assert set(counts) == {"a", "b", "c"} and min(counts.values()) > 800
 

@@ -49,6 +49,7 @@ from workers.processors import failover as fo
 from workers.processors import load_balance as lb
 from workers.processors.failover import FailoverSinkProcessor
 from workers.processors.load_balance import LoadBalancingSinkProcessor, SinkSelector
+from workers.processors.base import ProcessorContext
 
 ALL_VECTORS = json.loads(VECTORS.read_text())
 
@@ -137,7 +138,7 @@ def build(group_props: dict[str, str], sinks: list, clock=None, rng=None, group:
     kwargs = {"clock": clock or FakeClock()}
     if spec.processor.cls is LoadBalancingSinkProcessor:
         kwargs["rng"] = rng or random.Random(7)
-    return spec.processor.cls(group, spec.processor.config, sinks, **kwargs)
+    return spec.processor.cls(group, spec.processor.config, ProcessorContext(sinks), **kwargs)
 
 
 def errors_of(text: str) -> dict[str, str]:
@@ -580,7 +581,7 @@ def test_round_robin_start_moves_over_active_sinks_only():
     sinks = [FakeSink(f"s{i}") for i in range(1, 5)]
     processor = balancer(sinks, clock, backoff=True)
     orders = []
-    for i in range(3):
+    for _ in range(3):
         orders.append([s.name for s in processor.selector.order()])
     assert orders == [["s1", "s2", "s3", "s4"], ["s2", "s3", "s4", "s1"], ["s3", "s4", "s1", "s2"]]
     processor.selector.inform_failure(sinks[3])
@@ -637,7 +638,7 @@ def test_failover_example_file_now_validates():
     assert spec.sinks == ("k1", "k2") and spec.processor.cls is FailoverSinkProcessor
     assert spec.processor.config.priorities == {"k1": 5, "k2": 10}
     assert spec.processor.config.max_penalty_ms == 10000
-    processor = spec.processor.cls("g1", spec.processor.config, [FakeSink("k1"), FakeSink("k2")])
+    processor = spec.processor.cls("g1", spec.processor.config, ProcessorContext([FakeSink("k1"), FakeSink("k2")]))
     assert processor.active.name == "k2"
 
 
@@ -708,7 +709,7 @@ def test_unknown_selector_has_did_you_mean():
 def test_selector_names_and_flume_class_names(name, cls):
     config = parse_agent(group_text(type="load_balance", selector=name), "a1")
     spec = config.sinkgroups["g1"].processor
-    processor = spec.cls("g1", spec.config, [FakeSink("k1"), FakeSink("k2")])
+    processor = spec.cls("g1", spec.config, ProcessorContext([FakeSink("k1"), FakeSink("k2")]))
     assert type(processor.selector) is cls
 
 

@@ -7,9 +7,10 @@ import pytest
 
 from core.errors import ConfigInvalid
 from core import options
-from core.config import parse_agent
+from core.config import build_config, parse_agent
 from core.registries import SELECTORS
 from routing.selectors import DEFAULT_HEADER, MultiplexingSelector, ReplicatingSelector
+from routing.selectors import SelectorContext
 from conftest import VECTORS
 
 VECTOR_DATA = json.loads(VECTORS.read_text())
@@ -26,11 +27,9 @@ def make(channels: list[str], selector_config: dict[str, str]):
     """Build a selector as app/config.py does: resolve the type, build its Config from the other properties."""
     props = dict(selector_config)
     cls = SELECTORS.resolve(props.pop("type", "replicating"))
-    config, errors, _notices = options.build(cls.Config, props, PREFIX)
+    config, errors, _notices = build_config(cls, props, PREFIX, tuple(channels))
     assert errors == [], errors
-    problems = cls.check_channels(config, channels)
-    assert problems == [], problems
-    return cls(list(channels), config)
+    return cls("selector", config, SelectorContext(tuple(channels)))
 
 
 def case_id(case: dict) -> str:
@@ -89,7 +88,7 @@ def test_rule_whitespace_value_is_default_even_if_mapped():
     # Flume checks StringUtils.isBlank before the mapping: a blank value never selects a mapping.
     config = options.build(MultiplexingSelector.Config, {"header": "h", "default": "ch1"}, PREFIX)[0]
     config = type(config)(header="h", mapping={" ": "ch2"}, optional={}, default=["ch1"])
-    selector = MultiplexingSelector(CHANNELS, config)
+    selector = MultiplexingSelector("selector", config, SelectorContext(tuple(CHANNELS)))
     assert selector.select({"h": " "}) == (["ch1"], [])
 
 
@@ -123,7 +122,7 @@ def test_rule_unknown_channel_is_reported():
                                       {"header": "h", "mapping.a": "ch1 ch9", "optional.b": "ch8",
                                        "default": "ch7"}, PREFIX)
     assert errors == []
-    problems = dict(MultiplexingSelector.check_channels(config, CHANNELS))
+    problems = dict(MultiplexingSelector.check(config, tuple(CHANNELS)))
     assert set(problems) == {"mapping.a", "optional.b", "default"}
     assert "channel 'ch9' is not one of this source's channels (ch1, ch2, ch3)" in problems["mapping.a"]
     assert "'ch8'" in problems["optional.b"]
@@ -132,7 +131,7 @@ def test_rule_unknown_channel_is_reported():
 
 def test_rule_mapping_without_channels_is_reported():
     config = MultiplexingSelector.Config(header="h", mapping={"a": ""}, optional={}, default=["ch1"])
-    problems = MultiplexingSelector.check_channels(config, CHANNELS)
+    problems = MultiplexingSelector.check(config, tuple(CHANNELS))
     assert problems == [("mapping.a", "maps to no channel")]
 
 
@@ -166,7 +165,7 @@ def test_replicating_all_optional():
 def test_replicating_unknown_optional_channel_reported():
     config, errors, _ = options.build(ReplicatingSelector.Config, {"optional": "c1 c9"}, PREFIX)
     assert errors == []
-    problems = ReplicatingSelector.check_channels(config, ["c1", "c2"])
+    problems = ReplicatingSelector.check(config, ("c1", "c2"))
     assert len(problems) == 1
     prop, message = problems[0]
     assert prop == "optional"
@@ -210,7 +209,7 @@ def test_multiplexing_vectors_through_parse_agent(case):
     lines = [f"a1.sources.r1.selector.{k} = {v}" for k, v in case["selector_config"].items()]
     config = parse_agent(agent_with_selector(*lines), "a1", "flume.conf", {})
     spec = config.sources["r1"]
-    selector = spec.selector.cls(list(spec.channels), spec.selector.config)
+    selector = spec.selector.cls("selector", spec.selector.config, SelectorContext(tuple(spec.channels)))
     assert selector.select(case["event_headers"]) == (case["expected_required"], case["expected_optional"])
 
 
@@ -229,7 +228,7 @@ def test_replicating_vectors_through_parse_agent(case):
     config = parse_agent(text, "a1", "flume.conf", {})
     spec = config.sources["r1"]
     assert spec.selector.cls is ReplicatingSelector
-    selector = spec.selector.cls(list(spec.channels), spec.selector.config)
+    selector = spec.selector.cls("selector", spec.selector.config, SelectorContext(tuple(spec.channels)))
     assert selector.select({}) == (case["expected_required"], case["expected_optional"])
 
 

@@ -23,6 +23,7 @@ from workers.sources.spooldir import SpoolDirectorySource
 from workers.sources.spooldir_reader import (BlobDeserializer, LineDeserializer, ReadProblem, Undecodable,
                                              newline_is_0x0a, units16)
 from workers.sources.spooldir_tracker import META_PREFIX, FileProblem, SetupError, SpoolTracker
+from workers.sources.base import SourceContext
 
 ROOT = os.geteuid() == 0
 
@@ -138,7 +139,7 @@ def make_source(spool: Path, processor: Processor | None = None, **props) -> Spo
     """A spooldir source built from agent-file text (so its configuration is validated), not started."""
     text = SOURCE_CONF.format(spool=spool) + "".join(f"a1.sources.r1.{k} = {v}\n" for k, v in props.items())
     spec = parse_agent(text, "a1").sources["r1"]
-    source = spec.cls("r1", spec.config, processor or Processor(), Counters())
+    source = spec.cls("r1", spec.config, SourceContext("a1", processor or Processor(), Counters()))
     source.tracker.prepare()
     return source
 
@@ -704,7 +705,7 @@ def test_the_source_waits_for_its_directory_and_stop_wakes_it(tmp_path):
     text = SOURCE_CONF.format(spool=spool) + "a1.sources.r1.pollDelay = 100\n"
     spec = parse_agent(text, "a1").sources["r1"]
     processor = Processor()
-    source = spec.cls("r1", spec.config, processor, Counters())
+    source = spec.cls("r1", spec.config, SourceContext("a1", processor, Counters()))
     source.start()
     try:
         time.sleep(0.3)

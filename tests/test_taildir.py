@@ -24,6 +24,7 @@ from core.java_regex import compile_java
 from workers.sources.taildir import TaildirConfig, TaildirSource
 from workers.sources.taildir_position import JOURNAL_SUFFIX, PositionEntry, PositionStore, parse, to_json
 from workers.sources.taildir_reader import FileGroup, TaildirReader
+from workers.sources.base import SourceContext
 
 VECTOR_DATA = json.loads(VECTORS.read_text())["TaildirSource"]
 
@@ -630,7 +631,7 @@ def run_source(tmp_path: Path, props: dict[str, str], full: bool = False) -> tup
     recorder = Recorder()
     if full:
         recorder.full.set()                   # before the source starts: its very first put meets a full channel
-    source = TaildirSource("r1", config, recorder, Counters())
+    source = TaildirSource("r1", config, SourceContext("a1", recorder, Counters()))
     source.start()
     return source, recorder
 

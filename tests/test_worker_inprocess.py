@@ -8,13 +8,15 @@ from celery.contrib.testing.worker import start_worker
 from kombu.serialization import dumps as serialize
 
 from agents import read_lines, wait_until
-from app.celery_app import create_app, transport_options
+from app.celery_app import create_app
 from core.config import load_agent
 from core.event import Batch
 from core.settings import Settings
+from routing import codec
 from routing import deadletter
-from routing.processor import TASK_NAME, ChannelWriter
-from routing.transport import EVENTS_HEADER, PutTarget, read_sizes
+from routing.codec import EVENTS_HEADER, TASK_NAME
+from routing.processor import ChannelWriter
+from routing.transport import PutTarget, read_sizes
 
 CONF = """
 a1.sources = r1
@@ -39,7 +41,7 @@ def flow(tmp_path, redis_server):
     settings = Settings(conf_file=str(conf), agent="a1", broker_url=redis_server.url, data_dir=str(tmp_path),
                         visibility_timeout_s=5)
     app = create_app(settings)
-    writer = ChannelWriter(app, load_agent(conf, "a1"), redis_server.url, transport_options(settings))
+    writer = ChannelWriter(app, load_agent(conf, "a1"), redis_server.url, settings.transport_options())
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
         yield app, writer, out, redis_server
     writer.close()
@@ -69,7 +71,6 @@ def test_undecodable_message_goes_to_the_dead_letter_channel(flow):
         read_sizes(redis_server.client(), "flumery.a1")), 10, what="one dead letter")
     assert sizes["c1"] == 0
     [message] = writer.channel.peek(deadletter.dead_queue("a1"), 10)
-    from workers.runtime import decode_extra
-    [dead] = list(decode_extra(message))
+    [dead] = list(codec.decode_stored(message)[1])
     assert dead.id == task_id and b"not a list of bodies" in dead.body
     assert "undecodable channel message" in dead.headers[deadletter.REASON]

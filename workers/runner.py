@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 
+from core import counters as names
 from core.errors import RejectedEvents, Requeue
 from core.event import Batch
 
@@ -76,7 +77,7 @@ class SinkRunner:
                 return
             except Exception as exc:
                 attempt += 1
-                self._count_all("EventWriteFail")
+                self._count_all(names.EVENT_WRITE_FAIL)
                 if self.max_attempts and attempt >= self.max_attempts:
                     self._give_up(batch, exc, attempt, should_stop, retry_max_s)
                     return
@@ -101,7 +102,7 @@ class SinkRunner:
         log.error("sink %s: event %s failed %d times and goes to the dead-letter channel: %s",
                   self.unit, next(iter(batch)).id, attempt, reason)
         self.dead_letter(list(batch), [reason], attempt)
-        self._count_all("EventDeadLetterCount")
+        self._count_all(names.EVENT_DEAD_LETTER)
 
     def _reject(self, batch: Batch, rejected: RejectedEvents, attempts: int) -> None:
         events = list(batch)
@@ -112,13 +113,13 @@ class SinkRunner:
         sink = self.processor.sinks[0] if len(self.processor.sinks) == 1 else None
         if sink is not None:
             self._count_written(sink, len(events) - len(dead))
-            self.metrics.group("SINK", sink.name).add("EventDeadLetterCount", len(dead))
+            self.metrics.group("SINK", sink.name).add(names.EVENT_DEAD_LETTER, len(dead))
 
     def _count_written(self, sink, n: int) -> None:
         counters = self.metrics.group("SINK", sink.name)
-        counters.add("EventDrainAttemptCount", n)
-        counters.add("EventDrainSuccessCount", n)
-        counters.add("BatchCompleteCount" if n >= sink.batch_size else "BatchUnderflowCount")
+        counters.add(names.EVENT_DRAIN_ATTEMPT, n)
+        counters.add(names.EVENT_DRAIN_SUCCESS, n)
+        counters.add(names.BATCH_COMPLETE if n >= sink.batch_size else names.BATCH_UNDERFLOW)
 
     def _count_all(self, counter: str) -> None:
         for sink in self.processor.sinks:

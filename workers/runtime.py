@@ -24,18 +24,19 @@ import threading
 import time
 from functools import lru_cache
 
-from kombu import Connection
-from kombu.serialization import loads as deserialize
+from celery.worker import state as worker_state
 
-from core.errors import ConfigInvalid, Requeue, UndecodableMessage
 from core.config import AgentConfig, load_agent
+from core.counters import (EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, EVENT_PUT_SUCCESS, MetricsStore)
+from core.errors import Requeue, SettingsError, UndecodableMessage
 from core.event import Batch
-from app.metrics import MetricsStore
+from core.keys import queue_name
 from core.settings import Settings
-from routing import deadletter
-from routing.channels import queue_name
-from routing.processor import TASK_NAME, ChannelWriter
-from routing.transport import Transport
+from routing import codec, deadletter
+from routing.processor import ChannelWriter
+from routing.transport import connect, redis_client
+from workers.processors.base import ProcessorContext
+from workers.processors.default import DefaultSinkProcessor
 from workers.runner import SinkRunner
 from workers.sinks.base import SinkContext
 
@@ -45,16 +46,13 @@ log = logging.getLogger(__name__)
 
 @lru_cache(maxsize=8)
 def _load(conf_file: str, agent: str) -> AgentConfig:
-    try:
-        return load_agent(conf_file, agent)
-    except ConfigInvalid as exc:
-        raise SystemExit(f"flumery: {conf_file}: agent '{agent}' is not valid:\n"
-                         + "\n".join(f"  {e}" for e in exc.errors)) from None
+    return load_agent(conf_file, agent)
 
 
 def agent_config(settings: Settings) -> AgentConfig:
+    """The agent whose sinks this worker serves; raises SettingsError or ConfigInvalid."""
     if not (settings.conf_file and settings.agent):
-        raise SystemExit("flumery: set FLUMERY_CONF_FILE and FLUMERY_AGENT to say which agent's sinks to serve")
+        raise SettingsError("set FLUMERY_CONF_FILE and FLUMERY_AGENT to say which agent's sinks to serve")
     return _load(settings.conf_file, settings.agent)
 
 
@@ -66,7 +64,7 @@ def served_units(settings: Settings, config: AgentConfig) -> list[tuple[str, tup
     by_name = {name: unit for unit in units for name in (unit[0], *unit[1])}
     unknown = [s for s in settings.sinks if s not in by_name]
     if unknown:
-        raise SystemExit(f"flumery: FLUMERY_SINKS names {', '.join(unknown)}, which agent '{config.name}' does "
+        raise SettingsError(f"FLUMERY_SINKS names {', '.join(unknown)}, which agent '{config.name}' does "
                          f"not have (sinks and groups: {', '.join(sorted(by_name))})")
     return list(dict.fromkeys(by_name[s] for s in settings.sinks))
 
@@ -74,16 +72,6 @@ def served_units(settings: Settings, config: AgentConfig) -> list[tuple[str, tup
 def served_channels(settings: Settings) -> list[str]:
     config = agent_config(settings)
     return list(dict.fromkeys(config.channel_of_unit(sinks) for _, sinks in served_units(settings, config)))
-
-
-def decode_extra(payload: dict) -> Batch:
-    """The batch of a channel message taken directly from Redis (not through Celery)."""
-    if payload.get("headers", {}).get("task") != TASK_NAME:
-        raise UndecodableMessage(f"not a {TASK_NAME} message")
-    args, _kwargs, _embed = deserialize(payload["body"], payload["content-type"], payload["content-encoding"],
-                                        accept={"application/x-msgpack"})
-    _channel, *columns = args
-    return Batch.from_wire(*columns)
 
 
 class Housekeeper:
@@ -118,8 +106,7 @@ class Housekeeper:
 
 
 def worker_should_stop() -> bool:
-    from celery.worker import state
-    return bool(state.should_stop is not None or state.should_terminate is not None)
+    return bool(worker_state.should_stop is not None or worker_state.should_terminate is not None)
 
 
 class WorkerRuntime:
@@ -139,19 +126,17 @@ class WorkerRuntime:
             return cls._current
 
     def __init__(self, settings: Settings, app, should_stop=worker_should_stop):
-        import redis
-
-        from app.celery_app import transport_options
-
         self.pid = os.getpid()
         self.settings = settings
         self.should_stop = should_stop
         self.config = agent_config(settings)
         url = settings.resolved_broker_url()
-        self.connection = Connection(url, transport=Transport, transport_options=transport_options(settings))
+        self.connection = connect(url, settings.transport_options())
         self.channel = self.connection.default_channel
-        self.writer = ChannelWriter(app, self.config, url, transport_options(settings))
-        self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name).start()
+        self.writer = ChannelWriter(app, self.config, url, settings.transport_options(),
+                                    settings.replicas_for_durable_puts(), settings.replica_timeout_ms)
+        self.metrics = MetricsStore(redis_client(url, settings.transport_options()), self.config.name,
+                                    key_prefix=settings.key_prefix).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         context = SinkContext(self.config.name, settings.data_path())
         self.runners: dict[str, itertools.cycle] = {}
@@ -169,10 +154,9 @@ class WorkerRuntime:
         built = [self.config.sinks[s].cls(s, self.config.sinks[s].config, context) for s in sinks]
         group = self.config.sinkgroups.get(unit)
         if group is not None:
-            processor = group.processor.cls(unit, group.processor.config, built)
+            processor = group.processor.cls(unit, group.processor.config, ProcessorContext(built))
         else:
-            from workers.processors.default import DefaultSinkProcessor
-            processor = DefaultSinkProcessor(unit, None, built)
+            processor = DefaultSinkProcessor(unit, None, ProcessorContext(built))
         limits = [self.config.sinks[s].max_attempts for s in sinks]
         max_attempts = 0 if 0 in limits else max(limits)
         channel = self.config.channel_of_unit(sinks)
@@ -185,25 +169,22 @@ class WorkerRuntime:
         reasons = reasons if len(reasons) == len(events) else reasons[:1] * len(events)
         dead = deadletter.mark(events, reasons, unit, channel, attempts)
         self.writer.put({deadletter.DEAD_CHANNEL: dead})
-        self.metrics.group("CHANNEL", deadletter.DEAD_CHANNEL).add("EventPutSuccessCount", len(dead))
+        self.metrics.group("CHANNEL", deadletter.DEAD_CHANNEL).add(EVENT_PUT_SUCCESS, len(dead))
 
-    def take(self, channel: str, bodies: list, headers: list | None, ids, tag: str) -> int:
-        """Process one channel message (and whatever else of the channel fits the sink's batch)."""
+    def take(self, channel: str, batch: Batch, tag: str) -> dict:
+        """Process one channel message (and whatever else of the channel fits the sink's batch): write it,
+        then acknowledge what was gathered.  Returns ``{"events": written, "messages": messages}``."""
         runners = self.runners.get(channel)
         if runners is None:
             raise Requeue(f"this worker serves no sink of channel '{channel}'")
         runner = next(runners)
-        try:
-            batch = Batch.from_wire(bodies, headers, ids)
-        except ValueError as exc:
-            raise UndecodableMessage(str(exc)) from exc
         held = [tag]
         extras: list[str] = []                    # tags of messages gathered beyond the task's own
         self.housekeeper.hold(held)
         try:
             self._gather(channel, runner.batch_size, batch, extras, held)
             channel_counters = self.metrics.group("CHANNEL", channel)
-            channel_counters.add("EventTakeAttemptCount", len(batch))
+            channel_counters.add(EVENT_TAKE_ATTEMPT, len(batch))
             try:
                 runner.write(batch, self.should_stop, self.settings.sink_retry_max_s)
             except Requeue:
@@ -211,8 +192,8 @@ class WorkerRuntime:
                     self.channel.give_back(extra, front=True)
                 raise
             self.channel.ack_tag(*extras)
-            channel_counters.add("EventTakeSuccessCount", len(batch))
-            return len(batch)
+            channel_counters.add(EVENT_TAKE_SUCCESS, len(batch))
+            return {"events": len(batch), "messages": 1 + len(extras)}
         finally:
             self.housekeeper.release(held)
 
@@ -224,8 +205,8 @@ class WorkerRuntime:
         for payload in taken:
             tag = payload["properties"]["delivery_tag"]
             try:
-                more = decode_extra(payload)
-            except Exception as exc:
+                _, more = codec.decode_stored(payload)
+            except UndecodableMessage as exc:
                 # Leave it to its own task delivery, where it is dealt with as a poison message.
                 log.warning("channel %s: message %s cannot be combined (%s); giving it back", channel, tag, exc)
                 self.channel.give_back(tag, front=True)

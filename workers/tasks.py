@@ -1,40 +1,41 @@
 """The Celery task that carries a channel message: ``flumery.take(channel, bodies, headers, ids)``.
 
 Sources never call it through Celery's ``send_task``: they put its messages into channel queues with a
-capacity-checked transaction (:mod:`routing.processor`).  Celery workers consume them like any other task.
-The task returns normally only after the batch was written and confirmed; then Celery acknowledges the message
-(``acks_late``).  Every other outcome gives the message back (``Reject(requeue=True)``), except a message that
-cannot be decoded at all: its raw content goes to the dead-letter channel, then it is dropped from its channel.
+capacity-checked transaction (:mod:`routing.processor`; the message format is :mod:`routing.codec`).  Celery
+workers consume them like any other task.  The task returns normally only after the batch was written and
+confirmed; then Celery acknowledges the message (``acks_late``).  Every other outcome gives the message back
+(``Reject(requeue=True)``), except a message that cannot be decoded at all: its raw content goes to the
+dead-letter channel, then it is dropped from its channel.
 """
 from __future__ import annotations
 
 import logging
 import time
 
-import msgpack
 from celery import signals
 from celery.exceptions import Reject
 
 from core.errors import Requeue, UndecodableMessage
-from core.event import Event
-from routing.processor import TASK_NAME
+from routing import codec
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 
 def take(task, channel, bodies, headers=None, ids=None):
-    """The task body; ``task.app.flumery_settings`` names the agent whose sinks this worker serves."""
+    """The task body; ``task.app.flumery_settings`` names the agent whose sinks this worker serves.
+
+    Returns what was done, for Flower: ``{"events": written, "messages": channel messages acknowledged}``.
+    """
     runtime = WorkerRuntime.current(task.app.flumery_settings, task.app)
     try:
-        return runtime.take(channel, bodies, headers, ids, task.request.id)
+        return runtime.take(channel, codec.decode_args(bodies, headers, ids), task.request.id)
     except Requeue as exc:
         log.info("channel message %s goes back to channel %s: %s", task.request.id, channel, exc)
         raise Reject(str(exc), requeue=True) from None
     except UndecodableMessage as exc:
-        # Undecodable: keep its raw content as one dead letter, then drop the message from its channel.
-        raw = Event(msgpack.packb([channel, bodies, headers, ids], use_bin_type=True, default=repr),
-                    id=task.request.id)
+        # Keep its raw content as one dead letter, then drop the message from its channel.
+        raw = codec.raw_event(channel, bodies, headers, ids, task.request.id)
         runtime.bury([raw], [f"undecodable channel message: {exc}"], "", channel, 1)
         log.error("channel message %s of channel %s cannot be decoded; it went to the dead-letter channel: %s",
                   task.request.id, channel, exc)
@@ -49,7 +50,7 @@ def take(task, channel, bodies, headers=None, ids=None):
 
 
 def register_tasks(app) -> None:
-    app.task(name=TASK_NAME, bind=True, acks_late=True, ignore_result=True)(take)
+    app.task(name=codec.TASK_NAME, bind=True, acks_late=True, ignore_result=True)(take)
 
 
 def stop_sinks(**_) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from core.event import Event
 from core.options import opt
-from workers.interceptors.base import Interceptor
+from workers.interceptors.base import HeaderInterceptor, InterceptorContext
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,11 @@ def canonical_name(address: str) -> str:
     return address
 
 
-class HostInterceptor(Interceptor):
+class HostInterceptor(HeaderInterceptor):
     Config = HostConfig
 
-    def __init__(self, name: str, config: HostConfig):
-        super().__init__(name, config)
+    def __init__(self, name: str, config: HostConfig, context: InterceptorContext):
+        super().__init__(name, config, context)
         address = local_address()
         if address is None:
             self.host = None
@@ -82,8 +82,9 @@ class HostInterceptor(Interceptor):
         else:
             self.host = canonical_name(address)
 
-    def intercept(self, event: Event) -> Event:
-        header = self.config.host_header
-        if self.host is None or (self.config.preserve_existing and header in event.headers):
-            return event
-        return event._replace(headers={**event.headers, header: self.host})
+    @property
+    def header(self) -> str:
+        return self.config.host_header
+
+    def value(self, event: Event) -> str | None:
+        return self.host

@@ -23,7 +23,7 @@ from core.event import Event
 from core.options import opt
 from core.registry import did_you_mean
 from core import java_regex, joda
-from workers.interceptors.base import Interceptor
+from workers.interceptors.base import Interceptor, InterceptorContext
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class RegexExtractorConfig:
         stem = serializer + "."
         return {k[len(stem):]: v for k, v in self.serializer_props.items() if k.startswith(stem)}
 
-    def check(self) -> list[tuple[str, str]]:
+    def problems(self) -> list[tuple[str, str]]:
         problems = self._unknown_keys()
         for serializer in dict.fromkeys(self.serializers):
             problems += self._check_serializer(serializer, self.props_of(serializer))
@@ -131,8 +131,12 @@ def build_serializer(props: dict[str, str]):
 class RegexExtractorInterceptor(Interceptor):
     Config = RegexExtractorConfig
 
-    def __init__(self, name: str, config: RegexExtractorConfig):
-        super().__init__(name, config)
+    @classmethod
+    def check(cls, config, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        return config.problems()
+
+    def __init__(self, name: str, config: RegexExtractorConfig, context: InterceptorContext):
+        super().__init__(name, config, context)
         self.pattern = java_regex.compile_java(config.regex)
         # Flume's list holds one entry per listed name (a name listed twice is used twice).
         self.serializers = [(config.props_of(s)["name"], build_serializer(config.props_of(s)))

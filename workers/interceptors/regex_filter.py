@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from core.event import Event
 from core.options import opt
 from core import java_regex
-from workers.interceptors.base import Interceptor
+from workers.interceptors.base import Interceptor, InterceptorContext
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,8 @@ class RegexFilterConfig:
 class RegexFilteringInterceptor(Interceptor):
     Config = RegexFilterConfig
 
-    def __init__(self, name: str, config: RegexFilterConfig):
-        super().__init__(name, config)
+    def __init__(self, name: str, config: RegexFilterConfig, context: InterceptorContext):
+        super().__init__(name, config, context)
         self.pattern = java_regex.compile_java(config.regex)
 
     def intercept(self, event: Event) -> Event | None:

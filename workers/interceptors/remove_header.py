@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from core.event import Event
 from core.options import opt
 from core import java_regex
-from workers.interceptors.base import Interceptor
+from workers.interceptors.base import Interceptor, InterceptorContext
 
 DEFAULT_SEPARATOR = r"\s*,\s*"
 
@@ -29,8 +29,8 @@ class RemoveHeaderConfig:
 class RemoveHeaderInterceptor(Interceptor):
     Config = RemoveHeaderConfig
 
-    def __init__(self, name: str, config: RemoveHeaderConfig):
-        super().__init__(name, config)
+    def __init__(self, name: str, config: RemoveHeaderConfig, context: InterceptorContext):
+        super().__init__(name, config, context)
         separator = java_regex.compile_java(config.from_list_separator)
         self.names = set() if config.from_list is None else set(java_regex.split(separator, config.from_list))
         if config.with_name is not None:

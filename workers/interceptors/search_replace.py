@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from core.event import Event
 from core.options import opt
 from core import java_regex
-from workers.interceptors.base import Interceptor
+from workers.interceptors.base import Interceptor, InterceptorContext
 
 
 def check_charset(name: str) -> str | None:
@@ -61,7 +61,7 @@ class SearchReplaceConfig:
     replace_string: str = opt("replaceString", "", doc="Java replacement text ($1, ${name}, \\$ for a dollar)")
     charset: str = opt("charset", "UTF-8", check=check_charset, doc="charset of the body")
 
-    def check(self) -> list[tuple[str, str]]:
+    def problems(self) -> list[tuple[str, str]]:
         try:
             java_regex.parse_replacement(self.replace_string, java_regex.compile_java(self.search_pattern))
         except java_regex.JavaRegexError as exc:
@@ -72,8 +72,12 @@ class SearchReplaceConfig:
 class SearchAndReplaceInterceptor(Interceptor):
     Config = SearchReplaceConfig
 
-    def __init__(self, name: str, config: SearchReplaceConfig):
-        super().__init__(name, config)
+    @classmethod
+    def check(cls, config, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        return config.problems()
+
+    def __init__(self, name: str, config: SearchReplaceConfig, context: InterceptorContext):
+        super().__init__(name, config, context)
         self.pattern = java_regex.compile_java(config.search_pattern)
         self.replacement = java_regex.parse_replacement(config.replace_string, self.pattern)
         self.charset = JavaCharset(config.charset)

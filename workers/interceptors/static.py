@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from core.event import Event
 from core.options import opt
-from workers.interceptors.base import Interceptor
+from workers.interceptors.base import HeaderInterceptor
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,12 @@ class StaticConfig:
     preserve_existing: bool = opt("preserveExisting", True, doc="keep the header if the event already has it")
 
 
-class StaticInterceptor(Interceptor):
+class StaticInterceptor(HeaderInterceptor):
     Config = StaticConfig
 
-    def intercept(self, event: Event) -> Event:
-        if self.config.preserve_existing and self.config.key in event.headers:
-            return event
-        return event._replace(headers={**event.headers, self.config.key: self.config.value})
+    @property
+    def header(self) -> str:
+        return self.config.key
+
+    def value(self, event: Event) -> str:
+        return self.config.value

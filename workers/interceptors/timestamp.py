@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from core.event import Event
 from core.options import opt
-from workers.interceptors.base import Interceptor
+from workers.interceptors.base import HeaderInterceptor
 
 
 @dataclass(frozen=True)
@@ -19,11 +19,12 @@ class TimestampConfig:
     preserve_existing: bool = opt("preserveExisting", False, doc="keep the header if the event already has it")
 
 
-class TimestampInterceptor(Interceptor):
+class TimestampInterceptor(HeaderInterceptor):
     Config = TimestampConfig
 
-    def intercept(self, event: Event) -> Event:
-        header = self.config.header_name
-        if self.config.preserve_existing and header in event.headers:
-            return event
-        return event._replace(headers={**event.headers, header: str(time.time_ns() // 1_000_000)})
+    @property
+    def header(self) -> str:
+        return self.config.header_name
+
+    def value(self, event: Event) -> str:
+        return str(time.time_ns() // 1_000_000)

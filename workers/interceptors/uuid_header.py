@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from core.event import Event
 from core.options import opt
-from workers.interceptors.base import Interceptor
+from workers.interceptors.base import HeaderInterceptor
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,12 @@ class UUIDConfig:
     prefix: str = opt("prefix", "", doc="text put before the UUID")
 
 
-class UUIDInterceptor(Interceptor):
+class UUIDInterceptor(HeaderInterceptor):
     Config = UUIDConfig
 
-    def intercept(self, event: Event) -> Event:
-        header = self.config.header_name
-        if self.config.preserve_existing and header in event.headers:
-            return event
-        return event._replace(headers={**event.headers, header: self.config.prefix + str(uuid.uuid4())})
+    @property
+    def header(self) -> str:
+        return self.config.header_name
+
+    def value(self, event: Event) -> str:
+        return self.config.prefix + str(uuid.uuid4())

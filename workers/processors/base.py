@@ -2,23 +2,27 @@
 
 Contract: ``write(batch)`` writes the batch through one of the group's sinks, chosen by the processor's
 policy, and returns only when a sink confirmed it; if no sink could, it raises and the batch stays in its
-channel, unacknowledged.
+channel, unacknowledged.  Built as ``SinkProcessor(name, config, ProcessorContext(sinks))``; its ``check``
+hook gets the group's sink names as ``refs``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 
-class SinkProcessor:
-    Config: type
+from core.component import Component
 
-    def __init__(self, name: str, config, sinks: list):
-        self.name = name
-        self.config = config
-        self.sinks = sinks
 
-    @staticmethod
-    def check_sinks(config, sinks: list[str]) -> list[tuple[str, str]]:
-        """(property, message) for each problem with the group's sink list."""
-        return []
+@dataclass(frozen=True)
+class ProcessorContext:
+    """What a sink processor gets: the group's sinks, built, in the order the group lists them."""
+
+    sinks: list
+
+
+class SinkProcessor(Component):
+    def __init__(self, name: str, config, context: ProcessorContext):
+        super().__init__(name, config, context)
+        self.sinks = list(context.sinks)
 
     @property
     def batch_size(self) -> int:

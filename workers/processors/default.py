@@ -14,10 +14,10 @@ class DefaultProcessorConfig:
 class DefaultSinkProcessor(SinkProcessor):
     Config = DefaultProcessorConfig
 
-    @staticmethod
-    def check_sinks(config, sinks: list[str]) -> list[tuple[str, str]]:
-        if len(sinks) > 1:
-            return [("type", f"the default processor runs exactly one sink (group has {len(sinks)}); "
+    @classmethod
+    def check(cls, config, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        if len(refs) > 1:
+            return [("type", f"the default processor runs exactly one sink (group has {len(refs)}); "
                              "use failover or load_balance")]
         return []
 

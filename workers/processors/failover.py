@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from core.errors import AllSinksFailed, RejectedEvents
 from core.options import convert, non_negative, opt
 from core.registry import did_you_mean
-from workers.processors.base import SinkProcessor
+from workers.processors.base import ProcessorContext, SinkProcessor
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class FailoverConfig:
     max_penalty_ms: int = opt("maxpenalty", DEFAULT_MAX_PENALTY_MS, check=non_negative,
                               doc="longest wait (ms) before a failed sink is retried (2 s, 4 s, 8 s, ... up to this)")
 
-    def check(self) -> list[tuple[str, str]]:
+    def problems(self) -> list[tuple[str, str]]:
         """Every ``priority.<sink>`` must name a sink and be a whole number."""
         problems = []
         for sink, raw in self.priority.items():
@@ -145,9 +145,10 @@ class FailoverSinkProcessor(SinkProcessor):
 
     Config = FailoverConfig
 
-    def __init__(self, name: str, config: FailoverConfig, sinks: list, *,
+    def __init__(self, name: str, config: FailoverConfig, context: ProcessorContext, *,
                  clock: Callable[[], float] = time.monotonic):
-        super().__init__(name, config, sinks)
+        super().__init__(name, config, context)
+        sinks = self.sinks
         self.clock = clock
         priorities, problems = assign_priorities([s.name for s in sinks], config.priorities)
         if problems:
@@ -155,10 +156,14 @@ class FailoverSinkProcessor(SinkProcessor):
         self.live: dict[int, object] = {priorities[s.name]: s for s in sinks}
         self.failed: list[FailedSink] = []
 
-    @staticmethod
-    def check_sinks(config: FailoverConfig, sinks: list[str]) -> list[tuple[str, str]]:
-        """Priorities must name sinks of the group and be unique (see the module docstring)."""
-        problems = []
+    @classmethod
+    def check(cls, config: FailoverConfig, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        """Priorities must be numbers, name sinks of the group (``refs``) and be unique (see the module
+        docstring)."""
+        problems = config.problems()
+        if problems:
+            return problems
+        sinks = list(refs)
         for sink in config.priority:
             if sink and sink not in sinks:
                 problems.append((f"priority.{sink}", f"sink '{sink}' is not in this group (sinks: "

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from core.errors import AllSinksFailed, RejectedEvents, UnknownType
 from core.options import opt, positive
 from core.registry import Registry, did_you_mean
-from workers.processors.base import SinkProcessor
+from workers.processors.base import ProcessorContext, SinkProcessor
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class LoadBalanceConfig:
                               doc="longest backoff of a failed sink (ms)")
     selector_properties: dict[str, str] = opt("selector.*", doc="selector.<property> for a custom selector")
 
-    def check(self) -> list[tuple[str, str]]:
+    def problems(self) -> list[tuple[str, str]]:
         """The selector must exist; the built-in ones take no ``selector.*`` property but maxTimeOut."""
         try:
             selector_class(self.selector)
@@ -213,21 +213,23 @@ class LoadBalancingSinkProcessor(SinkProcessor):
 
     Config = LoadBalanceConfig
 
-    def __init__(self, name: str, config: LoadBalanceConfig, sinks: list, *,
+    def __init__(self, name: str, config: LoadBalanceConfig, context: ProcessorContext, *,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
-        super().__init__(name, config, sinks)
+        super().__init__(name, config, context)
+        sinks = self.sinks
         if len(sinks) < 2:
             raise ValueError(f"sink group {name}: the load_balance processor needs more than one sink")
         cls = selector_class(config.selector)
         self.selector = cls(sinks, config.selector_properties, backoff=config.backoff,
                             max_timeout_ms=config.max_timeout_ms, clock=clock, rng=rng)
 
-    @staticmethod
-    def check_sinks(config: LoadBalanceConfig, sinks: list[str]) -> list[tuple[str, str]]:
-        if len(sinks) < 2:
-            return [("type", f"the load_balance processor needs more than one sink (the group has "
-                             f"{len(sinks)}: {' '.join(sinks) or 'none'}); a single sink needs no sink group")]
-        return []
+    @classmethod
+    def check(cls, config: LoadBalanceConfig, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        problems = config.problems()
+        if len(refs) < 2:
+            problems.append(("type", f"the load_balance processor needs more than one sink (the group has "
+                                     f"{len(refs)}: {' '.join(refs) or 'none'}); a single sink needs no sink group"))
+        return problems
 
     def write(self, batch):
         """Write ``batch`` through one sink and return it; raise :class:`AllSinksFailed` if none could."""

@@ -5,27 +5,26 @@ durably (file_roll: written and fsynced).  On any failure it raises; the batch i
 its channel and is written again later, so a store sees a batch at least once.  Where the store can take a key,
 a sink should make a repeated write an overwrite.  A sink instance is used by one thread at a time; ``start``
 is called before the first write and ``stop`` after the last.  A batch (:class:`core.event.Batch`) iterates as
-events and also offers ``batch.bodies``, the list of bodies, for sinks that write bodies only.
+events and also offers ``batch.bodies``, the list of bodies, for sinks that write bodies only.  Built as
+``Sink(name, config, SinkContext(agent, data_dir))``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.component import Component
+
 
 @dataclass(frozen=True)
 class SinkContext:
+    """What a sink gets: its agent, and the data directory for state it keeps on disk."""
+
     agent: str
     data_dir: Path
 
 
-class Sink:
-    Config: type
-
-    def __init__(self, name: str, config, context: SinkContext):
-        self.name = name
-        self.config = config
-        self.context = context
+class Sink(Component):
 
     @property
     def batch_size(self) -> int:

@@ -1,9 +1,19 @@
 """Base class of sources.
 
 Contract for every source: it reads events from outside, hands them in batches (:class:`~core.event.Batch`) to
-its channel processor (:meth:`Source.deliver`), and acknowledges upstream (HTTP 200, netcat ``OK``, ...) only after ``deliver`` returned
-True, i.e. after every required channel holds the batch.  While the channels are full ``deliver`` keeps retrying,
-so the source stops reading (back-pressure) instead of buffering or dropping.  ``start`` returns at once;
+its channel processor (:meth:`Source.deliver`), and acknowledges upstream (HTTP 200, netcat ``OK``, ...) only after
+``deliver`` returned True, i.e. after every required channel holds the batch.  While the channels are full
+``deliver`` keeps retrying, so the source stops reading (back-pressure) instead of buffering or dropping.
+
+A source is built as ``Source(name, config, SourceContext(...))`` and has three lifecycle hooks, which the base
+class calls in order (a subclass never overrides ``start`` or ``stop``):
+
+* ``open()``: acquire what the source reads from (bind its port, open its position file, start its command);
+  runs in the agent's thread, so a failure (a port in use) stops the agent's start with a clear error;
+* ``serve()``: the main loop, in its own thread; returns when ``self.stopping`` is set (a server's loop returns
+  when ``close`` shut it down);
+* ``close()``: release what blocks ``serve`` (listening sockets, child processes); called once on stop.
+
 ``stop`` makes the source stop accepting, lets an in-flight put finish or abandon it unacknowledged, and returns
 when the source's threads have ended.
 """
@@ -11,7 +21,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from core import counters as names
+from core.component import Component
 from core.errors import BatchTooLarge, ChannelFullError
 from core.event import Batch
 
@@ -21,23 +36,35 @@ BACKOFF_START_S = 0.05
 BACKOFF_MAX_S = 1.0
 
 
-class Source:
-    Config: type
+@dataclass(frozen=True)
+class SourceContext:
+    """What a source gets from its agent."""
 
-    def __init__(self, name: str, config, processor, counters):
-        self.name = name
-        self.config = config
-        self.processor = processor
-        self.counters = counters
+    agent: str
+    processor: Any              # routing.processor.ChannelProcessor (or a test double): where batches go
+    counters: Any               # core.counters.Counters of this source
+    data_dir: Path | None = None
+
+
+class Source(Component):
+    def __init__(self, name: str, config, context: SourceContext):
+        super().__init__(name, config, context)
+        self.processor = context.processor
+        self.counters = context.counters
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """``open`` here, then ``serve`` in its own thread; returns at once."""
+        self.open()
         self.counters.started()
-        self.spawn(self.run, "main")
+        self.spawn(self.serve, "main")
 
-    def run(self) -> None:
+    def open(self) -> None:
+        """Acquire what the source reads from; raise (OSError for a port in use) if it cannot."""
+
+    def serve(self) -> None:
         """The source's main loop, in its own thread; return when ``self.stopping`` is set."""
 
     def spawn(self, target, label: str) -> threading.Thread:
@@ -66,18 +93,20 @@ class Source:
 
     # -- delivery --------------------------------------------------------------------------------------------
     def put(self, batch: Batch) -> None:
-        """One put attempt.  Raises ChannelFullError, BatchTooLarge, or a broker error; in every case nothing
-        of the batch is in any required channel."""
-        self.counters.add("EventReceivedCount", len(batch))
+        """One put attempt (one append batch, e.g. one HTTP request).  Raises ChannelFullError, BatchTooLarge,
+        or a broker error; in every case nothing of the batch is in any required channel."""
+        self.counters.add(names.EVENT_RECEIVED, len(batch))
+        self.counters.add(names.APPEND_BATCH_RECEIVED)
         self._attempt(batch)
+        self.counters.add(names.APPEND_BATCH_ACCEPTED)
 
     def _attempt(self, batch: Batch) -> None:
         try:
             self.processor.process(batch)
         except ChannelFullError:
-            self.counters.add("ChannelWriteFail")
+            self.counters.add(names.CHANNEL_WRITE_FAIL)
             raise
-        self.counters.add("EventAcceptedCount", len(batch))
+        self.counters.add(names.EVENT_ACCEPTED, len(batch))
 
     def deliver(self, batch: Batch, max_backoff_s: float = BACKOFF_MAX_S) -> bool:
         """Put ``batch``, retrying with backoff (up to ``max_backoff_s`` between attempts) while the channels
@@ -86,21 +115,21 @@ class Source:
         Returns True once the batch is in every required channel, False if the source was stopped first (the
         batch was then not acknowledged and is not in any channel).
         """
-        self.counters.add("EventReceivedCount", len(batch))
-        self.counters.add("AppendBatchReceivedCount")
+        self.counters.add(names.EVENT_RECEIVED, len(batch))
+        self.counters.add(names.APPEND_BATCH_RECEIVED)
         delay = min(BACKOFF_START_S, max_backoff_s)
         while True:
             try:
                 self._attempt(batch)
-                self.counters.add("AppendBatchAcceptedCount")
+                self.counters.add(names.APPEND_BATCH_ACCEPTED)
                 return True
             except BatchTooLarge:
                 raise
             except ChannelFullError as exc:
                 log.debug("source %s: %s; retrying in %.2fs", self.name, exc, delay)
             except Exception as exc:      # the broker is down or restarting: keep the batch, try again
-                self.counters.add("GenericProcessingFail")
-                log.warning("source %s: put failed (%s); retrying in %.2fs", self.name, exc, delay)
+                names.fail(self.counters, names.GENERIC_PROCESSING_FAIL, log, logging.WARNING,
+                                   "source %s: put failed (%s); retrying in %.2fs", self.name, exc, delay)
             if self.stopping.wait(delay):
                 return False
             delay = min(delay * 2, max_backoff_s)

@@ -50,7 +50,7 @@ class ExecSource(Source):
         if process and process.poll() is None:
             process.terminate()
 
-    def run(self) -> None:
+    def serve(self) -> None:
         while not self.stopping.is_set():
             code = self.run_once()
             if code is None or not self.config.restart:

@@ -23,7 +23,7 @@ class SeqConfig:
 class SeqSource(Source):
     Config = SeqConfig
 
-    def run(self) -> None:
+    def serve(self) -> None:
         sent = 0
         total, step = self.config.total_events, self.config.batch_size
         while sent < total and not self.stopping.is_set():

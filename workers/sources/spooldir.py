@@ -39,11 +39,12 @@ import logging
 import os
 from dataclasses import dataclass, replace
 
+from core import counters as names
 from core.event import Batch
 from core.options import one_of, opt, positive
 from core.registry import did_you_mean
 from core import java_regex
-from workers.sources.base import Source
+from workers.sources.base import Source, SourceContext
 from workers.sources.spooldir_reader import BlobDeserializer, LineDeserializer, ReadProblem, newline_is_0x0a
 from workers.sources.spooldir_tracker import Candidate, FileId, FileProblem, SetupError, SpoolTracker
 
@@ -133,7 +134,7 @@ class SpoolDirConfig:
                                                  "deserializer.maxLineLength")
     buffer_max_lines: str = opt("bufferMaxLines", "", inert="obsolete: Flume ignores it too")
 
-    def check(self) -> list[tuple[str, str]]:
+    def problems(self) -> list[tuple[str, str]]:
         problems = []
         if deserializer_kind(self.deserializer) == LINE and not newline_is_0x0a(self.input_charset):
             problems.append(("inputCharset", f"charset '{self.input_charset}' does not write a newline as the "
@@ -145,8 +146,12 @@ class SpoolDirConfig:
 class SpoolDirectorySource(Source):
     Config = SpoolDirConfig
 
-    def __init__(self, name: str, config: SpoolDirConfig, processor, counters):
-        super().__init__(name, config, processor, counters)
+    @classmethod
+    def check(cls, config, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        return config.problems()
+
+    def __init__(self, name: str, config: SpoolDirConfig, context: SourceContext):
+        super().__init__(name, config, context)
         self.kind = deserializer_kind(config.deserializer) or LINE
         self.max_line_length = config.max_line_length
         if config.buffer_max_line_length is not None and config.deserializer.strip().upper() == LINE:
@@ -163,7 +168,7 @@ class SpoolDirectorySource(Source):
         self._listing_failed: str | None = None
 
     # -- main loop -------------------------------------------------------------------------------------------
-    def run(self) -> None:
+    def serve(self) -> None:
         if not self._set_up():
             return
         log.info("spooldir source %s reads %s (%s deserializer, trackingPolicy %s, deletePolicy %s)", self.name,
@@ -328,8 +333,8 @@ class SpoolDirectorySource(Source):
         if key in self.reported:
             return
         self.reported.add(key)
-        self.counters.add("EventReadFail")
-        log.error("spooldir source %s: file '%s': %s", self.name, candidate.path, message)
+        names.fail(self.counters, names.EVENT_READ_FAIL, log, logging.ERROR, "spooldir source %s: file '%s': %s",
+                           self.name, candidate.path, message)
 
     def deliver(self, batch: Batch) -> bool:
         """:meth:`Source.deliver`, with Flume's ``maxBackoff`` as the longest pause between two attempts."""

@@ -29,6 +29,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from core import counters as names
 from core.options import opt, positive
 from core.registry import did_you_mean
 from core import java_regex
@@ -78,7 +79,7 @@ class TaildirConfig:
     cache_pattern_matching: bool = opt("cachePatternMatching", True,
                                        doc="list a directory again only when it changed")
 
-    def check(self) -> list[tuple[str, str]]:
+    def problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         listed = list(dict.fromkeys(self.filegroups))
         for group in listed:
@@ -126,7 +127,11 @@ def _path_problems(path: str) -> list[str]:
 class TaildirSource(Source):
     Config = TaildirConfig
 
-    def start(self) -> None:
+    @classmethod
+    def check(cls, config, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        return config.problems()
+
+    def open(self) -> None:
         config = self.config
         store = PositionStore(config.position_file)
         os.makedirs(os.path.dirname(store.path), exist_ok=True)     # fails the start if it cannot be made
@@ -139,9 +144,8 @@ class TaildirSource(Source):
         self._next_write = time.monotonic() + config.write_pos_interval_ms / 1000
         log.info("taildir source %s: %d files tracked, positions in %s", self.name, len(self.reader.files),
                  store.path)
-        super().start()
 
-    def run(self) -> None:
+    def serve(self) -> None:
         config = self.config
         idle_every = min(1.0, config.idle_timeout_ms / 2000)
         next_idle = time.monotonic() + idle_every
@@ -200,8 +204,8 @@ class TaildirSource(Source):
                 if sent >= max_batches:
                     break
         except OSError as exc:
-            self.counters.add("EventReadFail")
-            log.warning("taildir source %s: cannot read %s: %s", self.name, tf.path, exc)
+            names.fail(self.counters, names.EVENT_READ_FAIL, log, logging.WARNING, "taildir source %s: cannot read %s: %s",
+                               self.name, tf.path, exc)
             self.reader.close(tf)
         return sent
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import re
 import stat
 import time
@@ -647,8 +648,7 @@ def _has_bytes(path: str, offset: int, expected: bytes) -> bool:
 
 def _default_max_open() -> int:
     try:
-        import resource
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (ImportError, ValueError, OSError):
+    except (ValueError, OSError):
         soft = 1024
     return max(32, min(soft // 2, 4096) if soft > 0 else 512)
