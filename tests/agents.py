@@ -6,22 +6,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from helpers import wait_until  # noqa: F401  (re-exported: tests import it from here too)
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def port_open(port: int) -> bool:
@@ -60,11 +49,51 @@ class AgentProcess:
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout_s: float = 60) -> int:
+        """Send ``sig`` and return the exit code.  An agent still running ``timeout_s`` later is killed and the
+        test fails: it never outlives its test."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        code = self.process.wait(timeout_s)
-        self.log.close()
+        try:
+            code = self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(30)
+            raise AssertionError(f"agent {self.name} did not stop within {timeout_s:.0f}s of signal {sig!r}; "
+                                 f"killed.  Its log ends:\n{self.output_tail()}") from None
+        finally:
+            if self.process.poll() is not None:
+                self.log.close()
         return code
+
+    # ``with AgentProcess(...) as agent:`` starts the agent (unless started already) and stops it at the end of
+    # the block; a block that ran through also checks the agent's exit code, a block that failed only stops the
+    # agent, so that the failure the test sees is the block's own, not the stop's.
+    expected_exit = 0
+
+    def __enter__(self) -> "AgentProcess":
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            try:
+                self.stop()
+            except Exception as stop_error:          # noqa: BLE001  (the block's failure is the one to see)
+                if hasattr(exc, "add_note"):
+                    exc.add_note(f"(and stopping the agent failed too: {stop_error})")
+            return False
+        code = self.stop()
+        if code != self.expected_exit:
+            raise AssertionError(f"agent {self.name} exited with {code}, not {self.expected_exit}; its log ends:\n"
+                                 f"{self.output_tail()}")
+        return False
+
+    def output_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.output().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

