@@ -18,6 +18,7 @@ channel.  The sink is ``file_roll``; at the end every event number is counted in
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -35,9 +36,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import REPO, AgentProcess, port_open, read_lines, wait_until  # noqa: E402
+from agents import REPO, AgentProcess, port_open, read_lines  # noqa: E402
 from app.broker import free_port  # noqa: E402
 from conftest import RedisServer  # noqa: E402
+from helpers import ReportingThread, wait_until  # noqa: E402
 from sentinel import SentinelDeployment  # noqa: E402
 
 PER_REQUEST = 10
@@ -52,6 +54,7 @@ class Result:
     duplicated: int = 0
     recover_s: float = 0.0
     faults: int = 0
+    unrecovered: int = 0         # faults whose recovery the watcher did not see in time (must be 0)
     peak_growth_kib: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -87,15 +90,19 @@ a1.sinks.k1.channel = c1
 
 
 class Load:
-    """Posts events e0, e1, ... at ``rate`` events/s until ``total`` were acknowledged (or stopped)."""
+    """Posts events e0, e1, ... at ``rate`` events/s until ``total`` were acknowledged.
+
+    Its thread is a :class:`helpers.ReportingThread`: :meth:`join` fails the scenario if the load generator raised,
+    is still running, or stopped short of ``total`` (a scenario must never pass on a load that did not run).
+    """
 
     def __init__(self, port: int, total: int, rate: float):
         self.port, self.total, self.rate = port, total, rate
         self.acked: list[tuple[float, int]] = []      # (time acknowledged, first event number of the request)
         self.refused = 0                               # 503 answers (channel full or broker down)
         self.errors = 0                                # connection refused / reset (agent down)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.stop = threading.Event()                  # ends the load early: join() then fails
+        self.thread = ReportingThread(self._run, name=f"{type(self).__name__.lower()}-generator")
 
     def start(self) -> "Load":
         self.thread.start()
@@ -110,15 +117,22 @@ class Load:
                 return response.status
         except urllib.error.HTTPError as exc:
             return exc.code
-        except OSError:
+        except (OSError, http.client.HTTPException):   # no (complete) answer: the agent is down or was killed
             return None
 
+    clock = staticmethod(time.monotonic)     # (tests of the harness give fake ones)
+    sleep = staticmethod(time.sleep)
+
+    def _pace(self, start: float, first: int) -> None:
+        """Sleep until event ``first`` is due (the clock is read once: it moves between two reads)."""
+        delay = start + first / self.rate - self.clock()
+        if delay > 0:
+            self.sleep(delay)
+
     def _run(self) -> None:
-        start, first = time.monotonic(), 0
+        start, first = self.clock(), 0
         while first < self.total and not self.stop.is_set():
-            due = start + first / self.rate
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            self._pace(start, first)
             status = self._post(first)
             if status == 200:
                 self.acked.append((time.monotonic(), first))
@@ -130,6 +144,20 @@ class Load:
                     self.errors += 1
                 time.sleep(0.05)
 
+    def acked_events(self) -> int:
+        return len(self.acked) * PER_REQUEST
+
+    def wait_for(self, events: int, timeout_s: float = 120) -> None:
+        """Until ``events`` events were acknowledged (faults come on a running load); fails at once if the load
+        generator died."""
+        def enough() -> bool:
+            self.thread.check()
+            return self.acked_events() >= min(events, self.total)
+        wait_until(enough, timeout_s, what=f"{events} events acknowledged (have {self.acked_events()})")
+
+    def finished(self) -> bool:
+        return not self.thread.is_alive()
+
     def sent_before(self, moment: float) -> set[bytes]:
         return {f"e{first + j}".encode() for t, first in self.acked if t <= moment for j in range(PER_REQUEST)}
 
@@ -137,7 +165,10 @@ class Load:
         return self.sent_before(float("inf"))
 
     def join(self, timeout_s: float = 600) -> None:
+        """Wait for the load to end; fail if its generator raised, hangs, or ended short of ``total``."""
         self.thread.join(timeout_s)
+        if self.acked_events() < self.total:
+            raise AssertionError(f"the load generator ended after {self.acked_events()} of {self.total} events")
 
 
 class FileLoad(Load):
@@ -148,12 +179,10 @@ class FileLoad(Load):
         self.path = path
 
     def _run(self) -> None:
-        start, first = time.monotonic(), 0
+        start, first = self.clock(), 0
         with open(self.path, "ab") as log:
             while first < self.total and not self.stop.is_set():
-                due = start + first / self.rate
-                if due > time.monotonic():
-                    time.sleep(due - time.monotonic())
+                self._pace(start, first)
                 log.write(b"".join(f"e{first + j}\n".encode() for j in range(PER_REQUEST)))
                 log.flush()
                 self.acked.append((time.monotonic(), first))
@@ -162,7 +191,8 @@ class FileLoad(Load):
 
 class Recovery:
     """Watches the output from the first fault on and records, per fault, how long it took until everything
-    acknowledged before the fault was delivered."""
+    acknowledged before the fault was delivered.  Its watcher threads are :class:`helpers.ReportingThread`:
+    one that raised fails the scenario in :meth:`wait_all`."""
 
     def __init__(self, out: Path, load: Load, outputs=None):
         self.load = load
@@ -172,7 +202,7 @@ class Recovery:
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.watching = False
-        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.threads: list[ReportingThread] = []
 
     def fault(self) -> None:
         now = time.monotonic()
@@ -180,8 +210,9 @@ class Recovery:
             self.faults.append((now, self.load.sent_before(now)))
             if not self.watching:                 # not started yet, or done with the earlier faults
                 self.watching = True
-                self.thread = threading.Thread(target=self._watch, daemon=True)
-                self.thread.start()
+                thread = ReportingThread(self._watch, name=f"recovery-watcher-{len(self.threads)}")
+                self.threads.append(thread)
+                thread.start()
 
     def _watch(self) -> None:
         pending = len(self.recovered)
@@ -200,12 +231,18 @@ class Recovery:
             time.sleep(0.25)
 
     def load_finished(self) -> bool:
-        return not self.load.thread.is_alive()
+        return self.load.finished()
 
-    def wait_all(self, timeout_s: float) -> None:
-        if self.thread.is_alive():
-            self.thread.join(timeout_s)
+    def wait_all(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for every fault to be seen recovered, then stop watching; the number of faults
+        not seen recovered.  Fails if a watcher raised."""
+        deadline = time.monotonic() + timeout_s
+        for thread in list(self.threads):
+            threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
         self.done.set()
+        for thread in list(self.threads):
+            thread.join(30)
+        return len(self.faults) - len(self.recovered)
 
     def worst(self) -> float:
         return max(self.recovered, default=0.0)
@@ -225,19 +262,23 @@ def count(result: Result, load: Load, out: Path) -> Result:
 def settle(result: Result, load: Load, recovery: Recovery, out: Path, timeout_s: float = 180) -> None:
     """Wait for the load to end and everything acknowledged to be delivered; record the worst recovery."""
     load.join()
-    recovery.wait_all(timeout_s)
-    wait_delivered(recovery.outputs, load, timeout_s)
+    result.unrecovered = recovery.wait_all(timeout_s)
+    if result.unrecovered:
+        result.notes.append(f"{result.unrecovered} faults not seen recovered within {timeout_s:.0f} s")
+    if not wait_delivered(recovery.outputs, load, timeout_s):
+        result.notes.append(f"not every acknowledged event delivered within {timeout_s:.0f} s")
     result.recover_s = recovery.worst()
 
 
-def wait_delivered(outputs, load: Load, timeout_s: float) -> None:
-    """Until ``outputs()`` (the lines delivered) holds every acknowledged event, or ``timeout_s``."""
+def wait_delivered(outputs, load: Load, timeout_s: float) -> bool:
+    """Until ``outputs()`` (the lines delivered) holds every acknowledged event (True), or ``timeout_s`` (False)."""
     sent = load.all_sent()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if sent <= set(outputs()):
-            return
+            return True
         time.sleep(0.25)
+    return False
 
 
 def children(pid: int) -> list[int]:
@@ -283,8 +324,8 @@ def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: flo
         wait_until(lambda: port_open(port), 60, what="the http source")
         load = Load(port, total, rate).start()
         recovery = Recovery(out, load)
-        for _ in range(kills):
-            time.sleep(interval_s)
+        for k in range(kills):
+            load.wait_for(int((k + 1) * interval_s * rate))   # faults come on a running load
             pid = sink_worker_pid(agent)
             recovery.fault()
             os.kill(pid, signal.SIGKILL)
@@ -348,8 +389,8 @@ def pool_child_kills(tmp: Path, total: int, rate: float, kills: int, interval_s:
         wait_until(lambda: port_open(port), 60, what="the http source")
         load = Load(port, total, rate).start()
         recovery = Recovery(out, load)
-        for _ in range(kills):
-            time.sleep(interval_s)
+        for k in range(kills):
+            load.wait_for(int((k + 1) * interval_s * rate))   # faults come on a running load
             child = wait_until(lambda: (children(worker.pid) or [None])[0], 60, what="the pool child")
             recovery.fault()
             os.kill(child, signal.SIGKILL)
@@ -372,7 +413,7 @@ def agent_kill(tmp: Path, total: int, rate: float) -> Result:
     wait_until(lambda: port_open(port), 60, what="the http source")
     load = Load(port, total, rate).start()
     recovery = Recovery(out, load)
-    time.sleep(3)
+    load.wait_for(int(3 * rate))
     recovery.fault()
     agent.process.kill()
     agent.process.wait(30)
@@ -413,7 +454,7 @@ a1.sinks.k1.channel = c1
     result = Result("kill -9 agent (TAILDIR source) + restart", faults=1)
     recovery = Recovery(out, load)
     wait_until(lambda: out.exists() and any(out.iterdir()), 60, what="first output")
-    time.sleep(3)
+    load.wait_for(int(3 * rate))
     recovery.fault()
     agent.process.kill()
     agent.process.wait(30)
@@ -437,7 +478,7 @@ def redis_restart(tmp: Path, total: int, rate: float, appendfsync: str) -> Resul
         wait_until(lambda: port_open(port), 60, what="the http source")
         load = Load(port, total, rate).start()
         recovery = Recovery(out, load)
-        time.sleep(3)
+        load.wait_for(int(3 * rate))
         recovery.fault()
         server.stop(kill=True)
         time.sleep(1)
@@ -465,7 +506,7 @@ def sentinel_failover(tmp: Path, total: int, rate: float) -> Result:
         load = Load(port, total, rate).start()
         recovery = Recovery(out, load)
         wait_until(lambda: load.acked, 60, what="the first acknowledged request")
-        time.sleep(2)
+        load.wait_for(int(2 * rate))
         recovery.fault()
         killed_at = time.monotonic()
         promoted_s = deployment.kill_master()
@@ -521,7 +562,7 @@ def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
         load = Load(port, total, rate).start()
         recovery = Recovery(out, load)
         wait_until(lambda: out.exists() and any(out.iterdir()), 60, what="first output")
-        time.sleep(2)
+        load.wait_for(int(2 * rate))
         aside = tmp / "out-aside"
         out.rename(aside)
         out.write_text("not a directory\n")             # opening the next file fails, even as root
@@ -556,7 +597,7 @@ a1.sinks.k1.channel = c1
         load = Load(port, total, rate).start()
         recovery = Recovery(out, load, outputs=lambda: kept + read_lines(out))
         wait_until(lambda: out.exists() and any(out.iterdir()), 60, what="first output")
-        time.sleep(2)
+        load.wait_for(int(2 * rate))
         removed = tmp / "out-removed"
         out.rename(removed)
         recovery.fault()
@@ -601,7 +642,7 @@ a1.sinks.k2.channel = c1
         wait_until(lambda: port_open(port), 60, what="the http source")
         load = Load(port, total, rate).start()
         wait_until(lambda: primary.exists() and any(primary.iterdir()), 60, what="first output")
-        time.sleep(2)
+        load.wait_for(int(2 * rate))
         fault_at = time.monotonic()
         aside = tmp / "primary-aside"
         primary.rename(aside)
@@ -723,7 +764,7 @@ def main() -> int:
         print(result.row())
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
-    return 1 if any(r.lost for r in results) else 0
+    return 1 if any(r.lost or r.unrecovered for r in results) else 0
 
 
 if __name__ == "__main__":

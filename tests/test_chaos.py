@@ -18,6 +18,7 @@ def test_no_acknowledged_event_is_lost(name, tmp_path):
     print(result.row())
     assert result.sent > 0
     assert result.lost == 0, result.row()
+    assert result.unrecovered == 0, result.row()
     assert result.delivered == result.sent
     if name == "reload":
         # A replaced source finishes its in-flight requests, a replaced worker its batch: nothing is doubled.
