@@ -10,6 +10,7 @@ import urllib.request
 
 from app.broker import free_port
 from agents import AgentProcess, port_open, read_lines, wait_until
+from helpers import ReportingThread
 
 
 def post(port: int, events: list[dict], timeout_s: float = 10) -> int:
@@ -273,12 +274,12 @@ def test_clean_stop_under_load_loses_nothing(tmp_path):
             i += 1
 
     wait_until(lambda: port_open(port), 30, what="the http source")
-    thread = threading.Thread(target=client)
+    thread = ReportingThread(client, name="client")
     thread.start()
     wait_until(lambda: len(acked) >= 100, 60, what="100 acknowledged requests")
     assert agent.stop(signal.SIGTERM) == 0
     stop.set()
-    thread.join()
+    thread.join(60)
     expected = sorted(f"{i}-{j}".encode() for i in acked for j in range(10))
     restarted = AgentProcess(tmp_path, conf).start()
     try:

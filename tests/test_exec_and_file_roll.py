@@ -9,26 +9,13 @@ import time
 import pytest
 
 from agents import wait_until
+from conftest import FakeCounters
 from core.event import Batch, Event
 from core.options import build
 from workers.sinks.base import SinkContext
 from workers.sinks.file_roll import FileRollSink
 from workers.sources.exec import ExecSource
 from workers.sources.base import SourceContext
-
-
-class Counters:
-    def __init__(self):
-        self.values = {}
-
-    def add(self, name, n=1):
-        self.values[name] = self.values.get(name, 0) + n
-
-    def started(self):
-        pass
-
-    def stopped(self):
-        pass
 
 
 class Recorder:
@@ -51,7 +38,7 @@ def exec_source(props: dict) -> tuple[ExecSource, Recorder]:
     config, errors, _ = build(ExecSource.Config, props, "a1.sources.r1.")
     assert not errors, errors
     recorder = Recorder()
-    return ExecSource("r1", config, SourceContext("a1", recorder, Counters())), recorder
+    return ExecSource("r1", config, SourceContext("a1", recorder, FakeCounters())), recorder
 
 
 def test_exec_lines_batches_and_crlf():

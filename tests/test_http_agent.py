@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 from agents import AgentProcess, port_open, wait_until
+from helpers import ReportingThread
 from app.broker import free_port
 
 CONF = """
@@ -53,11 +54,11 @@ def test_200_concurrent_clients_are_all_answered_200(tmp_path, redis_server):
                 answers.append(answer)
     try:
         wait_until(lambda: port_open(port), 30, what="the http source")
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(200)]
+        threads = [ReportingThread(client, name=f"client-{n}", args=(n,)) for n in range(200)]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(120)
     finally:
         assert agent.stop() == 0
     refused = [a for a in answers if a[0] != 200]

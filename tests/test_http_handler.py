@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections import Counter
 
 import pytest
 
 from core.errors import BatchTooLarge, ChannelFullError
 from core import options
 from core.event import Event
-from conftest import VECTORS
+from conftest import FakeCounters, VECTORS
 from workers.sources.base import SourceContext
 from workers.sources.http import (HANDLERS, BadRequest, HttpSource, UnsupportedCharset, blob_handler,
                                   json_handler, request_charset)
@@ -196,22 +195,6 @@ def test_handler_registry():
 
 
 # --- HttpSource.answer ------------------------------------------------------------------------------------------
-
-class FakeCounters:
-    def __init__(self):
-        self.counts: Counter = Counter()
-        self.start_calls = 0
-        self.stop_calls = 0
-
-    def add(self, name: str, n: int = 1) -> None:
-        self.counts[name] += n
-
-    def started(self) -> None:
-        self.start_calls += 1
-
-    def stopped(self) -> None:
-        self.stop_calls += 1
-
 
 class FakeProcessor:
     def __init__(self, error: Exception | None = None):

@@ -25,6 +25,7 @@ import app.broker as broker
 from agents import REPO, AgentProcess, read_lines, wait_until
 from app.broker import EmbeddedRedis, free_port
 from conftest import RedisServer
+from helpers import ReportingThread
 from core.errors import SettingsError
 
 SEQ_CONF = """
@@ -373,7 +374,7 @@ def tls_server_with_an_unknown_certificate(tmp_path):
             except OSError:
                 conn.close()               # the client gave up the handshake: what this fixture is for
 
-    thread = threading.Thread(target=serve, daemon=True)
+    thread = ReportingThread(serve, name="tls-server")
     thread.start()
     yield listener.getsockname()[1]
     stop.set()

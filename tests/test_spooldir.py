@@ -9,13 +9,14 @@ import os
 import random
 import re
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from agents import AgentProcess, read_lines, wait_until
+from helpers import ReportingThread
+from conftest import FakeCounters
 from core.errors import ChannelFullError, ConfigInvalid
 from core.config import parse_agent
 from workers.sources import spooldir_reader
@@ -84,20 +85,6 @@ def flume_lines(text: str, max_length: int) -> list[str]:
         out.append("".join(sb))
 
 
-class Counters:
-    def __init__(self):
-        self.values: dict[str, int] = {}
-
-    def add(self, counter: str, n: int = 1) -> None:
-        self.values[counter] = self.values.get(counter, 0) + n
-
-    def started(self) -> None:
-        pass
-
-    def stopped(self) -> None:
-        pass
-
-
 class Crash(BaseException):
     """Stands for a kill -9: nothing after it runs."""
 
@@ -139,7 +126,7 @@ def make_source(spool: Path, processor: Processor | None = None, **props) -> Spo
     """A spooldir source built from agent-file text (so its configuration is validated), not started."""
     text = SOURCE_CONF.format(spool=spool) + "".join(f"a1.sources.r1.{k} = {v}\n" for k, v in props.items())
     spec = parse_agent(text, "a1").sources["r1"]
-    source = spec.cls("r1", spec.config, SourceContext("a1", processor or Processor(), Counters()))
+    source = spec.cls("r1", spec.config, SourceContext("a1", processor or Processor(), FakeCounters()))
     source.tracker.prepare()
     return source
 
@@ -520,8 +507,8 @@ def test_source_puts_every_line_with_file_ids_and_no_headers_then_renames(tmp_pa
     assert sorted(os.listdir(spool)) == [".flumespool", "a.log.COMPLETED"]
     assert metas(spool / ".flumespool") == []
     assert source.poll() is False                        # nothing left
-    assert source.counters.values["EventAcceptedCount"] == 250
-    assert source.counters.values["AppendBatchAcceptedCount"] == 3
+    assert source.counters.counts["EventAcceptedCount"] == 250
+    assert source.counters.counts["AppendBatchAcceptedCount"] == 3
 
 
 def test_headers_only_when_asked_for(tmp_path):
@@ -544,7 +531,7 @@ def test_a_file_is_not_marked_done_before_all_its_events_are_in_the_channels(tmp
         if len(p.batches) == 3:
             p.full = True                                # the channel is full after 3 batches
     processor.hook = fill_up
-    thread = threading.Thread(target=source.poll)
+    thread = ReportingThread(source.poll, name="poll")
     thread.start()
     wait_until(lambda: processor.attempts > 6, 10, what="retries against the full channel")
     assert (spool / "a.log").exists()                    # not done while a batch waits
@@ -614,7 +601,7 @@ def test_a_file_that_grows_while_being_read_is_reported_and_the_others_flow(tmp_
     [error] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert re.search(r"file '.*/a\.log': its size changed from 330 to 335 bytes.* while it was being read; the "
                      r"events before byte 110 were delivered", error.message), error.message
-    assert source.counters.values["EventReadFail"] == 1
+    assert source.counters.counts["EventReadFail"] == 1
     assert source.poll() is False                        # skipped from now on, reported once
     assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
     # After a restart it is still refused: it is not the file whose reading began.
@@ -705,7 +692,7 @@ def test_the_source_waits_for_its_directory_and_stop_wakes_it(tmp_path):
     text = SOURCE_CONF.format(spool=spool) + "a1.sources.r1.pollDelay = 100\n"
     spec = parse_agent(text, "a1").sources["r1"]
     processor = Processor()
-    source = spec.cls("r1", spec.config, SourceContext("a1", processor, Counters()))
+    source = spec.cls("r1", spec.config, SourceContext("a1", processor, FakeCounters()))
     source.start()
     try:
         time.sleep(0.3)

@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 import zlib
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from agents import AgentProcess, read_lines, wait_until
 from core.errors import ChannelFullError, ConfigInvalid
 from core.config import parse_agent
 from core.options import build
-from conftest import VECTORS
+from conftest import FakeCounters, VECTORS
 from core.java_regex import compile_java
 from workers.sources.taildir import TaildirConfig, TaildirSource
 from workers.sources.taildir_position import JOURNAL_SUFFIX, PositionEntry, PositionStore, parse, to_json
@@ -608,20 +607,6 @@ class Recorder:
         return [b for batch in self.batches for b in batch.bodies]
 
 
-class Counters:
-    def __init__(self):
-        self.values = Counter()
-
-    def add(self, name, n=1):
-        self.values[name] += n
-
-    def started(self):
-        pass
-
-    def stopped(self):
-        pass
-
-
 def run_source(tmp_path: Path, props: dict[str, str], full: bool = False) -> tuple[TaildirSource, Recorder]:
     props = {"filegroups": "f1", "filegroups.f1": str(tmp_path / "logs" / "file.*"),
              "positionFile": str(tmp_path / "pos.json"), "backoffSleepIncrement": "20", "maxBackoffSleep": "50",
@@ -631,7 +616,7 @@ def run_source(tmp_path: Path, props: dict[str, str], full: bool = False) -> tup
     recorder = Recorder()
     if full:
         recorder.full.set()                   # before the source starts: its very first put meets a full channel
-    source = TaildirSource("r1", config, SourceContext("a1", recorder, Counters()))
+    source = TaildirSource("r1", config, SourceContext("a1", recorder, FakeCounters()))
     source.start()
     return source, recorder
 
@@ -652,7 +637,7 @@ def test_source_back_pressure_reads_nothing_further_and_loses_nothing(tmp_path):
     finally:
         source.stop()
     assert recorder.bodies() == [str(i).encode() for i in range(100)]
-    assert source.counters.values["ChannelWriteFail"] >= 3
+    assert source.counters.counts["ChannelWriteFail"] >= 3
     assert parse((tmp_path / "pos.json").read_bytes())[0].pos == path.stat().st_size
     assert not (tmp_path / ("pos.json" + JOURNAL_SUFFIX)).exists()       # clean stop: journal folded in
 

@@ -7,6 +7,7 @@ from app.celery_app import create_app
 from core.config import parse_agent
 from core.event import Batch
 from core.settings import Settings
+from helpers import ReportingThread
 from routing.processor import ChannelWriter
 from routing.transport import read_sizes
 
@@ -38,11 +39,11 @@ def test_threads_beyond_the_pool_size_wait_for_a_connection(redis_server):
                 writer.put({"c1": Batch([b"x" * 100] * 10)})
             except Exception as exc:
                 errors.append(exc)
-    threads = [threading.Thread(target=put_many) for _ in range(16)]
+    threads = [ReportingThread(put_many, name=f"putter-{n}") for n in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(120)
     writer.close()
     assert errors == []
     assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 16 * 50 * 10}
