@@ -7,6 +7,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 
 from app.broker import free_port
 from agents import AgentProcess, port_open, read_lines, wait_until
@@ -25,7 +26,7 @@ def post(port: int, events: list[dict], timeout_s: float = 10) -> int:
 
 def test_seq_flow_delivers_every_event_exactly_once(tmp_path, redis_server):
     out = tmp_path / "out"
-    agent = AgentProcess(tmp_path, f"""
+    with AgentProcess(tmp_path, f"""
 a1.sources = r1
 a1.channels = c1
 a1.sinks = k1
@@ -39,11 +40,8 @@ a1.channels.c1.transactionCapacity = 100
 a1.sinks.k1.type = file_roll
 a1.sinks.k1.sink.directory = {out}
 a1.sinks.k1.channel = c1
-""", broker_url=redis_server.url).start()
-    try:
+""", broker_url=redis_server.url):
         wait_until(lambda: len(read_lines(out)) >= 5000, 60, what="5000 events in file_roll output")
-    finally:
-        assert agent.stop() == 0
     lines = read_lines(out)
     assert sorted(lines, key=int) == [str(i).encode() for i in range(5000)]
     assert redis_server.client().hget("flumery.a1:sizes", "c1") == b"0"
@@ -51,7 +49,7 @@ a1.sinks.k1.channel = c1
 
 def test_netcat_answers_ok_after_put_and_keeps_bytes_intact(tmp_path):
     out, port = tmp_path / "out", free_port()
-    agent = AgentProcess(tmp_path, f"""
+    with AgentProcess(tmp_path, f"""
 a1.sources = r1
 a1.channels = c1
 a1.sinks = k1
@@ -65,8 +63,7 @@ a1.sinks.k1.type = file_roll
 a1.sinks.k1.sink.directory = {out}
 a1.sinks.k1.sink.batchSize = 10
 a1.sinks.k1.channel = c1
-""").start()
-    try:
+"""):
         wait_until(lambda: port_open(port), 30, what="the netcat source")
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(b"hello\n\x00\xff\xfe binary\r\n" + b"x" * 40 + b"\nlast\n")
@@ -77,14 +74,12 @@ a1.sinks.k1.channel = c1
         assert replies == (b"OK\nOK\nFAILED: Event exceeds the maximum length (20 chars, including newline)\n"
                            b"OK\n")
         wait_until(lambda: len(read_lines(out)) >= 3, 30, what="3 lines in the output")
-    finally:
-        assert agent.stop() == 0
     assert read_lines(out) == [b"hello", b"\x00\xff\xfe binary\r", b"last"]
 
 
 def test_exec_source_delivers_every_line_of_its_command(tmp_path, redis_server):
     out = tmp_path / "out"
-    agent = AgentProcess(tmp_path, f"""
+    with AgentProcess(tmp_path, f"""
 a1.sources = r1
 a1.channels = c1
 a1.sinks = k1
@@ -99,11 +94,8 @@ a1.sinks.k1.type = file_roll
 a1.sinks.k1.sink.directory = {out}
 a1.sinks.k1.sink.batchSize = 500
 a1.sinks.k1.channel = c1
-""", broker_url=redis_server.url).start()
-    try:
+""", broker_url=redis_server.url):
         wait_until(lambda: len(read_lines(out)) >= 20000, 60, what="20000 lines")
-    finally:
-        assert agent.stop() == 0
     assert read_lines(out) == [str(i).encode() for i in range(1, 20001)]     # one sink: order is kept
 
 
@@ -128,9 +120,8 @@ a1.sinks.k1.channel = c1
 def test_full_channel_answers_503_and_loses_nothing(tmp_path, redis_server):
     out, port = tmp_path / "out", free_port()
     conf = HTTP_CONF.format(port=port, out=out)
-    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
-    sinks = None
-    try:
+    with ExitStack() as agents:                       # each stopped at the end, its exit code checked
+        agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources"))
         wait_until(lambda: port_open(port), 30, what="the http source")
         accepted, refused = [], []
         for i in range(12):                       # 12 requests of 5 events into a channel of 50: 10 fit
@@ -139,21 +130,17 @@ def test_full_channel_answers_503_and_loses_nothing(tmp_path, redis_server):
         assert accepted == list(range(10)) and refused == [10, 11]
         assert post(port, [{"body": "x"}] * 51) == 413                      # could never fit
         assert post(port, "not json") == 400
-        sinks = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks").start()
+        agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks"))
         wait_until(lambda: len(read_lines(out)) >= 50, 60, what="the 50 accepted events")
         assert post(port, [{"body": "after"}]) == 200                       # room again
         wait_until(lambda: len(read_lines(out)) >= 51, 60, what="the 51st event")
-    finally:
-        assert sources.stop() == 0
-        if sinks:
-            assert sinks.stop() == 0
     expected = sorted([f"req{i}-ev{j}".encode() for i in range(10) for j in range(5)] + [b"after"])
     assert sorted(read_lines(out)) == expected
 
 
 def test_multiplexing_and_replicating_routes_end_to_end(tmp_path, redis_server):
     port, out1, out2 = free_port(), tmp_path / "out1", tmp_path / "out2"
-    agent = AgentProcess(tmp_path, f"""
+    with AgentProcess(tmp_path, f"""
 a1.sources = r1
 a1.channels = c1 c2
 a1.sinks = k1 k2
@@ -175,21 +162,18 @@ a1.sinks.k1.channel = c1
 a1.sinks.k2.type = file_roll
 a1.sinks.k2.sink.directory = {out2}
 a1.sinks.k2.channel = c2
-""", broker_url=redis_server.url).start()
-    try:
+""", broker_url=redis_server.url):
         wait_until(lambda: port_open(port), 30, what="the http source")
         assert post(port, [{"headers": {"State": "CA"}, "body": "ca"}, {"headers": {"State": "NY"}, "body": "ny"},
                            {"headers": {"State": "TX"}, "body": "tx"}, {"body": "none"}]) == 200
         wait_until(lambda: len(read_lines(out1)) >= 2 and len(read_lines(out2)) >= 3, 60, what="routed events")
-    finally:
-        assert agent.stop() == 0
     assert sorted(read_lines(out1)) == [b"{State=CA} ca", b"{State=NY} ny"]
     assert sorted(read_lines(out2)) == [b"none", b"ny", b"tx"]
 
 
 def test_metrics_endpoint_serves_flume_json(tmp_path, redis_server):
     out, port = tmp_path / "out", free_port()
-    agent = AgentProcess(tmp_path, f"""
+    with AgentProcess(tmp_path, f"""
 a1.sources = r1
 a1.channels = c1
 a1.sinks = k1
@@ -201,8 +185,7 @@ a1.channels.c1.type = memory
 a1.sinks.k1.type = file_roll
 a1.sinks.k1.sink.directory = {out}
 a1.sinks.k1.channel = c1
-""", broker_url=redis_server.url, extra=["--metrics-port", str(port)]).start()
-    try:
+""", broker_url=redis_server.url, extra=["--metrics-port", str(port)]):
         wait_until(lambda: len(read_lines(out)) >= 300, 60, what="300 events")
 
         def metrics():
@@ -232,8 +215,6 @@ a1.sinks.k1.channel = c1
             assert b'flumery_event_drain_success_total{agent="a1",component="k1",type="SINK"} 300.0' in text
             assert b'flumery_channel_size{agent="a1",component="c1",type="CHANNEL"} 0.0' in text
             assert b'flumery_sink_worker_restarts_total{agent="a1",unit="k1"} 0.0' in text
-    finally:
-        assert agent.stop() == 0
 
 
 def test_invalid_file_is_refused_with_every_error(tmp_path):
@@ -281,11 +262,8 @@ def test_clean_stop_under_load_loses_nothing(tmp_path):
     stop.set()
     thread.join(60)
     expected = sorted(f"{i}-{j}".encode() for i in acked for j in range(10))
-    restarted = AgentProcess(tmp_path, conf).start()
-    try:
+    with AgentProcess(tmp_path, conf):
         wait_until(lambda: len(read_lines(out)) >= len(expected), 60, what="every acknowledged event")
-    finally:
-        assert restarted.stop() == 0
     lines = read_lines(out)
     assert sorted(set(lines)) == expected                 # nothing acknowledged was lost, nothing invented
     assert len(lines) == len(expected)                    # and nothing was written twice
@@ -309,9 +287,8 @@ a1.sinks.k1.sink.directory = {out}
 a1.sinks.k1.sink.batchSize = 5
 a1.sinks.k1.channel = c1
 """
-    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
-    sinks = None
-    try:
+    with ExitStack() as agents:                       # each stopped at the end, its exit code checked
+        agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources"))
         wait_until(lambda: port_open(port), 30, what="the netcat source")
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.settimeout(1.0)
@@ -324,14 +301,10 @@ a1.sinks.k1.channel = c1
             except socket.timeout:
                 early = b""
             assert early == b""
-            sinks = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks").start()
+            agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks"))
             s.settimeout(60)
             assert s.recv(100) == b"OK\n"              # answered once the sink made room
         wait_until(lambda: len(read_lines(out)) >= 6, 60, what="the 6 lines")
-    finally:
-        assert sources.stop() == 0
-        if sinks:
-            assert sinks.stop() == 0
     assert sorted(read_lines(out)) == [f"line{i}".encode() for i in range(6)]
 
 

@@ -107,11 +107,10 @@ def test_http_source_answers_503_when_the_embedded_broker_is_full_and_recovers(t
     requests are accepted again."""
     port, out = free_port(), tmp_path / "out"
     out.write_text("the store is down: a file where the sink's directory should be\n")
-    agent = AgentProcess(tmp_path, HTTP_CONF.format(port=port, out=out),
-                         env={"FLUMERY_BROKER_MAXMEMORY": "8mb"}).start()
-    accepted: list[int] = []
-    answers: list[tuple[int, str]] = []
-    try:
+    with AgentProcess(tmp_path, HTTP_CONF.format(port=port, out=out),
+                      env={"FLUMERY_BROKER_MAXMEMORY": "8mb"}) as agent:
+        accepted: list[int] = []
+        answers: list[tuple[int, str]] = []
         wait_until(lambda: port_open(port), 60, what="the http source")
         for i in range(800):                          # 800 x 20 kB = 16 MB: twice the broker's memory
             answers.append(post(port, [{"body": f"{i}:" + "y" * 20_000}]))
@@ -122,8 +121,6 @@ def test_http_source_answers_503_when_the_embedded_broker_is_full_and_recovers(t
         out.unlink()                                  # the store is back
         wait_until(lambda: len(read_lines(out)) >= len(accepted), 120, what="the accepted events")
         after = wait_until(lambda: post(port, [{"body": "after"}])[0] == 200, 60, what="a request accepted again")
-    finally:
-        assert agent.stop() == 0
     status, reason = answers[-1]
     assert status == 503 and "out of memory" in reason, answers[-1]
     assert 20 < len(accepted) < 800

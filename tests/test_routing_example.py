@@ -51,13 +51,13 @@ def test_server_errors_go_to_errors_and_the_rest_to_all_exactly_once(tmp_path, r
     rnd = random.Random(7)
     written = access_lines(0, 3000, rnd)
     log_path.write_bytes(b"".join(line + b"\n" for line, _ in written))
-    agent.start()
-    errors_dir, all_dir = tmp_path / "var" / "access-routing" / "errors", tmp_path / "var" / "access-routing" / "all"
+    with agent:
+        routed = tmp_path / "var" / "access-routing"
+        errors_dir, all_dir = routed / "errors", routed / "all"
 
-    def delivered() -> int:
-        return len(read_lines(errors_dir)) + len(read_lines(all_dir))
+        def delivered() -> int:
+            return len(read_lines(errors_dir)) + len(read_lines(all_dir))
 
-    try:
         wait_until(lambda: delivered() >= len(written), 60, what="the first 3000 lines")
         with open(log_path, "ab") as log:                 # more lines while the agent tails the file
             for chunk in range(5):
@@ -68,8 +68,6 @@ def test_server_errors_go_to_errors_and_the_rest_to_all_exactly_once(tmp_path, r
                 time.sleep(0.2)
         wait_until(lambda: delivered() >= len(written), 60, what=f"all {len(written)} lines")
         time.sleep(0.5)
-    finally:
-        assert agent.stop() == 0
 
     expected_errors = [line for line, status in written if status is not None and status >= 500]
     expected_rest = [line for line, status in written if status is None or status < 500]

@@ -112,8 +112,7 @@ def test_another_local_user_cannot_read_the_broker_url_its_files_or_use_its_port
     agent = AgentProcess(shared_tmp, SEQ_CONF.format(events=500, out=out))
     agent.args[agent.args.index("--data-dir") + 1] = str(data)
     agent.data_dir = data
-    agent.start()
-    try:
+    with agent:
         wait_until(lambda: len(read_lines(out)) >= 500, 60, what="500 events through the embedded broker")
         url = agent.broker_url()
         port = redis.connection.parse_url(url)["port"]
@@ -130,8 +129,6 @@ def test_another_local_user_cannot_read_the_broker_url_its_files_or_use_its_port
                 refused[command[0]] = str(exc)
         modes = {str(p.relative_to(data)): p.stat().st_mode & 0o777 for p in [data / "broker.url", data / "redis",
                                                                                *(data / "redis").rglob("*")]}
-    finally:
-        assert agent.stop() == 0
     assert "CONTROL readable" in probe, probe                  # the probe itself works
     assert "READ" not in probe and "LISTED" not in probe, probe
     assert password not in probe
@@ -149,12 +146,9 @@ def test_a_new_data_dir_is_private_and_the_broker_url_file_is_0600(tmp_path):
     agent = AgentProcess(tmp_path, SEQ_CONF.format(events=10, out=out))
     agent.args[agent.args.index("--data-dir") + 1] = str(data)
     agent.data_dir = data
-    agent.start()
-    try:
+    with agent:
         wait_until(lambda: len(read_lines(out)) >= 10, 60, what="10 events")
         modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "fresh", data, data / "broker.url")}
-    finally:
-        assert agent.stop() == 0
     assert modes == {"fresh": 0o700, "data": 0o700, "broker.url": 0o600}, {k: oct(v) for k, v in modes.items()}
 
 
@@ -205,14 +199,11 @@ def test_broker_maxmemory_setting():
 def test_flumery_dlq_finds_a_running_agents_password_protected_broker(tmp_path):
     """Tools that find the embedded broker through the data dir (here `flumery dlq`) still get in."""
     out = tmp_path / "out"
-    agent = AgentProcess(tmp_path, SEQ_CONF.format(events=10, out=out)).start()
-    try:
+    with AgentProcess(tmp_path, SEQ_CONF.format(events=10, out=out)) as agent:
         wait_until(lambda: len(read_lines(out)) >= 10, 60, what="10 events")
         listed = subprocess.run([sys.executable, "-m", "app.cli", "dlq", "list", "-f", str(agent.conf), "-n", "a1",
                                  "--data-dir", str(agent.data_dir)], cwd=REPO, capture_output=True, text=True,
                                 timeout=60, env=agent.env)
-    finally:
-        assert agent.stop() == 0
     assert listed.returncode == 0, listed.stderr
     assert "0 events in the dead-letter channel of agent 'a1'" in listed.stdout
 
@@ -237,12 +228,9 @@ def test_sink_workers_never_import_from_the_directory_the_agent_was_started_in(t
     assert flumery.exists(), "the flumery console script (make install) is needed to start the agent as installed"
     agent = AgentProcess(tmp_path, SEQ_CONF.format(events=200, out=out), cwd=cwd)
     agent.args[:3] = [str(flumery)]
-    agent.start()
-    try:
+    with agent:
         wait_until(lambda: marker.exists() or len(read_lines(out)) >= 200, 60,
                    what="the events to be delivered (or the planted module to run)")
-    finally:
-        assert agent.stop() == 0
     assert not marker.exists(), marker.read_text()
     assert len(read_lines(out)) == 200
 
@@ -275,10 +263,9 @@ def test_flumery_worker_never_imports_from_its_working_directory(tmp_path, redis
 
 def test_metrics_server_listens_only_where_it_is_told(tmp_path, redis_server):
     port, out = free_port(), tmp_path / "out"
-    agent = AgentProcess(tmp_path, SEQ_CONF.format(events=10, out=out), broker_url=redis_server.url,
-                         extra=["-Dflume.monitoring.type=http", f"-Dflume.monitoring.port={port}",
-                                "-Dflume.monitoring.bind=127.0.0.2"]).start()
-    try:
+    with AgentProcess(tmp_path, SEQ_CONF.format(events=10, out=out), broker_url=redis_server.url,
+                      extra=["-Dflume.monitoring.type=http", f"-Dflume.monitoring.port={port}",
+                      "-Dflume.monitoring.bind=127.0.0.2"]) as agent:
         def reachable(host):
             try:
                 socket.create_connection((host, port), timeout=0.5).close()
@@ -288,8 +275,6 @@ def test_metrics_server_listens_only_where_it_is_told(tmp_path, redis_server):
 
         wait_until(lambda: reachable("127.0.0.2"), 60, what="the metrics server on 127.0.0.2")
         on_loopback = reachable("127.0.0.1")
-    finally:
-        assert agent.stop() == 0
     assert not on_loopback
     assert f"metrics on http://127.0.0.2:{port}/metrics" in agent.output()
 

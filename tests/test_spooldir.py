@@ -10,6 +10,7 @@ import random
 import re
 import signal
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -807,20 +808,15 @@ def test_e2e_files_are_renamed_only_after_every_event_is_in_the_channel(tmp_path
     drop(spool, "a.log", lines(100))
     conf = e2e_conf(spool, out, "batchSize = 10", channel="memory\na1.channels.c1.capacity = 30\n"
                     "a1.channels.c1.transactionCapacity = 10", sink_props=("sink.batchSize = 10",))
-    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
-    sinks = None
-    try:
+    with ExitStack() as agents:                       # each stopped at the end, its exit code checked
+        agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources"))
         wait_until(lambda: channel_size(redis_server) == 30, 30, what="a full channel")
         time.sleep(0.5)
         assert (spool / "a.log").exists() and not (spool / "a.log.COMPLETED").exists()
         assert [m["offset"] for m in metas(spool / ".flumespool")] == [30 * 11]
-        sinks = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks").start()
+        agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks"))
         wait_until(lambda: (spool / "a.log.COMPLETED").exists(), 60, what="the file renamed")
         wait_until(lambda: len(read_lines(out)) >= 100, 60, what="100 lines")
-    finally:
-        assert sources.stop() == 0
-        if sinks:
-            assert sinks.stop() == 0
     assert read_lines(out) == lines(100).split(b"\n")[:-1]
     assert not (spool / "a.log").exists() and metas(spool / ".flumespool") == []
 
@@ -831,22 +827,16 @@ def test_e2e_tracker_dir_policy_leaves_files_and_does_not_read_them_again(tmp_pa
     drop(spool, "sub/b.log", lines(20, "b"))
     conf = e2e_conf(spool, out, "trackingPolicy = tracker_dir", f"trackerDir = {meta}",
                     "recursiveDirectorySearch = true")
-    agent = AgentProcess(tmp_path, conf, broker_url=redis_server.url).start()
-    try:
+    with AgentProcess(tmp_path, conf, broker_url=redis_server.url):
         wait_until(lambda: (meta / "sub" / "b.log.COMPLETED").exists() and (meta / "a.log.COMPLETED").exists(),
                    60, what="both files recorded in the trackerDir")
         wait_until(lambda: len(read_lines(out)) >= 50, 60, what="50 lines")
-    finally:
-        assert agent.stop() == 0
     assert sorted(os.listdir(spool)) == ["a.log", "sub"]
-    again = AgentProcess(tmp_path, conf, broker_url=redis_server.url).start()
-    try:
+    with AgentProcess(tmp_path, conf, broker_url=redis_server.url):
         drop(spool, "c.log", "c\n")
         wait_until(lambda: (meta / "c.log.COMPLETED").exists(), 60, what="the new file")
         wait_until(lambda: len(read_lines(out)) >= 51, 60, what="51 lines")
         time.sleep(0.5)
-    finally:
-        assert again.stop() == 0
     assert sorted(read_lines(out)) == sorted(lines(30).split(b"\n")[:-1] + lines(20, "b").split(b"\n")[:-1]
                                              + [b"c"])
 
@@ -862,14 +852,11 @@ def test_e2e_delete_policy_patterns_headers_and_empty_files(tmp_path, redis_serv
     conf = e2e_conf(spool, out, "deletePolicy = immediate", "includePattern = .*\\\\.log",
                     "ignorePattern = keep.*|.*-skip\\\\.log", "recursiveDirectorySearch = true",
                     "basenameHeader = true", sink_props=("sink.serializer = header_and_text",))
-    agent = AgentProcess(tmp_path, conf, broker_url=redis_server.url).start()
-    try:
+    with AgentProcess(tmp_path, conf, broker_url=redis_server.url):
         wait_until(lambda: len(read_lines(out)) >= 3, 60, what="3 lines")
         wait_until(lambda: not (spool / "d" / "deep.log").exists() and not (spool / "empty.log").exists(),
                    30, what="the files deleted")
         time.sleep(0.5)
-    finally:
-        assert agent.stop() == 0
     assert sorted(read_lines(out)) == [b"{basename=app.log} one", b"{basename=app.log} two",
                                        b"{basename=deep.log} deep"]
     assert sorted(os.listdir(spool)) == [".flumespool", "app-skip.log", "d", "keep.log", "notes.txt"]
@@ -881,12 +868,9 @@ def test_e2e_consume_order(tmp_path, redis_server, order):
     now = time.time()
     for name, age in (("a.log", 10), ("b.log", 30), ("c.log", 20)):
         drop(spool, name, f"{name}\n", mtime=now - age)
-    agent = AgentProcess(tmp_path, e2e_conf(spool, out, f"consumeOrder = {order}"),
-                         broker_url=redis_server.url).start()
-    try:
+    with AgentProcess(tmp_path, e2e_conf(spool, out, f"consumeOrder = {order}"),
+                      broker_url=redis_server.url):
         wait_until(lambda: len(read_lines(out)) >= 3, 60, what="3 lines")
-    finally:
-        assert agent.stop() == 0
     expected = [b"b.log", b"c.log", b"a.log"]
     assert read_lines(out) == (expected if order == "oldest" else expected[::-1])
 
@@ -906,14 +890,11 @@ def test_e2e_max_line_length_and_blob(tmp_path, redis_server):
         "a1.channels.c2.type = file",
         "a1.sinks.k2.type = file_roll", f"a1.sinks.k2.sink.directory = {blob_out}", "a1.sinks.k2.channel = c2",
         "a1.sinks.k2.sink.serializer.appendNewline = false", ""])
-    agent = AgentProcess(tmp_path, conf, broker_url=redis_server.url).start()
-    try:
+    with AgentProcess(tmp_path, conf, broker_url=redis_server.url) as agent:
         wait_until(lambda: len(read_lines(out)) >= 6, 60, what="6 lines")
         wait_until(lambda: (blobs / "b.bin.COMPLETED").exists(), 60, what="the blobs")
         wait_until(lambda: "huge.bin" in agent.output(), 30, what="the report of the blob that is too large")
         time.sleep(0.5)
-    finally:
-        assert agent.stop() == 0
     assert read_lines(out) == [b"short", b"exactly10c", b"", b"abcdefghij", b"klmnopqrst", b"uvwxyz"]
     assert b"".join(p.read_bytes() for p in sorted(blob_out.iterdir())) == binary + b"two\nlines\n"
     assert "more than deserializer.maxBlobLength (4096)" in agent.output()
@@ -934,13 +915,10 @@ def test_e2e_decode_error_policies(tmp_path, redis_server):
     conf = "\n".join(["a1.sources = r1 r2 r3", "a1.channels = c1", "a1.sinks = k1", "a1.channels.c1.type = file",
                       *props, "a1.sinks.k1.type = file_roll", f"a1.sinks.k1.sink.directory = {out}",
                       "a1.sinks.k1.sink.serializer = header_and_text", "a1.sinks.k1.channel = c1", ""])
-    agent = AgentProcess(tmp_path, conf, broker_url=redis_server.url).start()
-    try:
+    with AgentProcess(tmp_path, conf, broker_url=redis_server.url) as agent:
         wait_until(lambda: len(read_lines(out)) >= 10, 60, what="10 lines")
         wait_until(lambda: (tmp_path / "FAIL" / "FAIL-next.log.COMPLETED").exists(), 30, what="the next file")
         time.sleep(0.5)
-    finally:
-        assert agent.stop() == 0
     got = sorted(read_lines(out))
     assert got == sorted([
         "{basename=FAIL.log} café".encode(), b"{basename=FAIL-next.log} next",
@@ -961,16 +939,15 @@ def test_e2e_a_file_modified_after_pickup_is_reported_and_the_others_flow(tmp_pa
     changing = drop(spool, "a.log", lines(100), mtime=now - 20)
     conf = e2e_conf(spool, out, "batchSize = 10", channel="memory\na1.channels.c1.capacity = 30\n"
                     "a1.channels.c1.transactionCapacity = 10", sink_props=("sink.batchSize = 10",))
-    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
-    sinks = None
-    try:
+    with ExitStack() as agents:                       # each stopped at the end, its exit code checked
+        sources = agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources"))
         wait_until(lambda: channel_size(redis_server) == 30, 30, what="a full channel, a.log partly read")
         time.sleep(0.3)                                  # the source now holds its 4th batch, retrying
         with changing.open("ab") as f:
             f.write(b"appended later\n")
         drop(spool, "b.log", lines(5, "b"), mtime=now - 5)
         drop(spool, "a.log.COMPLETED.log", "not a problem\n", mtime=now - 1)
-        sinks = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks").start()
+        agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks"))
         wait_until(lambda: (spool / "a.log.COMPLETED.log.COMPLETED").exists(), 60, what="the other files")
         report = wait_until(lambda: re.search(
             r"ERROR .*file '.*/a\.log': its size changed from 1100 to 1115 bytes.* while it was being read; the "
@@ -979,10 +956,6 @@ def test_e2e_a_file_modified_after_pickup_is_reported_and_the_others_flow(tmp_pa
         assert delivered in (30, 40)
         wait_until(lambda: len(read_lines(out)) >= delivered + 6, 60, what="every line delivered")
         time.sleep(0.5)
-    finally:
-        assert sources.stop() == 0
-        if sinks:
-            assert sinks.stop() == 0
     assert read_lines(out) == (lines(delivered).split(b"\n")[:-1] + lines(5, "b").split(b"\n")[:-1]
                                + [b"not a problem"])
     assert (spool / "a.log").exists() and not (spool / "a.log.COMPLETED").exists()
@@ -994,13 +967,10 @@ def test_e2e_a_reused_name_is_reported_and_the_others_flow(tmp_path, redis_serve
     drop(spool, "a.log.COMPLETED", "done before\n")
     drop(spool, "a.log", "same name\n")
     drop(spool, "b.log", "b\n")
-    agent = AgentProcess(tmp_path, e2e_conf(spool, out), broker_url=redis_server.url).start()
-    try:
+    with AgentProcess(tmp_path, e2e_conf(spool, out), broker_url=redis_server.url) as agent:
         wait_until(lambda: (spool / "b.log.COMPLETED").exists(), 60, what="b.log")
         wait_until(lambda: "already completed" in agent.output(), 30, what="the report")
         wait_until(lambda: read_lines(out) == [b"b"], 30, what="b's line")
-    finally:
-        assert agent.stop() == 0
     assert (spool / "a.log").read_text() == "same name\n"
 
 
@@ -1011,9 +981,8 @@ def test_e2e_sigkill_mid_file_then_restart_loses_nothing_and_repeats_at_most_one
     data = lines(total)
     drop(spool, "big.log", data)
     conf = e2e_conf(spool, out, f"batchSize = {batch}", sink_props=("sink.batchSize = 1000",))
-    sinks = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks").start()
-    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
-    try:
+    with AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks"):
+        sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
         def progress() -> int:
             records = metas(spool / ".flumespool") if (spool / ".flumespool").exists() else []
             return records[0]["offset"] if records else 0
@@ -1021,16 +990,11 @@ def test_e2e_sigkill_mid_file_then_restart_loses_nothing_and_repeats_at_most_one
         sources.stop(signal.SIGKILL)
         killed_at = progress()
         assert 0 < killed_at < len(data) and (spool / "big.log").exists()
-        restarted = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
-        try:
+        with AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources") as restarted:
             wait_until(lambda: (spool / "big.log.COMPLETED").exists(), 120, what="the file done")
             wait_until(lambda: len(set(read_lines(out))) >= total, 120, what="every line")
             time.sleep(1)
-        finally:
-            assert restarted.stop() == 0
         assert f"resuming '{spool / 'big.log'}' at byte" in restarted.output()
-    finally:
-        assert sinks.stop() == 0
     got = read_lines(out)
     assert set(got) == set(data.split(b"\n")[:-1])                      # nothing lost
     duplicates = len(got) - total

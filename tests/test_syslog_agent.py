@@ -88,8 +88,7 @@ def test_each_syslog_source_type_end_to_end_into_file_roll(tmp_path):
              "nc": free_port()}
     out, metrics_port = tmp_path / "out", free_port()
     conf = (CONF.format(**ports) + "".join(CHANNEL.format(name=n) for n in SOURCES) + SINK.format(out=out))
-    agent = AgentProcess(tmp_path, conf, env={"TZ": "UTC"}, extra=["--metrics-port", str(metrics_port)]).start()
-    try:
+    with AgentProcess(tmp_path, conf, env={"TZ": "UTC"}, extra=["--metrics-port", str(metrics_port)]):
         wait_until(lambda: all_started(metrics_port), 60, what="every source started")
         with socket.create_connection(("127.0.0.1", ports["tcp"])) as sock:
             sock.sendall("".join(c["input"] for c in UTILS).encode())
@@ -109,8 +108,6 @@ def test_each_syslog_source_type_end_to_end_into_file_roll(tmp_path):
         total = 2 * len(expected_tcp) + len(MULTIPORT) + 1 + 1
         wait_until(lambda: len(read_lines(out)) >= total, 60, what=f"{total} events in file_roll")
         counts = metrics(metrics_port)
-    finally:
-        assert agent.stop() == 0
     by_source: dict[str, list] = {name: [] for name in SOURCES}
     for line in read_lines(out):
         headers, body = parse(line)
