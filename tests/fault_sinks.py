@@ -1,4 +1,5 @@
-"""Sinks that misbehave on purpose, loaded by agents under test as third-party components (``module:Class``).
+"""Sinks for tests, some misbehaving on purpose, loaded by agents under test as third-party components
+(``tests.fault_sinks:Class``).
 
 They write like a TEXT file_roll sink (one file per worker process, fsynced) so tests can count what arrived.
 """
@@ -54,3 +55,12 @@ class FailingSink(_FileSink):
         if (Path(self.config.directory) / "broken").exists() and any(marker in b for b in batch.bodies):
             raise OSError("store refuses this batch")
         self.append(batch.bodies)
+
+
+class KeyedFileSink(_FileSink):
+    """Writes ``<event id> <body>`` lines: what a store keyed by the event id (ES ``_id``, Mongo ``_id``) would hold
+    is then the last body written under each id, so a test can count duplicates at rest as well as on the wire."""
+
+    def write(self, batch) -> None:
+        ids = list(batch.ids) if batch.ids is not None else [""] * len(batch)
+        self.append([i.encode() + b" " + b for i, b in zip(ids, batch.bodies)])
