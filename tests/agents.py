@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from helpers import wait_until  # noqa: F401  (re-exported: tests import it from here too)
+from core.keys import metrics_prefix
+from routing.transport import read_sizes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,3 +121,26 @@ def read_lines(directory: Path) -> list[bytes]:
         if data:
             lines += data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n")
     return lines
+
+
+def drained(redis_server, agent: str = "a1") -> bool:
+    """The agent's channels hold no event, queued or in flight.  Once everything expected has arrived, a
+    duplicate could only still come from a channel: wait for this instead of sleeping "for duplicates to show"."""
+    return not any(read_sizes(redis_server.client(), f"flumery.{agent}").values())
+
+
+def taildir_caught_up(position_file: Path) -> bool:
+    """Every file in a TAILDIR source's position file is read to its end (the source rewrites the file every
+    ``writePosInterval``): with :func:`drained`, the source has nothing left to send."""
+    from workers.sources.taildir_position import parse        # (only the TAILDIR tests need it)
+    try:
+        entries = parse(Path(position_file).read_bytes())
+        return bool(entries) and all(e.pos == os.path.getsize(e.file) for e in entries if os.path.exists(e.file))
+    except (OSError, ValueError):
+        return False
+
+
+def counter(redis_server, component: str, name: str, agent: str = "a1") -> int:
+    """A counter of one component (``"SOURCE.r1"``) as the agent's processes flush them to Redis (about once a
+    second): how a test sees that something happened inside an agent."""
+    return int(redis_server.client().hget(metrics_prefix(agent) + component, name) or 0)

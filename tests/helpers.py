@@ -60,3 +60,18 @@ class ReportingThread(threading.Thread):
         self.check()
         if self.is_alive():
             raise ThreadFailed(f"helper thread {self.name!r} still running after {timeout}s")
+
+
+def record_waits(event: threading.Event) -> list:
+    """Make ``event.wait`` (on this one event) record the timeout of every call before it waits as usual; returns
+    the list of timeouts.  A test then waits until the code under test is asleep on ``event`` (a backoff, a poll
+    delay) instead of sleeping a while and hoping it got there."""
+    calls: list = []
+    original = event.wait
+
+    def wait(timeout=None):
+        calls.append(timeout)
+        return original(timeout)
+
+    event.wait = wait
+    return calls

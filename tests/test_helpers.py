@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FakeCounters, flow
 from core.config import parse_agent
-from helpers import ReportingThread, ThreadFailed, wait_until
+from helpers import ReportingThread, ThreadFailed, record_waits, wait_until
 
 
 def test_join_raises_what_the_thread_raised():
@@ -103,3 +103,13 @@ def test_fake_counters_count_from_threads():
     counters.started()
     assert counters.counts["EventReceivedCount"] == 4000 and counters.values["Other"] == 0
     assert counters.start_calls == 1 and counters.stop_calls == 0
+
+
+def test_record_waits_tells_when_a_thread_sleeps_on_an_event():
+    stop = threading.Event()
+    waits = record_waits(stop)
+    thread = ReportingThread(lambda: stop.wait(30), name="sleeper")
+    thread.start()
+    wait_until(lambda: waits == [30], 10, what="the thread asleep on the event")
+    stop.set()
+    thread.join(10)

@@ -34,11 +34,10 @@ from __future__ import annotations
 import json
 import random
 import re
-import time
 import urllib.request
 
 import pytest
-from agents import AgentProcess, port_open, read_lines, wait_until
+from agents import AgentProcess, drained, port_open, read_lines, wait_until
 from conftest import EXAMPLES, VECTORS
 
 from core.errors import AllSinksFailed, ConfigInvalid, RejectedEvents
@@ -780,11 +779,22 @@ a1.sinkgroups.g1.processor.maxpenalty = 2000
         wait_until(lambda: len(read_lines(backup)) >= 30, 60, what="the first events in the backup directory")
         assert primary.is_file()
         primary.unlink()
-        time.sleep(2.5)                                  # k1's penalty is at most maxpenalty = 2 s
+        probes: list[str] = []
+
+        def k1_writes_again() -> bool:
+            """One probe event: True once k1's penalty (at most maxpenalty = 2 s) is over and k1 wrote it."""
+            probe = f"probe{len(probes)}"
+            probes.append(probe)
+            assert post(port, [probe]) == 200
+            wait_until(lambda: probe.encode() in read_lines(primary) + read_lines(backup), 30, what=f"{probe}")
+            return probe.encode() in read_lines(primary)
+        wait_until(k1_writes_again, 30, interval_s=0.2, what="k1 to write again once its penalty is over")
         for i in range(0, 30, 10):
             assert post(port, later[i:i + 10]) == 200
-        wait_until(lambda: len(read_lines(primary)) + len(read_lines(backup)) >= 60, 60, what="all 60 events")
-        time.sleep(0.5)                                  # room for a duplicate to show up, if there were one
-    assert sorted(read_lines(backup)) == sorted(b.encode() for b in first)
-    assert sorted(read_lines(primary)) == sorted(b.encode() for b in later)
+        wait_until(lambda: len(read_lines(primary)) + len(read_lines(backup)) >= 60 + len(probes), 60,
+                   what="all 60 events and the probes")
+        wait_until(lambda: drained(redis_server), 30, what="an empty channel (no duplicate still to come)")
+    probed_backup = [p.encode() for p in probes if p.encode() in read_lines(backup)]
+    assert sorted(read_lines(backup)) == sorted([b.encode() for b in first] + probed_backup)
+    assert sorted(read_lines(primary)) == sorted([b.encode() for b in later] + [probes[-1].encode()])
     assert "sink k1 failed and is penalised" in agent.output()

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import random
 import re
-import time
 
-from agents import REPO, AgentProcess, read_lines, wait_until
+from agents import REPO, AgentProcess, drained, read_lines, taildir_caught_up, wait_until
 from core.config import load_agent
 
 EXAMPLE = REPO / "deploy" / "access-log-routing.conf"
@@ -65,9 +64,9 @@ def test_server_errors_go_to_errors_and_the_rest_to_all_exactly_once(tmp_path, r
                 log.write(b"".join(line + b"\n" for line, _ in more))
                 log.flush()
                 written += more
-                time.sleep(0.2)
-        wait_until(lambda: delivered() >= len(written), 60, what=f"all {len(written)} lines")
-        time.sleep(0.5)
+                wait_until(lambda: delivered() >= len(written), 60, what=f"{len(written)} lines")
+        wait_until(lambda: taildir_caught_up(routed / "taildir_position.json") and drained(redis_server, "access"),
+                   60, what="the source at the end of the log and the channels empty (no duplicate still to come)")
 
     expected_errors = [line for line, status in written if status is not None and status >= 500]
     expected_rest = [line for line, status in written if status is None or status < 500]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agents import AgentProcess, read_lines, wait_until
-from helpers import ReportingThread
+from agents import AgentProcess, counter, drained, read_lines, wait_until
+from helpers import ReportingThread, record_waits
 from conftest import FakeCounters
 from core.errors import ChannelFullError, ConfigInvalid
 from core.config import parse_agent
@@ -538,8 +538,8 @@ def test_a_file_is_not_marked_done_before_all_its_events_are_in_the_channels(tmp
     assert (spool / "a.log").exists()                    # not done while a batch waits
     assert [m["offset"] for m in metas(spool / ".flumespool")] == [30 * 11]
     attempts = processor.attempts
-    time.sleep(0.2)
-    assert processor.attempts - attempts >= 5            # maxBackoff = 20 ms bounds the pause between attempts
+    # maxBackoff = 20 ms bounds the pause between attempts (Flume's default would be 4 s)
+    wait_until(lambda: processor.attempts >= attempts + 5, 2, interval_s=0.01, what="5 more attempts")
     processor.full = False
     thread.join(10)
     assert processor.bodies() == lines(50).split(b"\n")[:-1]
@@ -694,9 +694,10 @@ def test_the_source_waits_for_its_directory_and_stop_wakes_it(tmp_path):
     spec = parse_agent(text, "a1").sources["r1"]
     processor = Processor()
     source = spec.cls("r1", spec.config, SourceContext("a1", processor, FakeCounters()))
+    waits = record_waits(source.stopping)
     source.start()
     try:
-        time.sleep(0.3)
+        wait_until(lambda: waits, 10, what="the source waiting for its directory")
         drop(spool, "a.log", "hello\n")
         wait_until(lambda: processor.bodies() == [b"hello"], 10, what="the file, once the directory exists")
     finally:
@@ -811,7 +812,8 @@ def test_e2e_files_are_renamed_only_after_every_event_is_in_the_channel(tmp_path
     with ExitStack() as agents:                       # each stopped at the end, its exit code checked
         agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources"))
         wait_until(lambda: channel_size(redis_server) == 30, 30, what="a full channel")
-        time.sleep(0.5)
+        wait_until(lambda: counter(redis_server, "SOURCE.r1", "ChannelWriteFail") >= 1, 30,
+                   what="the source refused by the full channel: it holds its 4th batch")
         assert (spool / "a.log").exists() and not (spool / "a.log.COMPLETED").exists()
         assert [m["offset"] for m in metas(spool / ".flumespool")] == [30 * 11]
         agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks"))
@@ -836,7 +838,7 @@ def test_e2e_tracker_dir_policy_leaves_files_and_does_not_read_them_again(tmp_pa
         drop(spool, "c.log", "c\n")
         wait_until(lambda: (meta / "c.log.COMPLETED").exists(), 60, what="the new file")
         wait_until(lambda: len(read_lines(out)) >= 51, 60, what="51 lines")
-        time.sleep(0.5)
+        wait_until(lambda: drained(redis_server), 30, what="an empty channel (no duplicate still to come)")
     assert sorted(read_lines(out)) == sorted(lines(30).split(b"\n")[:-1] + lines(20, "b").split(b"\n")[:-1]
                                              + [b"c"])
 
@@ -856,7 +858,7 @@ def test_e2e_delete_policy_patterns_headers_and_empty_files(tmp_path, redis_serv
         wait_until(lambda: len(read_lines(out)) >= 3, 60, what="3 lines")
         wait_until(lambda: not (spool / "d" / "deep.log").exists() and not (spool / "empty.log").exists(),
                    30, what="the files deleted")
-        time.sleep(0.5)
+        wait_until(lambda: drained(redis_server), 30, what="an empty channel (no duplicate still to come)")
     assert sorted(read_lines(out)) == [b"{basename=app.log} one", b"{basename=app.log} two",
                                        b"{basename=deep.log} deep"]
     assert sorted(os.listdir(spool)) == [".flumespool", "app-skip.log", "d", "keep.log", "notes.txt"]
@@ -894,7 +896,7 @@ def test_e2e_max_line_length_and_blob(tmp_path, redis_server):
         wait_until(lambda: len(read_lines(out)) >= 6, 60, what="6 lines")
         wait_until(lambda: (blobs / "b.bin.COMPLETED").exists(), 60, what="the blobs")
         wait_until(lambda: "huge.bin" in agent.output(), 30, what="the report of the blob that is too large")
-        time.sleep(0.5)
+        wait_until(lambda: drained(redis_server), 30, what="an empty channel (no duplicate still to come)")
     assert read_lines(out) == [b"short", b"exactly10c", b"", b"abcdefghij", b"klmnopqrst", b"uvwxyz"]
     assert b"".join(p.read_bytes() for p in sorted(blob_out.iterdir())) == binary + b"two\nlines\n"
     assert "more than deserializer.maxBlobLength (4096)" in agent.output()
@@ -918,7 +920,7 @@ def test_e2e_decode_error_policies(tmp_path, redis_server):
     with AgentProcess(tmp_path, conf, broker_url=redis_server.url) as agent:
         wait_until(lambda: len(read_lines(out)) >= 10, 60, what="10 lines")
         wait_until(lambda: (tmp_path / "FAIL" / "FAIL-next.log.COMPLETED").exists(), 30, what="the next file")
-        time.sleep(0.5)
+        wait_until(lambda: drained(redis_server), 30, what="an empty channel (no duplicate still to come)")
     got = sorted(read_lines(out))
     assert got == sorted([
         "{basename=FAIL.log} café".encode(), b"{basename=FAIL-next.log} next",
@@ -942,7 +944,8 @@ def test_e2e_a_file_modified_after_pickup_is_reported_and_the_others_flow(tmp_pa
     with ExitStack() as agents:                       # each stopped at the end, its exit code checked
         sources = agents.enter_context(AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources"))
         wait_until(lambda: channel_size(redis_server) == 30, 30, what="a full channel, a.log partly read")
-        time.sleep(0.3)                                  # the source now holds its 4th batch, retrying
+        wait_until(lambda: counter(redis_server, "SOURCE.r1", "ChannelWriteFail") >= 1, 30,
+                   what="the source refused by the full channel: it holds its 4th batch, retrying")
         with changing.open("ab") as f:
             f.write(b"appended later\n")
         drop(spool, "b.log", lines(5, "b"), mtime=now - 5)
@@ -955,7 +958,7 @@ def test_e2e_a_file_modified_after_pickup_is_reported_and_the_others_flow(tmp_pa
         delivered = int(report.group(1)) // 11           # 40 (or 30, had the source not read its 4th batch yet)
         assert delivered in (30, 40)
         wait_until(lambda: len(read_lines(out)) >= delivered + 6, 60, what="every line delivered")
-        time.sleep(0.5)
+        wait_until(lambda: drained(redis_server), 30, what="an empty channel (no duplicate still to come)")
     assert read_lines(out) == (lines(delivered).split(b"\n")[:-1] + lines(5, "b").split(b"\n")[:-1]
                                + [b"not a problem"])
     assert (spool / "a.log").exists() and not (spool / "a.log.COMPLETED").exists()
@@ -993,7 +996,7 @@ def test_e2e_sigkill_mid_file_then_restart_loses_nothing_and_repeats_at_most_one
         with AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources") as restarted:
             wait_until(lambda: (spool / "big.log.COMPLETED").exists(), 120, what="the file done")
             wait_until(lambda: len(set(read_lines(out))) >= total, 120, what="every line")
-            time.sleep(1)
+            wait_until(lambda: drained(redis_server), 30, what="an empty channel (no duplicate still to come)")
         assert f"resuming '{spool / 'big.log'}' at byte" in restarted.output()
     got = read_lines(out)
     assert set(got) == set(data.split(b"\n")[:-1])                      # nothing lost

@@ -278,12 +278,16 @@ def test_syslogudp_counts_what_the_kernel_drops_while_the_channel_is_full(start_
     channel.full.clear()
     # The kernel reports its drop count with the next datagram queued after the drops: send markers until one
     # is read (the queue is then drained), then a final one, which carries the count of every drop before it.
-    for marker in range(1000):
-        sent += 1
-        send_udp(source.bound_port, [f"<13>marker{marker}".encode()])
+    markers = 0
+
+    def a_marker_was_read() -> bool:
+        nonlocal sent, markers
         if any(b.startswith(b"<13>marker") for _, b in channel.events[-5:]):
-            break
-        time.sleep(0.05)
+            return True
+        sent, markers = sent + 1, markers + 1
+        send_udp(source.bound_port, [f"<13>marker{markers}".encode()])
+        return False
+    wait_until(a_marker_was_read, 60, what="a marker datagram read (the socket's queue drained)")
     sent += 1
     send_udp(source.bound_port, [b"<13>final"])
     wait_until(lambda: any(b == b"<13>final" for _, b in channel.events[-5:]), 30, what="the final datagram")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from kombu import Connection
@@ -107,13 +106,33 @@ def test_give_back_returns_the_message_to_the_front(writer, consumer):
     assert bodies(again) == [b"e0", b"e1", b"e2", b"e3"]
 
 
-def test_expired_lease_is_reclaimed_and_late_ack_is_refused(writer, consumer, redis_server):
+class LeaseClock:
+    """The clock the transport stamps leases with (``routing.transport.time``), moved by the test: a lease expires
+    without the test sleeping through the visibility timeout."""
+
+    def __init__(self):
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def lease_clock(monkeypatch):
+    clock = LeaseClock()
+    monkeypatch.setattr("routing.transport.time", clock)
+    return clock
+
+
+def test_expired_lease_is_reclaimed_and_late_ack_is_refused(writer, consumer, redis_server, lease_clock):
     writer.put({"c1": batch(4)})
     [message] = consumer.fetch("flumery.a1.c1")
     tag = message["properties"]["delivery_tag"]
-    time.sleep(1.2)                                                   # visibility timeout is 1 s
     rescuer = Connection(redis_server.url, transport=Transport,
                          transport_options={"visibility_timeout": 1.0}).default_channel
+    lease_clock.now += 0.9
+    assert rescuer.reclaim() == 0                                     # the lease (1 s) still runs
+    lease_clock.now += 0.3
     assert rescuer.reclaim() == 1
     [again] = rescuer.fetch("flumery.a1.c1")
     assert again["properties"]["delivery_tag"] == tag
@@ -122,12 +141,12 @@ def test_expired_lease_is_reclaimed_and_late_ack_is_refused(writer, consumer, re
     assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 0}
 
 
-def test_touch_keeps_a_slow_holder_s_lease(writer, consumer):
+def test_touch_keeps_a_slow_holder_s_lease(writer, consumer, lease_clock):
     writer.put({"c1": batch(4)})
     [message] = consumer.fetch("flumery.a1.c1")
     tag = message["properties"]["delivery_tag"]
-    for _ in range(3):
-        time.sleep(0.5)
+    for _ in range(3):                                                # 1.5 s held: past the 1 s lease
+        lease_clock.now += 0.5
         assert consumer.touch([tag]) == 1
     assert consumer.reclaim() == 0
     assert consumer.ack_tag(tag) == 1
