@@ -1,63 +1,77 @@
-"""The flumery.take task in an in-process Celery worker (celery.contrib.testing), against a real Redis."""
+"""The flumery.take task in an in-process Celery worker, against a real Redis.
+
+The worker is pytest-celery's classic ``celery_session_worker`` (its Docker-based fixtures cannot run here), given
+Flumery's own Celery app (``celery_session_app`` below: the app ``celery -A app worker`` runs, not a test app) on a
+redis-server the tests start for the session.  One worker serves every test of the module, as arq's tests share one
+Redis: each test starts from an empty channel, an empty dead-letter channel and empty output files.
+"""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from kombu.serialization import dumps as serialize
 
-from agents import read_lines, wait_until
+from agents import drained, read_lines, wait_until
 from app.celery_app import create_app
+from conftest import flow
 from core.config import load_agent
 from core.event import Batch
 from core.settings import Settings
-from routing import codec
-from routing import deadletter
+from routing import codec, deadletter
 from routing.codec import EVENTS_HEADER, TASK_NAME
 from routing.processor import ChannelWriter
 from routing.transport import PutTarget, read_sizes
 
-CONF = """
-a1.sources = r1
-a1.channels = c1
-a1.sinks = k1
-a1.sources.r1.type = seq
-a1.sources.r1.channels = c1
-a1.channels.c1.type = memory
-a1.channels.c1.capacity = 1000
-a1.sinks.k1.type = file_roll
-a1.sinks.k1.sink.directory = {out}
-a1.sinks.k1.sink.batchSize = 40
-a1.sinks.k1.channel = c1
-"""
+
+@pytest.fixture(scope="session")
+def inprocess_settings(tmp_path_factory, redis_session) -> Settings:
+    """Agent a1: a channel c1 -> a file_roll sink k1 whose batch (40) gathers several channel messages."""
+    home = tmp_path_factory.mktemp("inprocess")
+    conf = home / "a1.conf"
+    conf.write_text(flow({"type": "seq"}, {"type": "memory", "capacity": 1000},
+                         {"type": "file_roll", "sink.directory": home / "out", "sink.batchSize": 40}))
+    return Settings(conf_file=str(conf), agent="a1", broker_url=redis_session.url, data_dir=str(home),
+                    visibility_timeout_s=5)
+
+
+@pytest.fixture(scope="session")
+def celery_session_app(inprocess_settings):
+    """pytest-celery's session app, replaced by Flumery's (its transport, task and delivery settings)."""
+    return create_app(inprocess_settings)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters():
+    # No ping check: it needs celery's test ping task and a result backend, which Flumery's app has not.
+    return {"perform_ping_check": False, "shutdown_timeout": 30}
 
 
 @pytest.fixture
-def flow(tmp_path, redis_server):
-    out = tmp_path / "out"
-    conf = tmp_path / "a1.conf"
-    conf.write_text(CONF.format(out=out))
-    settings = Settings(conf_file=str(conf), agent="a1", broker_url=redis_server.url, data_dir=str(tmp_path),
-                        visibility_timeout_s=5)
-    app = create_app(settings)
-    writer = ChannelWriter(app, load_agent(conf, "a1"), redis_server.url, settings.transport_options())
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
-        yield app, writer, out, redis_server
+def flow_under_test(celery_session_app, celery_session_worker, inprocess_settings, redis_session):
+    out = Path(inprocess_settings.data_dir) / "out"
+    writer = ChannelWriter(celery_session_app, load_agent(inprocess_settings.conf_file, "a1"), redis_session.url,
+                           inprocess_settings.transport_options())
+    wait_until(lambda: drained(redis_session), 30, what="the channels of the test before to be empty")
+    writer.channel._purge(deadletter.dead_queue("a1"))
+    for part in (sorted(out.iterdir()) if out.is_dir() else []):
+        part.write_bytes(b"")                 # the sink appends (O_APPEND): it goes on from the new end
+    yield celery_session_app, writer, out
     writer.close()
 
 
-def test_task_writes_batches_and_gathers_small_messages(flow):
-    app, writer, out, redis_server = flow
+def test_task_writes_batches_and_gathers_small_messages(flow_under_test, redis_session):
+    app, writer, out = flow_under_test
     for start in range(0, 100, 10):                          # ten messages of 10 events; the sink takes 40
         writer.put({"c1": Batch([f"e{i}".encode() for i in range(start, start + 10)])})
     wait_until(lambda: len(read_lines(out)) >= 100, 30, what="100 events")
     assert sorted(read_lines(out), key=lambda b: int(b[1:])) == [f"e{i}".encode() for i in range(100)]
-    wait_until(lambda: read_sizes(redis_server.client(), "flumery.a1").get("c1") == 0, 10, what="empty channel")
+    wait_until(lambda: read_sizes(redis_session.client(), "flumery.a1").get("c1") == 0, 10, what="empty channel")
 
 
-def test_undecodable_message_goes_to_the_dead_letter_channel(flow):
-    app, writer, out, redis_server = flow
+def test_undecodable_message_goes_to_the_dead_letter_channel(flow_under_test, redis_session):
+    app, writer, out = flow_under_test
     task_id = str(uuid.uuid4())
     task = app.amqp.as_task_v2(task_id, TASK_NAME, args=("c1", "not a list of bodies", None, None))
     _, _, body = serialize(task.body, serializer="msgpack")
@@ -68,7 +82,7 @@ def test_undecodable_message_goes_to_the_dead_letter_channel(flow):
     writer.put({"c1": Batch([b"fine"])})                      # the events behind it are not blocked
     wait_until(lambda: read_lines(out) == [b"fine"], 30, what="the event behind the bad message")
     sizes = wait_until(lambda: (lambda s: s if s.get(deadletter.DEAD_CHANNEL) == 1 else None)(
-        read_sizes(redis_server.client(), "flumery.a1")), 10, what="one dead letter")
+        read_sizes(redis_session.client(), "flumery.a1")), 10, what="one dead letter")
     assert sizes["c1"] == 0
     [message] = writer.channel.peek(deadletter.dead_queue("a1"), 10)
     [dead] = list(codec.decode_stored(message)[1])
