@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agents import AgentProcess, drained, read_lines, taildir_caught_up, wait_until
-from helpers import ReportingThread
+from helpers import ReportingThread, record_waits
 from core.errors import ChannelFullError, ConfigInvalid
 from core.config import parse_agent
 from core.options import build
@@ -618,6 +618,7 @@ def run_source(tmp_path: Path, props: dict[str, str], full: bool = False) -> tup
     if full:
         recorder.full.set()                   # before the source starts: its very first put meets a full channel
     source = TaildirSource("r1", config, SourceContext("a1", recorder, FakeCounters()))
+    source.waits = record_waits(source.stopping)    # the pauses it takes: backoffs and put retries
     source.start()
     return source, recorder
 
@@ -631,7 +632,8 @@ def test_source_back_pressure_reads_nothing_further_and_loses_nothing(tmp_path):
         wait_until(lambda: recorder.attempts >= 3, 10, what="put attempts against the full channel")
         with open(path, "a") as f:
             f.write("".join(f"{i}\n" for i in range(50, 100)))
-        time.sleep(0.3)
+        attempts = recorder.attempts
+        wait_until(lambda: recorder.attempts >= attempts + 2, 10, what="two more put attempts after the append")
         assert recorder.batches == [] and source.reader.files[next(iter(source.reader.files))].pos == 0
         recorder.full.clear()
         wait_until(lambda: len(recorder.bodies()) >= 100, 10, what="100 lines")
@@ -651,7 +653,7 @@ def test_source_takes_turns_between_files_and_stops_promptly(tmp_path):
                                              "backoffSleepIncrement": "5000", "maxBackoffSleep": "5000"})
     try:
         wait_until(lambda: len(recorder.bodies()) >= 60, 10, what="60 lines")
-        time.sleep(0.2)                                   # now asleep in a 5 s backoff
+        wait_until(lambda: 5.0 in source.waits, 10, what="the source asleep in a 5 s backoff")
         started = time.monotonic()
     finally:
         source.stop()
@@ -702,7 +704,9 @@ def test_flume_position_file_is_loaded_unchanged_and_honoured(tmp_path, redis_se
                                        f'{{"inode":1,"pos":5,"file":"{logs}/gone.log"}}]')
     with AgentProcess(tmp_path, agent_conf(tmp_path, r"app\\.log"), broker_url=redis_server.url):
         wait_until(lambda: len(read_lines(tmp_path / "out")) >= 400, 60, what="the 400 lines after the position")
-        time.sleep(1.0)
+        # The source has read to the partial line and kept its position before it: it holds it back.
+        wait_until(lambda: parse((tmp_path / "pos.json").read_bytes())[0].pos == st.st_size - len(b"partial")
+                   and drained(redis_server), 30, what="the position before the partial line, the channel empty")
         assert read_lines(tmp_path / "out") == lines[600:]       # the partial last line is held back
         with open(path, "ab") as f:
             f.write(b" now complete\n")
@@ -921,7 +925,8 @@ def test_a_thousand_files_in_one_group(tmp_path, redis_server):
                 f.write(f"file {i:04d} appended\n".encode())
             expected.append(f"file {i:04d} appended".encode())
         wait_until(lambda: len(read_lines(tmp_path / "out")) >= len(expected), 60, what="the appended lines")
-        time.sleep(0.5)
+        wait_until(lambda: taildir_caught_up(tmp_path / "pos.json") and drained(redis_server), 60,
+                   what="every file read to its end and the channel empty (no duplicate still to come)")
     assert sorted(read_lines(tmp_path / "out")) == sorted(expected)
     entries = parse((tmp_path / "pos.json").read_bytes())
     assert len(entries) == 1000 and all(re.search(r"svc-\d{4}\.log$", e.file) for e in entries)
