@@ -142,9 +142,12 @@ class ClientSession:
 
 # --- the server (Flume's AvroSource, Avro's Responder) ----------------------------------------------------------
 
-def _normalized(node):
+def _normalized(node, names: bool = False):
+    """``node`` without the attributes that do not change the encoding (``names``: a dict keyed by message names)."""
     if isinstance(node, dict):
-        return {k: _normalized(v) for k, v in node.items() if k in _ENCODING_KEYS}
+        if names:
+            return {k: _normalized(v) for k, v in node.items()}
+        return {k: _normalized(v, names=k == "messages") for k, v in node.items() if k in _ENCODING_KEYS}
     if isinstance(node, list):
         return [_normalized(v) for v in node]
     return node

@@ -54,7 +54,7 @@ def _jks_key_pem(path: str, password: str | None) -> str:
             except Exception as exc:
                 raise KeystoreError(f"cannot decrypt key '{alias}' of {path} with the keystore password: "
                                     f"{exc}") from None
-        return _pem("PRIVATE KEY", entry.pkey) + "".join(_pem("CERTIFICATE", der) for _, der in entry.cert_chain)
+        return _pem("PRIVATE KEY", entry.pkey_pkcs8) + "".join(_pem("CERTIFICATE", der) for _, der in entry.cert_chain)
     raise KeystoreError(f"keystore {path} holds no private key entry")
 
 

@@ -168,6 +168,10 @@ class AvroSource(Source):
                        "avro source %s: closing the connection from %s: %s", self.name, address, exc)
         except (OSError, asyncio.IncompleteReadError) as exc:
             log.info("avro source %s: connection from %s ended: %s", self.name, address, exc)
+        except Exception:
+            names.fail(self.counters, names.GENERIC_PROCESSING_FAIL, log, logging.ERROR,
+                       "avro source %s: closing the connection from %s after an unexpected error", self.name,
+                       address, exc_info=True)
         finally:
             self.connections.discard(writer)
             self.counters.add(names.OPEN_CONNECTION, -1)
