@@ -562,6 +562,283 @@ def channel_full(tmp: Path, total: int, rate: float, hold_s: float) -> Result:
     return count(result, load, out)
 
 
+# --- avro hops: three tier-1 agents -> collector(s) -> file_roll ----------------------------------------------------
+
+class TaggedLoad(Load):
+    """A Load whose events are ``<tag>e0``, ``<tag>e1``, ...: several tier-1 agents send distinct events."""
+
+    def __init__(self, port: int, total: int, rate: float, tag: str):
+        super().__init__(port, total, rate)
+        self.tag = tag
+
+    def _post(self, first: int) -> int | None:
+        body = json.dumps([{"body": f"{self.tag}e{first + j}"} for j in range(PER_REQUEST)]).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    def sent_before(self, moment: float) -> set[bytes]:
+        return {f"{self.tag}e{first + j}".encode() for t, first in self.acked if t <= moment
+                for j in range(PER_REQUEST)}
+
+
+class Loads:
+    """Several loads seen as one (by Recovery, settle and count)."""
+
+    def __init__(self, loads: list[Load]):
+        self.loads = loads
+        self.thread = self
+
+    def is_alive(self) -> bool:
+        return any(load.thread.is_alive() for load in self.loads)
+
+    def start(self) -> "Loads":
+        for load in self.loads:
+            load.start()
+        return self
+
+    def join(self, timeout_s: float = 600) -> None:
+        for load in self.loads:
+            load.join(timeout_s)
+
+    def sent_before(self, moment: float) -> set[bytes]:
+        return set().union(*(load.sent_before(moment) for load in self.loads))
+
+    def all_sent(self) -> set[bytes]:
+        return self.sent_before(float("inf"))
+
+    @property
+    def errors(self) -> int:
+        return sum(load.errors + load.refused for load in self.loads)
+
+
+def collector_conf(port: int, out: Path) -> str:
+    return f"""
+c.sources = r1
+c.channels = ch
+c.sinks = k1
+c.sources.r1.type = avro
+c.sources.r1.bind = 127.0.0.1
+c.sources.r1.port = {port}
+c.sources.r1.channels = ch
+c.channels.ch.type = file
+c.channels.ch.capacity = 1000000
+c.channels.ch.transactionCapacity = 1000
+c.sinks.k1.type = file_roll
+c.sinks.k1.sink.directory = {out}
+c.sinks.k1.sink.rollInterval = 1
+c.sinks.k1.sink.batchSize = 1000
+c.sinks.k1.channel = ch
+"""
+
+
+def tier1_conf(http_port: int, collector_ports: list[int]) -> str:
+    """http -> file channel -> one avro sink, or a load_balance group (backoff) of one avro sink per collector."""
+    names = [f"k{i + 1}" for i in range(len(collector_ports))]
+    text = f"""
+t.sources = r1
+t.channels = c1
+t.sinks = {' '.join(names)}
+t.sources.r1.type = http
+t.sources.r1.bind = 127.0.0.1
+t.sources.r1.port = {http_port}
+t.sources.r1.channels = c1
+t.channels.c1.type = file
+t.channels.c1.capacity = 1000000
+t.channels.c1.transactionCapacity = 1000
+"""
+    for name, port in zip(names, collector_ports):
+        text += f"""t.sinks.{name}.type = avro
+t.sinks.{name}.hostname = 127.0.0.1
+t.sinks.{name}.port = {port}
+t.sinks.{name}.batch-size = 500
+t.sinks.{name}.connect-timeout = 2000
+t.sinks.{name}.request-timeout = 3000
+t.sinks.{name}.channel = c1
+"""
+    if len(names) > 1:
+        text += f"""t.sinkgroups = g1
+t.sinkgroups.g1.sinks = {' '.join(names)}
+t.sinkgroups.g1.processor.type = load_balance
+t.sinkgroups.g1.processor.backoff = true
+t.sinkgroups.g1.processor.selector = round_robin
+"""
+    return text
+
+
+class HopFleet:
+    """Collectors (avro -> file channel -> file_roll, each its own agent and embedded broker) and three tier-1
+    agents (HTTP -> file channel -> avro sink(s)), each tier-1 agent fed by its own load of distinct events."""
+
+    def __init__(self, tmp: Path, collectors: int, total: int, rate: float):
+        self.tmp = tmp
+        self.ports = [free_port() for _ in range(collectors)]
+        self.outs = [tmp / f"out{i}" for i in range(collectors)]
+        self.collectors = [self._collector(i) for i in range(collectors)]
+        self.tiers = []
+        self.loads = []
+        for n in range(3):
+            http = free_port()
+            home = tmp / f"tier{n}"
+            home.mkdir()
+            self.tiers.append(AgentProcess(home, tier1_conf(http, self.ports), name="t"))
+            self.loads.append(TaggedLoad(http, total, rate, f"t{n}-"))
+        self.load = Loads(self.loads)
+
+    def _collector(self, i: int) -> AgentProcess:
+        home = self.tmp / f"collector{i}"
+        home.mkdir(exist_ok=True)
+        return AgentProcess(home, collector_conf(self.ports[i], self.outs[i]), name="c")
+
+    def start(self) -> "HopFleet":
+        for agent in self.collectors + self.tiers:
+            agent.start()
+        wait_until(lambda: all(port_open(p) for p in self.ports + [load.port for load in self.loads]), 90,
+                   what="the fleet's sources")
+        self.load.start()
+        return self
+
+    def outputs(self) -> list[bytes]:
+        return [line for out in self.outs for line in read_lines(out)]
+
+    def kill_collector(self, i: int) -> None:
+        """kill -9 of the collector agent and of its embedded broker (and so of its sink worker)."""
+        agent = self.collectors[i]
+        redis_pid = int((agent.data_dir / "redis" / "redis.pid").read_text())
+        workers = children(agent.process.pid)
+        for pid in [agent.process.pid, redis_pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        agent.process.wait(30)
+        agent.log.close()
+
+    def restart_collector(self, i: int) -> None:
+        self.collectors[i] = self._collector(i).start()
+        wait_until(lambda: port_open(self.ports[i]), 90, what="the restarted collector")
+
+    def stop(self) -> None:
+        for load in self.loads:
+            load.stop.set()
+        for agent in self.tiers + self.collectors:
+            if agent.process is not None and agent.process.poll() is None:
+                agent.stop()
+
+    def merged(self) -> Path:
+        merged = self.tmp / "merged"
+        merged.mkdir(exist_ok=True)
+        (merged / "all").write_bytes(b"".join(line + b"\n" for line in self.outputs()))
+        return merged
+
+
+def hop_settle(result: Result, fleet: HopFleet, recovery: Recovery) -> Result:
+    fleet.load.join()
+    recovery.wait_all(240)
+    sent = fleet.load.all_sent()
+    wait_until(lambda: sent <= set(fleet.outputs()), 240, 0.25, what="every acknowledged event at the collectors")
+    result.recover_s = recovery.worst()
+    return result
+
+
+def hop_collector_kill(tmp: Path, total: int, rate: float, down_s: float) -> Result:
+    """kill -9 of the collector (agent, embedded broker, sink worker) mid-flow; restarted ``down_s`` later on the
+    same data directory: what it had answered OK to is in its append-only file and is delivered."""
+    fleet = HopFleet(tmp, 1, total, rate)
+    result = Result("avro hop: kill -9 collector (with its broker) + restart", faults=1)
+    try:
+        fleet.start()
+        recovery = Recovery(tmp, fleet.load, fleet.outputs)
+        wait_until(lambda: len(fleet.outputs()) > rate, 90, what="the first events at the collector")
+        recovery.fault()
+        fleet.kill_collector(0)
+        time.sleep(down_s)
+        fleet.restart_collector(0)
+        recovery.fault()                 # and from the restart until the tier-1 backlog is delivered
+        hop_settle(result, fleet, recovery)
+        result.notes.append(f"collector down {down_s:.0f} s; recovery counted from the kill and from the restart")
+    finally:
+        fleet.stop()
+    return count(result, fleet.load, fleet.merged())
+
+
+def hop_collector_frozen(tmp: Path, total: int, rate: float, frozen_s: float) -> Result:
+    """The collector is unreachable for ``frozen_s``: SIGSTOP of its agent (its avro source accepts connections in
+    the kernel but answers nothing, so the tier-1 sinks time out and retry), then SIGCONT.  Calls answered late are
+    sent again by then: duplicates, no loss."""
+    fleet = HopFleet(tmp, 1, total, rate)
+    result = Result(f"avro hop: collector unreachable (SIGSTOP) for {frozen_s:.0f} s", faults=1)
+    try:
+        fleet.start()
+        recovery = Recovery(tmp, fleet.load, fleet.outputs)
+        wait_until(lambda: len(fleet.outputs()) > rate, 90, what="the first events at the collector")
+        agent = fleet.collectors[0].process
+        os.kill(agent.pid, signal.SIGSTOP)
+        time.sleep(frozen_s)
+        os.kill(agent.pid, signal.SIGCONT)
+        recovery.fault()                     # recovery: from the collector's return to the backlog delivered
+        hop_settle(result, fleet, recovery)
+        result.notes.append("recovery from SIGCONT")
+    finally:
+        fleet.stop()
+    return count(result, fleet.load, fleet.merged())
+
+
+def hop_tier1_worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float) -> Result:
+    """kill -9 of the avro sink worker of a tier-1 agent, repeatedly (its agent gives back what it held and
+    restarts it)."""
+    fleet = HopFleet(tmp, 1, total, rate)
+    result = Result("avro hop: kill -9 tier-1 avro sink worker", faults=kills)
+    try:
+        fleet.start()
+        recovery = Recovery(tmp, fleet.load, fleet.outputs)
+        for k in range(kills):
+            time.sleep(interval_s)
+            tier = fleet.tiers[k % len(fleet.tiers)]
+            pid = sink_worker_pid(tier)
+            recovery.fault()
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: sink_worker_pid(tier) != pid, 60, what="the restarted worker")
+        hop_settle(result, fleet, recovery)
+    finally:
+        fleet.stop()
+    return count(result, fleet.load, fleet.merged())
+
+
+def hop_balanced_collector_kill(tmp: Path, total: int, rate: float, down_s: float) -> Result:
+    """Three tier-1 agents, each with a load_balance group (backoff) of two avro sinks, one per collector; kill -9
+    of one collector (with its broker) mid-flow: its share goes to the other; restarted ``down_s`` later it
+    delivers what it had acknowledged.  recover_s is until that is delivered too."""
+    fleet = HopFleet(tmp, 2, total, rate)
+    result = Result("avro hop: one of two load-balanced collectors kill -9 + restart", faults=1)
+    try:
+        fleet.start()
+        recovery = Recovery(tmp, fleet.load, fleet.outputs)
+        wait_until(lambda: read_lines(fleet.outs[1]) and read_lines(fleet.outs[0]), 90,
+                   what="events at both collectors")
+        recovery.fault()
+        killed_at = time.monotonic()
+        fleet.kill_collector(1)
+        before = len(read_lines(fleet.outs[0]))
+        wait_until(lambda: len(read_lines(fleet.outs[0])) > before + rate, 60, what="the other collector going on")
+        went_on = time.monotonic() - killed_at
+        time.sleep(max(0.0, down_s - went_on))
+        fleet.restart_collector(1)
+        recovery.fault()
+        hop_settle(result, fleet, recovery)
+        result.notes.append(f"the other collector took the traffic within {went_on:.1f} s; killed one down "
+                            f"{down_s:.0f} s")
+    finally:
+        fleet.stop()
+    return count(result, fleet.load, fleet.merged())
+
+
 def scenarios(long: bool) -> dict:
     """name -> callable(tmp) -> Result, sized for `make chaos` (long) or `make test` (short)."""
     if long:
@@ -577,6 +854,10 @@ def scenarios(long: bool) -> dict:
             "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
             "failover": lambda t: failover_outage(t, 150_000, 2500, outage_s=30),
             "full": lambda t: channel_full(t, 40_000, 2500, hold_s=60),
+            "hop-collector-kill": lambda t: hop_collector_kill(t, 40_000, 800, down_s=10),
+            "hop-collector-frozen": lambda t: hop_collector_frozen(t, 40_000, 800, frozen_s=30),
+            "hop-tier1-worker": lambda t: hop_tier1_worker_kills(t, 40_000, 800, kills=5, interval_s=8),
+            "hop-balanced-collector-kill": lambda t: hop_balanced_collector_kill(t, 40_000, 800, down_s=15),
         }
     return {
         "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
@@ -590,6 +871,10 @@ def scenarios(long: bool) -> dict:
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
         "failover": lambda t: failover_outage(t, 8_000, 1000, outage_s=3),
         "full": lambda t: channel_full(t, 6_000, 1000, hold_s=3),
+        "hop-collector-kill": lambda t: hop_collector_kill(t, 3_000, 300, down_s=2),
+        "hop-collector-frozen": lambda t: hop_collector_frozen(t, 3_000, 300, frozen_s=5),
+        "hop-tier1-worker": lambda t: hop_tier1_worker_kills(t, 3_000, 300, kills=2, interval_s=2),
+        "hop-balanced-collector-kill": lambda t: hop_balanced_collector_kill(t, 3_000, 300, down_s=3),
     }
 
 
