@@ -77,17 +77,26 @@ class AvroSink(Sink):
         level = config.compression_level if config.compression_type.lower() == "deflate" else None
         self.client = AvroClient(config.hostname, config.port, config.connect_timeout_ms / 1000,
                                  config.request_timeout_ms / 1000, level, context)
+        # Ids of events the next hop confirmed during a write that then failed (at most one write's worth).
+        self.confirmed: set[str] = set()
 
     def write(self, batch) -> None:
+        """Send ``batch`` in calls of ``batch-size`` events.  When a call fails after earlier calls of the same
+        write were answered OK, the write raises and the runner sends the batch again: the events already
+        confirmed are left out of that retry (by id), so a batch larger than ``batch-size`` is not sent twice
+        because its last call failed."""
         if not len(batch):
             return
         headers = batch.headers if batch.headers is not None else [{}] * len(batch)
-        if batch.ids is not None:
-            headers = [{**h, ID_HEADER: i} for h, i in zip(headers, batch.ids)]
-        records = event_records(batch.bodies, headers)
+        ids = batch.ids if batch.ids is not None else [""] * len(batch)
+        pending = [(body, {**h, ID_HEADER: i} if i else h, i) for body, h, i in zip(batch.bodies, headers, ids)
+                   if not (i and i in self.confirmed)]
         size = self.config.batch_size
-        for start in range(0, len(records), size):
-            self._call(records[start:start + size])
+        for start in range(0, len(pending), size):
+            chunk = pending[start:start + size]
+            self._call(event_records([c[0] for c in chunk], [c[1] for c in chunk]))
+            self.confirmed.update(c[2] for c in chunk if c[2])
+        self.confirmed.clear()          # the whole batch is confirmed: its messages are acknowledged next
 
     def _call(self, records: list[dict]) -> None:
         client = self.client

@@ -7,7 +7,8 @@ capacity) or the broker failed: nothing of that call is then in any required cha
 it.  A client's ``flumery.id`` header (set by Flumery's avro sink) becomes the event's id, so ids survive the hop.
 
 Connections are served by one asyncio loop; decoding and the put of each call run in a pool of ``threads``
-threads, so at most that many puts are in flight.  Calls on one connection are answered in order.
+threads, so at most that many puts are in flight.  Calls on one connection are answered in order
+(:mod:`workers.rpc.server`).
 
 Bounded memory: a connection holds at most one frame (``maxFrameBytes``, counting its headers, checked before
 the bytes are read; a deflate stream is inflated only as far as the frame being read needs), and at most
@@ -21,11 +22,7 @@ may be JKS or PEM (see :mod:`workers.rpc.tls`).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from core import counters as names
@@ -34,18 +31,17 @@ from core.event import ID_HEADER, Batch, IdRange
 from core.options import one_of, opt, port_number, positive
 from workers.rpc import tls
 from workers.rpc.avro_ipc import Call, KnownProtocols, ProtocolError, ServerSession
-from workers.rpc.ip_filter import allowed, check_rules, parse_rules
+from workers.rpc.ip_filter import check_rules, parse_rules
 from workers.rpc.netty_frames import FrameDecoder, FrameEncoder, FrameError
+from workers.rpc.server import RpcProtocolError, RpcServer
 from workers.sources.base import Source
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
-STOP_TIMEOUT_S = 10.0
 DEFLATE_LEVEL = 6              # Flume's AvroSource compresses its answers at level 6
 
 
-def _protocols(value: list[str]) -> str | None:
+def check_protocols(value: list[str]) -> str | None:
     unknown = [p for p in value if p not in tls.KNOWN_PROTOCOLS]
     return f"unknown protocol {', '.join(unknown)} (known: {', '.join(tls.KNOWN_PROTOCOLS)})" if unknown else None
 
@@ -62,9 +58,9 @@ class AvroSourceConfig:
     keystore: str = opt("keystore", "", doc="the server key and certificate chain: a JKS or PEM file")
     keystore_password: str = opt("keystore-password", "", doc="password of the keystore (and of its key)")
     keystore_type: str = opt("keystore-type", "JKS", check=one_of(*tls.STORE_TYPES), doc="JKS or PEM")
-    exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=_protocols,
+    exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=check_protocols,
                                        doc="TLS versions not to accept (Java names, space-separated)")
-    include_protocols: list[str] = opt("include-protocols", [], check=_protocols,
+    include_protocols: list[str] = opt("include-protocols", [], check=check_protocols,
                                        doc="TLS versions to accept (Java names; empty = all but the excluded)")
     ip_filter: bool = opt("ipFilter", False, doc="accept or refuse clients by ipFilterRules")
     ip_filter_rules: str = opt("ipFilterRules", "", check=lambda v: check_rules(v) if v else None,
@@ -76,11 +72,12 @@ class AvroSourceConfig:
 
 
 def to_batch(records: list[dict]) -> Batch:
-    """AvroFlumeEvent records -> a Batch; a ``flumery.id`` header becomes the event's id."""
+    """Event records (``{"headers": dict, "body": bytes}``) -> a Batch; a ``flumery.id`` header becomes the
+    event's id (the header maps are the decoder's, ours to change)."""
     bodies, headers, ids = [], [], []
     for record in records:
         fields = record["headers"]
-        ids.append(fields.pop(ID_HEADER, ""))       # fastavro made the dict: ours to change
+        ids.append(fields.pop(ID_HEADER, ""))
         headers.append(fields)
         bodies.append(record["body"])
     if not all(ids):
@@ -89,142 +86,103 @@ def to_batch(records: list[dict]) -> Batch:
     return Batch(bodies, headers if any(headers) else None, ids)
 
 
-class AvroSource(Source):
-    Config = AvroSourceConfig
+class RpcSource(Source):
+    """What the avro and thrift sources share: the server's lifecycle, TLS, the IP filter and the put of a call."""
+
+    label = "rpc source"
 
     @classmethod
     def check(cls, config, refs=()):
         problems = []
         if config.ssl and not config.keystore:
             problems.append(("keystore", "required when ssl = true"))
-        if config.ip_filter and not config.ip_filter_rules:
+        if getattr(config, "ip_filter", False) and not config.ip_filter_rules:
             problems.append(("ipFilterRules", "required when ipFilter = true"))
         return problems
 
-    # -- lifecycle -------------------------------------------------------------------------------------------
+    def new_connection(self):
+        raise NotImplementedError
+
     def open(self) -> None:
         config = self.config
-        self.rules = parse_rules(config.ip_filter_rules) if config.ip_filter else None
-        self.ssl_context = None
+        rules = parse_rules(config.ip_filter_rules) if getattr(config, "ip_filter", False) else None
+        context = None
         if config.ssl:
-            self.ssl_context = tls.server_context(config.keystore, config.keystore_password, config.keystore_type,
-                                                  config.exclude_protocols, config.include_protocols)
-        self.deflate = config.compression_type.lower() == "deflate"
-        self.known = KnownProtocols()
-        self.sock = socket.create_server((config.bind, config.port), backlog=128)
-        self.port = self.sock.getsockname()[1]
-        self.pool = ThreadPoolExecutor(config.threads, thread_name_prefix=f"source-{self.name}-put")
-        self.connections: set[asyncio.StreamWriter] = set()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.ready = threading.Event()
-        log.info("avro source %s listening on %s:%d%s%s", self.name, config.bind, self.port,
-                 " (deflate)" if self.deflate else "", " (TLS)" if config.ssl else "")
+            context = tls.server_context(config.keystore, config.keystore_password, config.keystore_type,
+                                         config.exclude_protocols, config.include_protocols)
+        self.server = RpcServer(f"{self.label} {self.name}", config.bind, config.port, self.new_connection,
+                                self.counters, config.threads, config.max_connections, context, rules)
+        self.port = self.server.port
+        log.info("%s %s listening on %s:%d%s", self.label, self.name, config.bind, self.port,
+                 " (TLS)" if config.ssl else "")
 
     def serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._serve(loop))
-        finally:
-            self.pool.shutdown(wait=True)          # puts in flight finish; their answers are not sent
-            loop.close()
-
-    async def _serve(self, loop) -> None:
-        self.loop, self.stopped = loop, asyncio.Event()
-        server = await asyncio.start_server(self._connection, sock=self.sock, ssl=self.ssl_context,
-                                            limit=READ_SIZE)
-        self.ready.set()
-        if not self.stopping.is_set():
-            await self.stopped.wait()
-        server.close()
-        for writer in list(self.connections):
-            writer.close()            # a connection waiting for its next call ends; one in a put finishes it
-        tasks = [t for t in asyncio.all_tasks(loop) if t is not asyncio.current_task()]
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        self.server.run()
 
     def close(self) -> None:
-        if self.ready.wait(5) and self.loop is not None:
-            self.loop.call_soon_threadsafe(self.stopped.set)
-        else:
-            self.sock.close()
+        self.server.stop()
 
-    # -- connections -----------------------------------------------------------------------------------------
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        address = (writer.get_extra_info("peername") or ("?",))[0]
-        if not await self._admit(address, writer):
-            writer.close()
-            return
-        self.connections.add(writer)
-        self.counters.add(names.OPEN_CONNECTION)
-        try:
-            await self._serve_connection(reader, writer)
-        except asyncio.CancelledError:
-            pass                          # the source is stopping
-        except (FrameError, ProtocolError) as exc:
-            names.fail(self.counters, names.EVENT_READ_FAIL, log, logging.WARNING,
-                       "avro source %s: closing the connection from %s: %s", self.name, address, exc)
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            log.info("avro source %s: connection from %s ended: %s", self.name, address, exc)
-        except Exception:
-            names.fail(self.counters, names.GENERIC_PROCESSING_FAIL, log, logging.ERROR,
-                       "avro source %s: closing the connection from %s after an unexpected error", self.name,
-                       address, exc_info=True)
-        finally:
-            self.connections.discard(writer)
-            self.counters.add(names.OPEN_CONNECTION, -1)
-            writer.close()
-
-    async def _admit(self, address: str, writer) -> bool:
-        if len(self.connections) >= self.config.max_connections:
-            log.warning("avro source %s: refusing a connection from %s: %d connections open (maxConnections)",
-                        self.name, address, len(self.connections))
-            return False
-        if self.rules is not None and not await self.loop.run_in_executor(self.pool, allowed, self.rules, address):
-            log.warning("avro source %s: connection from %s denied by ipFilterRules", self.name, address)
-            return False
+    def put_call(self, single: bool, records: list[dict]) -> bool:
+        """Put a call's events; True once they are in every required channel, False if the put failed (nothing
+        of them is then in any required channel)."""
+        self.counters.add(names.APPEND_RECEIVED if single else names.APPEND_BATCH_RECEIVED)
+        if records:
+            try:
+                self.put(to_batch(records))
+            except PutRefused as exc:
+                log.info("%s %s: answering FAILED to %d events: %s", self.label, self.name, len(records), exc)
+                return False
+            except Exception as exc:          # the broker is down or restarting: the sender retries
+                names.fail(self.counters, names.GENERIC_PROCESSING_FAIL, log, logging.WARNING,
+                           "%s %s: put of %d events failed (%s); answering FAILED", self.label, self.name,
+                           len(records), exc)
+                return False
+        self.counters.add(names.APPEND_ACCEPTED if single else names.APPEND_BATCH_ACCEPTED)
         return True
 
-    async def _serve_connection(self, reader, writer) -> None:
-        decoder = FrameDecoder(self.config.max_frame_bytes, deflate=self.deflate)
-        encoder = FrameEncoder(DEFLATE_LEVEL if self.deflate else None)
-        session = ServerSession(self.known)
-        while True:
-            frame = decoder.next_frame()
-            if frame is None:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    return
-                decoder.feed(data)
-                continue
-            serial, payload = frame
-            answer = await self.loop.run_in_executor(self.pool, self._answer, session, payload)
-            writer.write(encoder.encode(serial, answer))
-            await writer.drain()
 
-    # -- calls (in the pool's threads) -----------------------------------------------------------------------
-    def _answer(self, session: ServerSession, payload: bytes) -> bytes:
-        parsed = session.parse(payload)
+class AvroConnection:
+    """One avro connection: Netty frames (deflated or not) in, Avro IPC calls answered."""
+
+    def __init__(self, source: "AvroSource"):
+        deflate = source.config.compression_type.lower() == "deflate"
+        self.source = source
+        self.decoder = FrameDecoder(source.config.max_frame_bytes, deflate=deflate)
+        self.encoder = FrameEncoder(DEFLATE_LEVEL if deflate else None)
+        self.session = ServerSession(source.known)
+
+    def feed(self, data: bytes) -> None:
+        self.decoder.feed(data)
+
+    def next_call(self):
+        try:
+            return self.decoder.next_frame()
+        except FrameError as exc:
+            raise RpcProtocolError(str(exc)) from None
+
+    def answer(self, frame) -> bytes:
+        try:
+            parsed = self.session.parse(frame[1])
+        except ProtocolError as exc:
+            raise RpcProtocolError(str(exc)) from None
         if isinstance(parsed, bytes):
             return parsed
-        return session.reply(parsed, self._put(parsed))
+        return self.session.reply(parsed, "OK" if self.put(parsed) else "FAILED")
 
-    def _put(self, call: Call) -> str:
-        single = call.message == "append"
-        self.counters.add(names.APPEND_RECEIVED if single else names.APPEND_BATCH_RECEIVED)
-        if not call.records:
-            return "OK"
-        try:
-            self.put(to_batch(call.records))
-        except PutRefused as exc:
-            log.info("avro source %s: answering FAILED to %d events: %s", self.name, len(call.records), exc)
-            return "FAILED"
-        except Exception as exc:          # the broker is down or restarting: the sender retries
-            names.fail(self.counters, names.GENERIC_PROCESSING_FAIL, log, logging.WARNING,
-                       "avro source %s: put of %d events failed (%s); answering FAILED", self.name,
-                       len(call.records), exc)
-            return "FAILED"
-        self.counters.add(names.APPEND_ACCEPTED if single else names.APPEND_BATCH_ACCEPTED)
-        return "OK"
+    def put(self, call: Call) -> bool:
+        return self.source.put_call(call.message == "append", call.records)
+
+    def encode(self, frame, answer: bytes) -> bytes:
+        return self.encoder.encode(frame[0], answer)
+
+
+class AvroSource(RpcSource):
+    Config = AvroSourceConfig
+    label = "avro source"
+
+    def open(self) -> None:
+        self.known = KnownProtocols()
+        super().open()
+
+    def new_connection(self) -> AvroConnection:
+        return AvroConnection(self)
