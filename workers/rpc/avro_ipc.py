@@ -100,11 +100,6 @@ def _read(stream: io.BytesIO, schema):
         raise ProtocolError(f"undecodable Avro datum: {type(exc).__name__}: {exc}") from None
 
 
-def event_records(bodies, headers) -> list[dict]:
-    """AvroFlumeEvent records (dicts) from parallel lists of bodies and header maps."""
-    return [{"headers": h, "body": b} for b, h in zip(bodies, headers)]
-
-
 # --- the client (Flume's NettyAvroRpcClient, Avro's Requestor) --------------------------------------------------
 
 class ClientSession:

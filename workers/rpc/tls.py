@@ -27,6 +27,12 @@ KNOWN_PROTOCOLS = ("SSLv2Hello", "SSLv3", *PROTOCOL_OPTIONS)
 STORE_TYPES = ("JKS", "PEM")
 
 
+def check_protocols(value: list[str]) -> str | None:
+    """An option check for ``exclude-protocols`` / ``include-protocols``."""
+    unknown = [p for p in value if p not in KNOWN_PROTOCOLS]
+    return f"unknown protocol {', '.join(unknown)} (known: {', '.join(KNOWN_PROTOCOLS)})" if unknown else None
+
+
 class KeystoreError(OSError):
     """A keystore or truststore could not be read (wrong password, no key, not a keystore); an OSError, so that
     a source that cannot start for it is reported like one whose port is taken."""

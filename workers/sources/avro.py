@@ -22,28 +22,17 @@ may be JKS or PEM (see :mod:`workers.rpc.tls`).
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-from core import counters as names
-from core.errors import PutRefused
-from core.event import ID_HEADER, Batch, IdRange
 from core.options import one_of, opt, port_number, positive
 from workers.rpc import tls
 from workers.rpc.avro_ipc import Call, KnownProtocols, ProtocolError, ServerSession
-from workers.rpc.ip_filter import check_rules, parse_rules
+from workers.rpc.ip_filter import check_rules
 from workers.rpc.netty_frames import FrameDecoder, FrameEncoder, FrameError
-from workers.rpc.server import RpcProtocolError, RpcServer
-from workers.sources.base import Source
-
-log = logging.getLogger(__name__)
+from workers.rpc.server import RpcProtocolError
+from workers.sources.rpc import RpcSource
 
 DEFLATE_LEVEL = 6              # Flume's AvroSource compresses its answers at level 6
-
-
-def check_protocols(value: list[str]) -> str | None:
-    unknown = [p for p in value if p not in tls.KNOWN_PROTOCOLS]
-    return f"unknown protocol {', '.join(unknown)} (known: {', '.join(tls.KNOWN_PROTOCOLS)})" if unknown else None
 
 
 @dataclass(frozen=True)
@@ -58,9 +47,9 @@ class AvroSourceConfig:
     keystore: str = opt("keystore", "", doc="the server key and certificate chain: a JKS or PEM file")
     keystore_password: str = opt("keystore-password", "", doc="password of the keystore (and of its key)")
     keystore_type: str = opt("keystore-type", "JKS", check=one_of(*tls.STORE_TYPES), doc="JKS or PEM")
-    exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=check_protocols,
+    exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=tls.check_protocols,
                                        doc="TLS versions not to accept (Java names, space-separated)")
-    include_protocols: list[str] = opt("include-protocols", [], check=check_protocols,
+    include_protocols: list[str] = opt("include-protocols", [], check=tls.check_protocols,
                                        doc="TLS versions to accept (Java names; empty = all but the excluded)")
     ip_filter: bool = opt("ipFilter", False, doc="accept or refuse clients by ipFilterRules")
     ip_filter_rules: str = opt("ipFilterRules", "", check=lambda v: check_rules(v) if v else None,
@@ -69,76 +58,6 @@ class AvroSourceConfig:
                                doc="Flumery: largest call accepted, in bytes (larger ones close the connection)")
     max_connections: int = opt("maxConnections", 128, check=positive,
                                doc="Flumery: connections served at once (further ones are closed)")
-
-
-def to_batch(records: list[dict]) -> Batch:
-    """Event records (``{"headers": dict, "body": bytes}``) -> a Batch; a ``flumery.id`` header becomes the
-    event's id (the header maps are the decoder's, ours to change)."""
-    bodies, headers, ids = [], [], []
-    for record in records:
-        fields = record["headers"]
-        ids.append(fields.pop(ID_HEADER, ""))
-        headers.append(fields)
-        bodies.append(record["body"])
-    if not all(ids):
-        fresh = IdRange.fresh(len(ids))
-        ids = [i or fresh[n] for n, i in enumerate(ids)] if any(ids) else fresh
-    return Batch(bodies, headers if any(headers) else None, ids)
-
-
-class RpcSource(Source):
-    """What the avro and thrift sources share: the server's lifecycle, TLS, the IP filter and the put of a call."""
-
-    label = "rpc source"
-
-    @classmethod
-    def check(cls, config, refs=()):
-        problems = []
-        if config.ssl and not config.keystore:
-            problems.append(("keystore", "required when ssl = true"))
-        if getattr(config, "ip_filter", False) and not config.ip_filter_rules:
-            problems.append(("ipFilterRules", "required when ipFilter = true"))
-        return problems
-
-    def new_connection(self):
-        raise NotImplementedError
-
-    def open(self) -> None:
-        config = self.config
-        rules = parse_rules(config.ip_filter_rules) if getattr(config, "ip_filter", False) else None
-        context = None
-        if config.ssl:
-            context = tls.server_context(config.keystore, config.keystore_password, config.keystore_type,
-                                         config.exclude_protocols, config.include_protocols)
-        self.server = RpcServer(f"{self.label} {self.name}", config.bind, config.port, self.new_connection,
-                                self.counters, config.threads, config.max_connections, context, rules)
-        self.port = self.server.port
-        log.info("%s %s listening on %s:%d%s", self.label, self.name, config.bind, self.port,
-                 " (TLS)" if config.ssl else "")
-
-    def serve(self) -> None:
-        self.server.run()
-
-    def close(self) -> None:
-        self.server.stop()
-
-    def put_call(self, single: bool, records: list[dict]) -> bool:
-        """Put a call's events; True once they are in every required channel, False if the put failed (nothing
-        of them is then in any required channel)."""
-        self.counters.add(names.APPEND_RECEIVED if single else names.APPEND_BATCH_RECEIVED)
-        if records:
-            try:
-                self.put(to_batch(records))
-            except PutRefused as exc:
-                log.info("%s %s: answering FAILED to %d events: %s", self.label, self.name, len(records), exc)
-                return False
-            except Exception as exc:          # the broker is down or restarting: the sender retries
-                names.fail(self.counters, names.GENERIC_PROCESSING_FAIL, log, logging.WARNING,
-                           "%s %s: put of %d events failed (%s); answering FAILED", self.label, self.name,
-                           len(records), exc)
-                return False
-        self.counters.add(names.APPEND_ACCEPTED if single else names.APPEND_BATCH_ACCEPTED)
-        return True
 
 
 class AvroConnection:
