@@ -38,9 +38,11 @@ SAMPLES = {
     ("source", "spooldir"): {"spoolDir": "{tmp}"},
     ("source", "seq"): {"totalEvents": "5"},
     ("source", "avro"): {"bind": "127.0.0.1", "port": "0"},
+    ("source", "thrift"): {"bind": "127.0.0.1", "port": "0"},
     ("sink", "file_roll"): {"sink.directory": "{tmp}"},
-    # A write is confirmed by the next hop: the next_hop fixture's avro source, in-process.
+    # A write is confirmed by the next hop: the next_hop fixture's avro and thrift sources, in-process.
     ("sink", "avro"): {"hostname": "127.0.0.1", "port": "{avro_port}", "request-timeout": "5000"},
+    ("sink", "thrift"): {"hostname": "127.0.0.1", "port": "{thrift_port}", "request-timeout": "5000"},
     ("interceptor", "regex_extractor"): {"regex": "(\\d+)", "serializers": "s1", "serializers.s1.name": "n"},
     ("interceptor", "search_replace"): {"searchPattern": "x"},
 }
@@ -137,14 +139,17 @@ def test_source_lifecycle(alias, tmp_path):
 
 @pytest.fixture(scope="module")
 def next_hop():
-    """For sinks whose write only returns once a next hop confirmed it (avro): Flumery's avro source, in-process,
-    recording; its port is the ``{avro_port}`` of SAMPLES."""
-    from workers.sources.avro import AvroSource, AvroSourceConfig
-    recorder = Recorder()
-    source = AvroSource("next", AvroSourceConfig(bind="127.0.0.1", port=0), SourceContext("a2", recorder, recorder))
-    source.start()
-    yield {"avro_port": str(source.port)}
-    source.stop()
+    """For sinks whose write only returns once a next hop confirmed it (avro, thrift): Flumery's avro and thrift
+    sources, in-process, recording; their ports are the ``{avro_port}`` and ``{thrift_port}`` of SAMPLES."""
+    sources = {}
+    for kind in ("avro", "thrift"):
+        cls = ALL["source"].resolve(kind)
+        recorder = Recorder()
+        sources[kind] = cls("next", cls.Config(bind="127.0.0.1", port=0), SourceContext("a2", recorder, recorder))
+        sources[kind].start()
+    yield {f"{kind}_port": str(source.port) for kind, source in sources.items()}
+    for source in sources.values():
+        source.stop()
 
 
 @pytest.mark.parametrize("alias", list(ALL["sink"].types))
