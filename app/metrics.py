@@ -7,6 +7,9 @@ All values are strings, as in Flume.  ``/prometheus`` (and ``/metrics/prometheus
 Prometheus's text format through the ``prometheus_client`` library: Flume's counters as counters
 (``flumery_event_drain_success_total{agent,type,component}``), channel fill and start/stop times as gauges, and
 what the agent itself knows (sink worker restarts).
+Counters start at 0 with their component (the agent resets those it runs when it starts, see
+:meth:`core.counters.MetricsStore.reset`).  ``CHANNEL.__dead__``, the agent's dead-letter channel, is unbounded:
+it has no ``ChannelCapacity`` nor ``ChannelFillPercentage``.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from core.counters import COUNTERS, MetricsStore
-from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
+from routing.deadletter import DEAD_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +44,11 @@ def snapshot(store: MetricsStore, agent_config, sizes: dict[str, int]) -> dict[s
         doc = {counter: values.get(counter, "0") for counter in COUNTERS[kind]}
         doc.update(StartTime=values.get("StartTime", "0"), StopTime=values.get("StopTime", "0"), Type=kind)
         if kind == "CHANNEL":
-            capacity = DEAD_CAPACITY if name == DEAD_CHANNEL else agent_config.channels[name].config.capacity
             size = sizes.get(name, 0)
-            doc.update(ChannelSize=str(size), ChannelCapacity=str(capacity),
-                       ChannelFillPercentage=repr(size * 100.0 / capacity))
+            doc.update(ChannelSize=str(size))
+            if name != DEAD_CHANNEL:          # the dead-letter channel is unbounded: no capacity to report
+                capacity = agent_config.channels[name].config.capacity
+                doc.update(ChannelCapacity=str(capacity), ChannelFillPercentage=repr(size * 100.0 / capacity))
         out[f"{kind}.{name}"] = doc
     return out
 

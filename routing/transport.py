@@ -29,21 +29,31 @@ import threading
 import uuid
 from dataclasses import dataclass
 from time import monotonic, time
+from urllib.parse import urlsplit
 
 import redis
-from kombu import transport
+import redis.sentinel
+from kombu import Connection, transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps, loads
 
 from core import keys
-from core.errors import ChannelFullError
+from core.errors import BrokerOutOfMemory, ChannelFullError, NotReplicated
 from core.keys import bell_key, bytes_key, is_channel_queue, message_key, prefixed, sizes_key
 from routing import scripts
 
 log = logging.getLogger(__name__)
 
 RECLAIM_LIMIT = 1000
+POOL_WAIT_S = 10.0       # a put waits this long for a pooled connection; longer means the broker is stuck
+# Puts stop this far short of the broker's maxmemory (a fraction of it, at least a few MiB): the rest is for what
+# drains it (a worker's start and connections, bindings, locks, leases, metrics), since Redis refuses those writes
+# too once maxmemory is reached (a Celery worker does not even start then).
+PUT_HEADROOM_FRACTION = 0.1
+PUT_HEADROOM_MIN_BYTES = 2 * 1024 * 1024
+MEMORY_CHECK_INTERVAL_S = 1.0
+MESSAGE_OVERHEAD_BYTES = 1000     # a stored message's envelope, keys and hash fields, beyond its event bodies
 
 
 def _read_counts(client, key: str) -> dict[str, int]:
@@ -106,6 +116,43 @@ def _owner_token() -> str:
 def owner_prefix(pid: int) -> str:
     """The start of the holder token of every message taken by process ``pid`` on this host."""
     return f"{socket.gethostname()}:{pid}:"
+
+
+class MemoryGauge:
+    """Whether the broker is too full for puts, from ``INFO memory``.  Read again once the puts since the last reading
+    may have used half the room that was left (or after :data:`MEMORY_CHECK_INTERVAL_S`): so the readings come
+    closer together as the broker fills, and puts overshoot the mark by about one batch at most."""
+
+    def __init__(self):
+        self.supported = True             # a managed Redis may refuse INFO: then only maxmemory itself refuses
+        self.checked_at = float("-inf")
+        self.budget = 0.0                 # bytes that may be put before the next reading
+        self.refusal: str | None = None
+
+    def check(self, client, nbytes: int) -> str | None:
+        """Why a put of about ``nbytes`` must not happen now (the broker's memory is nearly used up), or None."""
+        self.budget -= nbytes
+        if self.supported and (self.budget <= 0 or monotonic() - self.checked_at >= MEMORY_CHECK_INTERVAL_S):
+            try:
+                info = client.info("memory")
+            except redis.exceptions.ResponseError:
+                self.supported = False
+                return None
+            used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+            headroom = max(limit * PUT_HEADROOM_FRACTION, PUT_HEADROOM_MIN_BYTES)
+            room = limit - headroom - used if limit else float("inf")
+            self.budget = room / 2 - nbytes
+            self.checked_at = monotonic()
+            self.refusal = (None if room >= nbytes else
+                            f"{used / 2 ** 20:.1f} of {limit / 2 ** 20:.1f} MiB used; puts stop "
+                            f"{headroom / 2 ** 20:.1f} MiB short of maxmemory")
+        return self.refusal
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """Redis refused a write at its maxmemory: OutOfMemoryError for a command, a script error wrapping the same
+    '-OOM' reply for EVAL (a script is refused before its first write, so it wrote nothing)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(exc)
 
 
 def _text(value) -> str:
@@ -175,6 +222,7 @@ class Channel(kombu_redis.Channel):
         self._fetching: list[str] = []      # the queues of the FETCH in progress, in the order sent
         self._script_lock = threading.Lock()
         self._scripts: dict[str, object] = {}
+        self._memory = MemoryGauge()
 
     # -- consuming (the worker's event loop) -----------------------------------------------------------------
     def _flumery_queues(self) -> list[str] | None:
@@ -231,6 +279,16 @@ class Channel(kombu_redis.Channel):
             return int(self._run("PURGE", [self._namespace, self._key(queue)], []))
         return super()._purge(queue)
 
+    def _get_pool(self, asynchronous=False):
+        """kombu's pool raises 'Too many connections' once ``max_connections`` (10) are in use, and the sources'
+        threads share this channel: a put waits for a free connection instead (up to POOL_WAIT_S, then a
+        ConnectionError as for a broker that is down).  The asynchronous pool is the consumer's own."""
+        if asynchronous:
+            return super()._get_pool(asynchronous)
+        params = self._connparams()
+        self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
+        return redis.BlockingConnectionPool(timeout=POOL_WAIT_S, **params)
+
     # -- keys ------------------------------------------------------------------------------------------------
     def _key(self, name: str) -> str:
         """The Redis key of a Flumery key name: kombu's ``global_keyprefix`` (if any) in front."""
@@ -257,14 +315,28 @@ class Channel(kombu_redis.Channel):
         return redis.Redis(connection_pool=self.pool)
 
     # -- the transactions used by sources and sink runners --------------------------------------------------
-    def _run(self, name: str, script_keys: list[str], args: list):
-        """Run one of :mod:`routing.scripts` on a pooled connection (never the one a BRPOP may wait on)."""
-        client = self._plain_client()
+    def _script(self, name: str, client: redis.Redis):
         with self._script_lock:
             script = self._scripts.get(name)
             if script is None:
                 script = self._scripts[name] = client.register_script(getattr(scripts, name))
-        return script(keys=script_keys, args=args, client=client)
+        return script
+
+    def _run(self, name: str, script_keys: list[str], args: list):
+        """Run one of :mod:`routing.scripts` on a pooled connection (never the one a BRPOP may wait on)."""
+        client = self._plain_client()
+        return self._script(name, client)(keys=script_keys, args=args, client=client)
+
+    def _run_replicated(self, name: str, script_keys: list[str], args: list, replicas: int, timeout_ms: int):
+        """Run a script, then Redis ``WAIT`` on the same connection (a pipeline holds one): returns the script's
+        reply and how many replicas confirmed every write made so far on that connection."""
+        client = self._plain_client()
+        script = self._script(name, client)
+        with client.pipeline(transaction=False) as pipe:
+            script(keys=script_keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            reply, confirmed = pipe.execute()
+        return reply, int(confirmed)
 
     def make_message(self, headers: dict, properties: dict, exchange: str, routing_key: str,
                      delivery_tag: str) -> dict:
@@ -280,15 +352,35 @@ class Channel(kombu_redis.Channel):
         message["properties"]["delivery_tag"] = delivery_tag
         return message
 
-    def put_transaction(self, exchange: str, targets: list[PutTarget]) -> None:
+    def put_transaction(self, exchange: str, targets: list[PutTarget], replicas: int = 0,
+                        replica_timeout_ms: int = 1000) -> None:
         """Put every target's messages, or none if any target channel lacks room in events or in body bytes
-        (:class:`ChannelFullError`)."""
+        (:class:`ChannelFullError`), or the broker lacks memory (:class:`BrokerOutOfMemory`): its memory is nearly
+        used up (:class:`MemoryGauge`), or it reached maxmemory itself (Redis refuses the script before its first
+        write).  With ``replicas`` > 0, return only once that many Redis replicas hold the
+        put, else raise :class:`NotReplicated` after ``replica_timeout_ms`` (the put may then be on the master
+        only: a failover could lose it, so it must not be acknowledged)."""
+        nearly_full = self._memory.check(self._plain_client(), sum(
+            t.bytes + len(t.messages) * MESSAGE_OVERHEAD_BYTES for t in targets))
+        if nearly_full:
+            raise BrokerOutOfMemory(nearly_full)
         script_keys = [self._namespace, self._key(sizes_key(exchange)), self._key(bytes_key(exchange))]
         args: list = [len(targets)]
         for t in targets:
             script_keys += [self._key(t.queue), self._key(bell_key(t.queue))]
             args += t.args()
-        full = self._run("PUT", script_keys, args)
+        try:
+            if replicas > 0:
+                full, confirmed = self._run_replicated("PUT", script_keys, args, replicas, replica_timeout_ms)
+                if not full and confirmed < replicas:
+                    raise NotReplicated(f"the put reached the Redis master but {confirmed} of the {replicas} "
+                                        f"replica(s) required confirmed it within {replica_timeout_ms} ms")
+            else:
+                full = self._run("PUT", script_keys, args)
+        except redis.exceptions.ResponseError as exc:
+            if _out_of_memory(exc):
+                raise BrokerOutOfMemory() from None
+            raise
         if full:
             name, unit, held, capacity = _text(full[0]), _text(full[1]), int(full[2]), int(full[3])
             target = next(t for t in targets if t.channel == name)
@@ -364,15 +456,57 @@ class Transport(kombu_redis.Transport):
     driver_name = "flumery-redis"
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """Flumery's channel transactions on the master that Redis Sentinel names (``sentinel://`` URLs): kombu's
+    SentinelChannel finds the master (and follows a failover) through a Sentinel-managed connection pool."""
+
+    from_transport_options = Channel.from_transport_options + (
+        "master_name", "min_other_sentinels", "sentinel_kwargs", "sentinel_fanout_compat")
+
+    def _get_pool(self, asynchronous=False):
+        # The master's pool comes from Sentinel (and follows a failover).  redis-py has no blocking variant of it,
+        # so Settings gives Sentinel deployments a larger max_connections instead of Channel's blocking pool.
+        return kombu_redis.SentinelChannel._get_pool(self, asynchronous)
+
+
+class SentinelTransport(Transport):
+    Channel = SentinelChannel
+    default_port = 26379
+    driver_name = "flumery-redis-sentinel"
+
+
+def connect(url: str, transport_options: dict) -> Connection:
+    """A kombu connection to the broker at ``url`` through Flumery's transport (the Sentinel one for
+    ``sentinel://`` URLs), whether or not :func:`install` ran in this process."""
+    cls = SentinelTransport if url.startswith("sentinel://") else Transport
+    return Connection(url, transport=cls, transport_options=transport_options)
+
+
+def redis_client(url: str, transport_options: dict) -> redis.Redis:
+    """A plain redis-py client for ``url``: ``redis://``/``rediss://``, or the current master behind
+    ``sentinel://h1:p1;sentinel://h2:p2/db`` (``transport_options["master_name"]``), following failovers."""
+    if not url.startswith("sentinel://"):
+        return redis.Redis.from_url(url)
+    hosts, db = [], 0
+    for one in url.split(";"):
+        split = urlsplit(one)
+        hosts.append((split.hostname or "127.0.0.1", split.port or SentinelTransport.default_port))
+        if split.path.strip("/").isdigit():
+            db = int(split.path.strip("/"))
+    password = urlsplit(url.split(";")[0]).password
+    manager = redis.sentinel.Sentinel(hosts, socket_timeout=5, password=password)
+    return manager.master_for(transport_options["master_name"], db=db, password=password, socket_timeout=30)
+
+
 def install() -> None:
-    """Make ``redis://`` URLs use this transport in this process.
+    """Make ``redis://`` (and ``sentinel://``) URLs use this transport in this process.
 
     Setting Celery's ``broker_transport`` to this class would do for the workers, but then the broker URL that
     Celery and Flower print and parse becomes ``routing.transport:Transport://...``, which Flower cannot inspect.
     Every queue that is not a Flumery channel behaves exactly as with kombu's Redis transport.
     """
-    path = f"{__name__}:Transport"
-    for scheme in ("redis", "rediss"):
+    for scheme, cls in (("redis", "Transport"), ("rediss", "Transport"), ("sentinel", "SentinelTransport")):
+        path = f"{__name__}:{cls}"
         if transport.TRANSPORT_ALIASES.get(scheme) != path:
             transport.TRANSPORT_ALIASES[scheme] = path
             transport._transport_cache.pop(scheme, None)

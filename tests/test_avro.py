@@ -404,7 +404,7 @@ def keystores(tmp_path_factory):
 def test_tls_hop_with_jks_and_pem_stores(server, client, keystores, source_factory):
     d = keystores
     server_props = ({"keystore": str(d / "keystore.jks"), "keystore-password": "secret1"} if server == "jks"
-                    else {"keystore": str(d / "server.pem"), "keystore-type": "PEM"})
+                    else {"sslCertFile": str(d / "server.pem")})
     trusted = d / ("jks-cert.pem" if server == "jks" else "server-cert.pem")
     client_props = ({"truststore": str(d / "truststore.jks"), "truststore-password": "secret2"}
                     if client == "jks" else {"truststore": str(trusted), "truststore-type": "PEM"})
@@ -427,9 +427,24 @@ def test_tls_hop_with_jks_and_pem_stores(server, client, keystores, source_facto
     assert [e[0] for e in received(recorder)] == [b"secret", b"y"]
 
 
-def test_wrong_keystore_password_stops_the_source_start(keystores):
-    with pytest.raises(OSError, match="keystore"):
-        make_source({"ssl": "true", "keystore": str(keystores / "keystore.jks"), "keystore-password": "nope"})
+def test_wrong_keystore_password_is_a_config_error(keystores):
+    _, errors, _ = build_config(AvroSource, {"bind": "127.0.0.1", "port": "0", "ssl": "true",
+                                             "keystore": str(keystores / "keystore.jks"), "keystore-password": "nope"},
+                                "a1.sources.r1.", ("c1",))
+    assert [e.key for e in errors] == ["a1.sources.r1.keystore"] and "wrong" in errors[0].message
+
+
+def test_truststore_types_and_a_wrong_truststore_password(keystores):
+    from workers.rpc.tls import trusted_pem
+    from core.errors import KeystoreError
+    jks = trusted_pem(str(keystores / "truststore.jks"), "secret2", "JKS")
+    assert jks == trusted_pem(str(keystores / "truststore.jks"), "", "JKS")      # no password: digest unchecked
+    assert jks.count("BEGIN CERTIFICATE") == 1
+    assert trusted_pem(str(keystores / "keystore.jks"), "secret1", "JKS").count("BEGIN CERTIFICATE") == 1
+    with pytest.raises(KeystoreError, match="wrong truststore-password"):
+        trusted_pem(str(keystores / "truststore.jks"), "nope", "JKS")
+    with pytest.raises(KeystoreError, match="not a JKS"):
+        trusted_pem(str(keystores / "jks-cert.pem"), "", "JKS")
 
 
 # --- configuration -----------------------------------------------------------------------------------------------
@@ -440,11 +455,11 @@ def test_config_errors_name_the_full_key():
                                 "a1.sources.r1.", ("c1",))
     text = "\n".join(map(str, errors))
     assert "a1.sources.r1.compression-type: must be one of none, deflate" in text
-    assert "a1.sources.r1.exclude-protocols: unknown protocol TLSv9" in text
+    assert "a1.sources.r1.exclude-protocols: unknown protocol 'TLSv9'" in text
     _, errors, _ = build_config(AvroSource, {"bind": "0.0.0.0", "port": "4141", "ssl": "true", "ipFilter": "true"},
                                 "a1.sources.r1.", ("c1",))
     assert sorted(map(str, errors)) == ["a1.sources.r1.ipFilterRules: required when ipFilter = true",
-                                        "a1.sources.r1.keystore: required when ssl = true"]
+                                        "a1.sources.r1.ssl: true needs keystore (or sslCertFile)"]
     _, errors, _ = build_config(AvroSource, {"bind": "0.0.0.0", "port": "4141", "ipFilterRules": "allow:x"},
                                 "a1.sources.r1.", ("c1",))
     assert [e.key for e in errors] == ["a1.sources.r1.ipFilterRules"]

@@ -92,7 +92,10 @@ class RpcServer:
     def stop(self) -> None:
         self.stopping = True
         if self.ready.wait(5) and self.loop is not None:
-            self.loop.call_soon_threadsafe(self.stopped.set)
+            try:
+                self.loop.call_soon_threadsafe(self.stopped.set)
+            except RuntimeError:
+                pass                     # the loop saw ``stopping`` first and has ended already
         else:
             self.sock.close()
 

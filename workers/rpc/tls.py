@@ -1,122 +1,126 @@
-"""TLS contexts for the avro hop from Flume's keystore and truststore properties.
+"""The client side of TLS for the RPC sinks (avro, thrift): Flume's truststore properties.
 
-Flume reads Java keystores; Flumery reads the same JKS files (through pyjks) and PEM files:
+The sources' side (keystores) is the sources' shared :mod:`workers.sources.keystore`, as for the http and syslog
+sources.  A sink trusts:
 
-* a **keystore** (server side) of type ``JKS``: its first private key entry and that key's certificate chain (the
-  key is decrypted with ``keystore-password``, as Flume does); of type ``PEM``: one file holding the private key
-  (unencrypted, or encrypted with ``keystore-password``) and the certificate chain;
-* a **truststore** (client side) of type ``JKS``: every trusted certificate entry (and the certificates of key
-  entries); of type ``PEM``: a file of CA certificates.  Without a truststore the system's CAs are trusted, as the
-  JVM's default truststore is for Flume; ``trust-all-certs`` turns verification off.
+* the certificates of a **truststore** of type ``JKS`` (Flume's default: every trusted-certificate entry and the
+  certificates of key entries; the store's integrity digest is checked when ``truststore-password`` is given, as
+  Java's keytool does), ``PKCS12`` (read with ``cryptography``), or ``PEM`` (a file of CA certificates);
+* without a truststore, the system's CAs (as the JVM's default truststore does for Flume);
+* anything, with ``trust-all-certs``.
 
-As Flume's NettyAvroRpcClient, the client checks the server's certificate chain but not its host name.
-``exclude-protocols`` / ``include-protocols`` take Java's names (``SSLv3``, ``TLSv1``, ``TLSv1.1``, ``TLSv1.2``,
-``TLSv1.3``); SSLv2 and SSLv3 are never offered by Python.
+As Flume's NettyAvroRpcClient, the client checks the server's certificate chain but not its host name.  TLS 1.2
+and 1.3 are offered (``exclude-protocols`` / ``include-protocols`` take Java's names and can only narrow that).
 """
 from __future__ import annotations
 
-import os
+import hashlib
 import ssl
-import tempfile
-import textwrap
-from base64 import b64encode
+import struct
+from pathlib import Path
 
-PROTOCOL_OPTIONS = {"TLSv1": "OP_NO_TLSv1", "TLSv1.1": "OP_NO_TLSv1_1", "TLSv1.2": "OP_NO_TLSv1_2",
-                    "TLSv1.3": "OP_NO_TLSv1_3"}
-KNOWN_PROTOCOLS = ("SSLv2Hello", "SSLv3", *PROTOCOL_OPTIONS)
-STORE_TYPES = ("JKS", "PEM")
+from core.errors import KeystoreError
+
+STORE_TYPES = ("JKS", "PKCS12", "PEM")
+PROTOCOLS = ("SSLv2Hello", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+_OFFERED = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+JKS_MAGIC = 0xFEEDFEED
+JKS_PRIVATE_KEY, JKS_TRUSTED_CERT = 1, 2
+JKS_DIGEST_SALT = b"Mighty Aphrodite"         # Sun's constant, mixed into the store's integrity digest
 
 
 def check_protocols(value: list[str]) -> str | None:
     """An option check for ``exclude-protocols`` / ``include-protocols``."""
-    unknown = [p for p in value if p not in KNOWN_PROTOCOLS]
-    return f"unknown protocol {', '.join(unknown)} (known: {', '.join(KNOWN_PROTOCOLS)})" if unknown else None
+    unknown = [p for p in value if p not in PROTOCOLS]
+    return f"unknown protocol '{unknown[0]}' (known: {', '.join(PROTOCOLS)})" if unknown else None
 
 
-class KeystoreError(OSError):
-    """A keystore or truststore could not be read (wrong password, no key, not a keystore); an OSError, so that
-    a source that cannot start for it is reported like one whose port is taken."""
-
-
-def _pem(kind: str, der: bytes) -> str:
-    body = "\n".join(textwrap.wrap(b64encode(der).decode(), 64))
-    return f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n"
-
-
-def _load_jks(path: str, password: str | None):
-    import jks      # pyjks; imported here so that configurations without TLS never load it
-    try:
-        return jks.KeyStore.load(path, password or "")
-    except Exception as exc:     # pyjks raises several unrelated types for a bad file or password
-        raise KeystoreError(f"cannot read JKS keystore {path}: {exc}") from None
-
-
-def _jks_key_pem(path: str, password: str | None) -> str:
-    store = _load_jks(path, password)
-    for alias, entry in store.private_keys.items():
-        if not entry.is_decrypted():
-            try:
-                entry.decrypt(password or "")
-            except Exception as exc:
-                raise KeystoreError(f"cannot decrypt key '{alias}' of {path} with the keystore password: "
-                                    f"{exc}") from None
-        return _pem("PRIVATE KEY", entry.pkey_pkcs8) + "".join(_pem("CERTIFICATE", der) for _, der in entry.cert_chain)
-    raise KeystoreError(f"keystore {path} holds no private key entry")
-
-
-def _jks_trusted_pem(path: str, password: str | None) -> str:
-    store = _load_jks(path, password)
-    certs = [_pem("CERTIFICATE", entry.cert) for entry in store.certs.values()]
-    certs += [_pem("CERTIFICATE", der) for entry in store.private_keys.values() for _, der in entry.cert_chain]
-    if not certs:
-        raise KeystoreError(f"truststore {path} holds no certificate")
-    return "".join(certs)
-
-
-def _restrict(context: ssl.SSLContext, exclude: list[str], include: list[str]) -> None:
-    for name, option in PROTOCOL_OPTIONS.items():
-        if name in exclude or (include and name not in include):
-            context.options |= getattr(ssl, option, 0)
-
-
-def server_context(keystore: str, password: str | None, store_type: str, exclude: list[str],
+def client_context(truststore: str, password: str, store_type: str, trust_all: bool, exclude: list[str],
                    include: list[str]) -> ssl.SSLContext:
-    """The avro source's context; raises KeystoreError or ssl.SSLError."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _restrict(context, exclude, include)
-    if store_type.upper() == "PEM":
-        try:
-            context.load_cert_chain(keystore, password=password or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise KeystoreError(f"cannot load key and certificates from PEM file {keystore}: {exc}") from None
-        return context
-    pem = _jks_key_pem(keystore, password)
-    # ssl loads keys from files only: a private file, removed at once.
-    fd, path = tempfile.mkstemp(prefix="flumery-key-", suffix=".pem")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(pem)
-        context.load_cert_chain(path)
-    finally:
-        os.unlink(path)
-    return context
-
-
-def client_context(truststore: str | None, password: str | None, store_type: str, trust_all: bool,
-                   exclude: list[str], include: list[str]) -> ssl.SSLContext:
-    """The avro sink's context; raises KeystoreError or ssl.SSLError."""
+    """The sink's context; raises KeystoreError."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False           # as Flume: the chain is checked, the host name is not
-    _restrict(context, exclude, include)
+    offered = [name for name in _OFFERED if name not in exclude and (not include or name in include)]
+    if not offered:
+        raise KeystoreError("exclude-protocols/include-protocols leave no protocol (TLSv1.2 and TLSv1.3 are "
+                            "available)")
+    context.minimum_version, context.maximum_version = _OFFERED[offered[0]], _OFFERED[offered[-1]]
     if trust_all:
         context.verify_mode = ssl.CERT_NONE
     elif not truststore:
         context.load_default_certs()
-    elif store_type.upper() == "PEM":
-        try:
-            context.load_verify_locations(cafile=truststore)
-        except (OSError, ssl.SSLError) as exc:
-            raise KeystoreError(f"cannot load CA certificates from PEM file {truststore}: {exc}") from None
     else:
-        context.load_verify_locations(cadata=_jks_trusted_pem(truststore, password))
+        try:
+            context.load_verify_locations(cadata=trusted_pem(truststore, password, store_type))
+        except ssl.SSLError as exc:
+            raise KeystoreError(f"cannot use the certificates of truststore {truststore}: {exc}") from None
     return context
+
+
+def trusted_pem(path: str, password: str, store_type: str) -> str:
+    """The certificates a truststore holds, as PEM text; raises KeystoreError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeystoreError(f"cannot read truststore {path}: {exc.strerror}") from None
+    kind = store_type.upper()
+    if kind == "PEM":
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise KeystoreError(f"truststore {path} holds no PEM certificate")
+        return data.decode("ascii", "replace")
+    ders = _pkcs12_certificates(data, password, path) if kind == "PKCS12" else _jks_certificates(data, password,
+                                                                                                 path)
+    if not ders:
+        raise KeystoreError(f"truststore {path} holds no certificate")
+    return "".join(ssl.DER_cert_to_PEM_cert(der) for der in ders)
+
+
+def _pkcs12_certificates(data: bytes, password: str, path: str) -> list[bytes]:
+    from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+    try:
+        store = pkcs12.load_pkcs12(data, password.encode() or None)
+    except ValueError:
+        raise KeystoreError(f"cannot open PKCS12 truststore {path}: wrong truststore-password, or not PKCS12") \
+            from None
+    certs = [store.cert.certificate] if store.cert else []
+    certs += [c.certificate for c in store.additional_certs]
+    return [c.public_bytes(Encoding.DER) for c in certs]
+
+
+def _jks_certificates(data: bytes, password: str, path: str) -> list[bytes]:
+    """Every certificate of a JKS store (trusted entries and key entries' chains), DER."""
+    if len(data) < 32 or struct.unpack(">I", data[:4])[0] != JKS_MAGIC:
+        raise KeystoreError(f"{path} is not a JKS truststore (set truststore-type = PKCS12 or PEM)")
+    body, digest = data[:-20], data[-20:]
+    if password and hashlib.sha1(password.encode("utf-16-be") + JKS_DIGEST_SALT + body).digest() != digest:
+        raise KeystoreError(f"cannot open JKS truststore {path}: wrong truststore-password (or a damaged file)")
+    pos = 4
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if n < 0 or pos + n > len(body):
+            raise KeystoreError(f"truststore {path} is truncated or not a JKS store")
+        pos += n
+        return body[pos - n:pos]
+
+    def u32() -> int:
+        return struct.unpack(">I", take(4))[0]
+
+    def certificate() -> bytes:
+        if version == 2:
+            take(struct.unpack(">H", take(2))[0])        # the certificate type, "X.509"
+        return take(u32())
+
+    version, count, certs = u32(), u32(), []
+    for _ in range(count):
+        tag = u32()
+        take(struct.unpack(">H", take(2))[0])            # alias
+        take(8)                                          # creation date
+        if tag == JKS_PRIVATE_KEY:
+            take(u32())                                  # the protected key: not needed to trust
+            certs += [certificate() for _ in range(u32())]
+        elif tag == JKS_TRUSTED_CERT:
+            certs.append(certificate())
+        else:
+            raise KeystoreError(f"truststore {path} holds an entry of unknown type {tag}")
+    return certs

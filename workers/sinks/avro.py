@@ -42,11 +42,11 @@ class AvroSinkConfig:
     compression_level: int = opt("compression-level", 6, check=_level, doc="deflate level, 1 to 9")
     ssl: bool = opt("ssl", False, doc="connect with TLS")
     trust_all_certs: bool = opt("trust-all-certs", False, doc="do not check the server's certificate")
-    truststore: str = opt("truststore", "", doc="CA certificates: a JKS or PEM file (default: the system's)")
-    truststore_password: str = opt("truststore-password", "", doc="password of a JKS truststore")
-    truststore_type: str = opt("truststore-type", "JKS", check=one_of(*tls.STORE_TYPES), doc="JKS or PEM")
+    truststore: str = opt("truststore", "", doc="CA certificates: a JKS, PKCS12 or PEM file (default: the system's)")
+    truststore_password: str = opt("truststore-password", "", doc="password of a JKS or PKCS12 truststore")
+    truststore_type: str = opt("truststore-type", "JKS", check=one_of(*tls.STORE_TYPES), doc="JKS, PKCS12 or PEM")
     exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=tls.check_protocols,
-                                       doc="TLS versions not to use (Java names, space-separated)")
+                                       doc="TLS versions not to use (Java names; TLSv1.2 and TLSv1.3 are offered)")
     include_protocols: list[str] = opt("include-protocols", [], check=tls.check_protocols,
                                        doc="TLS versions to use (Java names; empty = all but the excluded)")
     max_io_workers: int = opt("maxIoWorkers", 0, inert="a sink worker holds one blocking connection")

@@ -17,20 +17,21 @@ never exceed maxConnections x maxFrameBytes.  A frame over the limit, or bytes t
 connection (counted as EventReadFail).
 
 Differences from Flume, on purpose: ``threads`` bounds the puts in flight (Flume: the Netty worker threads,
-unbounded by default); ``maxFrameBytes`` and ``maxConnections`` are Flumery's (Flume has no bound).  TLS keystores
-may be JKS or PEM (see :mod:`workers.rpc.tls`).
+unbounded by default); ``maxFrameBytes`` and ``maxConnections`` are Flumery's (Flume has no bound).  TLS as the http and
+syslog sources: a JKS or PKCS12 keystore, or PEM files (``sslCertFile``/``sslKeyFile``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from core.options import one_of, opt, port_number, positive
-from workers.rpc import tls
 from workers.rpc.avro_ipc import Call, KnownProtocols, ProtocolError, ServerSession
 from workers.rpc.ip_filter import check_rules
 from workers.rpc.netty_frames import FrameDecoder, FrameEncoder, FrameError
 from workers.rpc.server import RpcProtocolError
+from workers.sources.keystore import KEYSTORE_TYPES
 from workers.sources.rpc import RpcSource
+from workers.sources.syslogtcp import TLS_DOCS, check_protocols
 
 DEFLATE_LEVEL = 6              # Flume's AvroSource compresses its answers at level 6
 
@@ -43,14 +44,18 @@ class AvroSourceConfig:
                        doc="calls decoded and put at once (Flume: Netty worker threads, unbounded)")
     compression_type: str = opt("compression-type", "none", check=one_of("none", "deflate"),
                                 doc="none or deflate (a zlib stream, as netty 3's ZlibEncoder); must match the sender")
-    ssl: bool = opt("ssl", False, doc="serve TLS")
-    keystore: str = opt("keystore", "", doc="the server key and certificate chain: a JKS or PEM file")
-    keystore_password: str = opt("keystore-password", "", doc="password of the keystore (and of its key)")
-    keystore_type: str = opt("keystore-type", "JKS", check=one_of(*tls.STORE_TYPES), doc="JKS or PEM")
-    exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=tls.check_protocols,
-                                       doc="TLS versions not to accept (Java names, space-separated)")
-    include_protocols: list[str] = opt("include-protocols", [], check=tls.check_protocols,
-                                       doc="TLS versions to accept (Java names; empty = all but the excluded)")
+    ssl: bool = opt("ssl", False, doc=TLS_DOCS["ssl"])
+    keystore: str = opt("keystore", "", doc=TLS_DOCS["keystore"])
+    keystore_password: str = opt("keystore-password", "", doc=TLS_DOCS["keystore-password"])
+    keystore_type: str = opt("keystore-type", "JKS", check=one_of(*KEYSTORE_TYPES), doc=TLS_DOCS["keystore-type"])
+    ssl_cert_file: str = opt("sslCertFile", "", doc=TLS_DOCS["sslCertFile"])
+    ssl_key_file: str = opt("sslKeyFile", "", doc=TLS_DOCS["sslKeyFile"])
+    include_protocols: list[str] = opt("include-protocols", [], check=check_protocols,
+                                       doc=TLS_DOCS["include-protocols"])
+    exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=check_protocols,
+                                       doc=TLS_DOCS["exclude-protocols"])
+    include_cipher_suites: list[str] = opt("include-cipher-suites", [], doc=TLS_DOCS["include-cipher-suites"])
+    exclude_cipher_suites: list[str] = opt("exclude-cipher-suites", [], doc=TLS_DOCS["exclude-cipher-suites"])
     ip_filter: bool = opt("ipFilter", False, doc="accept or refuse clients by ipFilterRules")
     ip_filter_rules: str = opt("ipFilterRules", "", check=lambda v: check_rules(v) if v else None,
                                doc="allow|deny:ip|name:pattern, comma-separated; the first match wins")

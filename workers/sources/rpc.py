@@ -1,5 +1,5 @@
 """What the RPC sources (``avro``, ``thrift``) share: the server's lifecycle (:mod:`workers.rpc.server`), TLS from
-a keystore, Flume's IP filter, and the put of one call's events, answered OK only once they are in every required
+a keystore or PEM files (checked and built as for the syslog sources), Flume's IP filter, and the put of one call's events, answered OK only once they are in every required
 channel."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import logging
 from core import counters as names
 from core.errors import PutRefused
 from core.event import ID_HEADER, Batch, IdRange
-from workers.rpc import tls
 from workers.rpc.ip_filter import parse_rules
 from workers.rpc.server import RpcServer
 from workers.sources.base import Source
+from workers.sources.syslogtcp import check_tls, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,7 @@ class RpcSource(Source):
 
     @classmethod
     def check(cls, config, refs=()):
-        problems = []
-        if config.ssl and not config.keystore:
-            problems.append(("keystore", "required when ssl = true"))
+        problems = check_tls(config)
         if getattr(config, "ip_filter", False) and not config.ip_filter_rules:
             problems.append(("ipFilterRules", "required when ipFilter = true"))
         return problems
@@ -51,10 +49,7 @@ class RpcSource(Source):
     def open(self) -> None:
         config = self.config
         rules = parse_rules(config.ip_filter_rules) if getattr(config, "ip_filter", False) else None
-        context = None
-        if config.ssl:
-            context = tls.server_context(config.keystore, config.keystore_password, config.keystore_type,
-                                         config.exclude_protocols, config.include_protocols)
+        context = tls_context(config)         # KeystoreError is an OSError: the agent reports it
         self.server = RpcServer(f"{self.label} {self.name}", config.bind, config.port, self.new_connection,
                                 self.counters, config.threads, config.max_connections, context, rules)
         self.port = self.server.port
@@ -69,18 +64,28 @@ class RpcSource(Source):
 
     def put_call(self, single: bool, records: list[dict]) -> bool:
         """Put a call's events; True once they are in every required channel, False if the put failed (nothing
-        of them is then in any required channel)."""
-        self.counters.add(names.APPEND_RECEIVED if single else names.APPEND_BATCH_RECEIVED)
-        if records:
-            try:
+        of them is then in any required channel).  An ``append`` counts as Flume's Append*, an ``appendBatch``
+        as AppendBatch* (by ``Source.put``)."""
+        try:
+            if single:
+                self._put_single(to_batch(records))
+            elif records:
                 self.put(to_batch(records))
-            except PutRefused as exc:
-                log.info("%s %s: answering FAILED to %d events: %s", self.label, self.name, len(records), exc)
-                return False
-            except Exception as exc:          # the broker is down or restarting: the sender retries
-                names.fail(self.counters, names.GENERIC_PROCESSING_FAIL, log, logging.WARNING,
-                           "%s %s: put of %d events failed (%s); answering FAILED", self.label, self.name,
-                           len(records), exc)
-                return False
-        self.counters.add(names.APPEND_ACCEPTED if single else names.APPEND_BATCH_ACCEPTED)
+            else:
+                self.counters.add(names.APPEND_BATCH_RECEIVED)
+                self.counters.add(names.APPEND_BATCH_ACCEPTED)
+        except PutRefused as exc:
+            log.info("%s %s: answering FAILED to %d events: %s", self.label, self.name, len(records), exc)
+            return False
+        except Exception as exc:          # the broker is down or restarting: the sender retries
+            names.fail(self.counters, names.GENERIC_PROCESSING_FAIL, log, logging.WARNING,
+                       "%s %s: put of %d events failed (%s); answering FAILED", self.label, self.name,
+                       len(records), exc)
+            return False
         return True
+
+    def _put_single(self, batch: Batch) -> None:
+        self.counters.add(names.EVENT_RECEIVED, len(batch))
+        self.counters.add(names.APPEND_RECEIVED)
+        self._attempt(batch)
+        self.counters.add(names.APPEND_ACCEPTED)

@@ -8,16 +8,19 @@ required channel).  A ``flumery.id`` header becomes the event's id.  Memory is b
 connection holds at most one frame of ``maxFrameBytes`` (checked before it is read), at most ``maxConnections``
 connections, ``threads`` calls decoded and put at once.
 
-Differences from Flume: no Kerberos (``kerberos = true`` is refused); keystores may be JKS or PEM.
+Differences from Flume: no Kerberos (``kerberos = true`` is refused); TLS as the http and syslog sources (JKS or PKCS12
+keystore, or PEM files through ``sslCertFile``/``sslKeyFile``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from core.options import one_of, opt, port_number, positive
-from workers.rpc import thrift_flume, tls
+from workers.rpc import thrift_flume
 from workers.rpc.server import RpcProtocolError
+from workers.sources.keystore import KEYSTORE_TYPES
 from workers.sources.rpc import RpcSource
+from workers.sources.syslogtcp import TLS_DOCS, check_protocols
 
 
 @dataclass(frozen=True)
@@ -27,14 +30,18 @@ class ThriftSourceConfig:
     threads: int = opt("threads", 16, check=positive, doc="calls decoded and put at once")
     protocol: str = opt("protocol", "compact", check=one_of(*thrift_flume.PROTOCOLS),
                         doc="compact or binary; must match the sender")
-    ssl: bool = opt("ssl", False, doc="serve TLS")
-    keystore: str = opt("keystore", "", doc="the server key and certificate chain: a JKS or PEM file")
-    keystore_password: str = opt("keystore-password", "", doc="password of the keystore (and of its key)")
-    keystore_type: str = opt("keystore-type", "JKS", check=one_of(*tls.STORE_TYPES), doc="JKS or PEM")
-    exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=tls.check_protocols,
-                                       doc="TLS versions not to accept (Java names, space-separated)")
-    include_protocols: list[str] = opt("include-protocols", [], check=tls.check_protocols,
-                                       doc="TLS versions to accept (Java names; empty = all but the excluded)")
+    ssl: bool = opt("ssl", False, doc=TLS_DOCS["ssl"])
+    keystore: str = opt("keystore", "", doc=TLS_DOCS["keystore"])
+    keystore_password: str = opt("keystore-password", "", doc=TLS_DOCS["keystore-password"])
+    keystore_type: str = opt("keystore-type", "JKS", check=one_of(*KEYSTORE_TYPES), doc=TLS_DOCS["keystore-type"])
+    ssl_cert_file: str = opt("sslCertFile", "", doc=TLS_DOCS["sslCertFile"])
+    ssl_key_file: str = opt("sslKeyFile", "", doc=TLS_DOCS["sslKeyFile"])
+    include_protocols: list[str] = opt("include-protocols", [], check=check_protocols,
+                                       doc=TLS_DOCS["include-protocols"])
+    exclude_protocols: list[str] = opt("exclude-protocols", ["SSLv3"], check=check_protocols,
+                                       doc=TLS_DOCS["exclude-protocols"])
+    include_cipher_suites: list[str] = opt("include-cipher-suites", [], doc=TLS_DOCS["include-cipher-suites"])
+    exclude_cipher_suites: list[str] = opt("exclude-cipher-suites", [], doc=TLS_DOCS["exclude-cipher-suites"])
     kerberos: bool = opt("kerberos", False, check=lambda v: "Kerberos is not supported" if v else None,
                          doc="must be false: Flumery has no Kerberos")
     agent_principal: str = opt("agent-principal", "", inert="Flumery has no Kerberos")
