@@ -142,7 +142,8 @@ def main() -> int:
         java = java_hop(args.events, batch)
         rows.append(f"| {batch} | {args.events:,} | {flumery:,.0f} | {java:,.0f} |")
         print(rows[-1], flush=True)
-    print("\n| batch | events | Flumery tier-1 -> collector -> null (events/s) | Java peer client -> server (events/s) |")
+    print("\n| batch | events | Flumery tier-1 -> collector -> null (events/s) "
+          "| Java peer client -> server (events/s) |")
     print("|---|---|---|---|")
     print("\n".join(rows))
     return 0

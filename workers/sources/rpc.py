@@ -1,6 +1,6 @@
 """What the RPC sources (``avro``, ``thrift``) share: the server's lifecycle (:mod:`workers.rpc.server`), TLS from
-a keystore or PEM files (checked and built as for the syslog sources), Flume's IP filter, and the put of one call's events, answered OK only once they are in every required
-channel."""
+a keystore or PEM files (checked and built as for the syslog sources), Flume's IP filter, and the put of one
+call's events, answered OK only once they are in every required channel."""
 from __future__ import annotations
 
 import logging
