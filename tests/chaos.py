@@ -118,7 +118,7 @@ class Load:
         while first < self.total and not self.stop.is_set():
             due = start + first / self.rate
             if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+                time.sleep(max(0.0, due - time.monotonic()))   # the clock moved since the test
             status = self._post(first)
             if status == 200:
                 self.acked.append((time.monotonic(), first))
@@ -153,7 +153,7 @@ class FileLoad(Load):
             while first < self.total and not self.stop.is_set():
                 due = start + first / self.rate
                 if due > time.monotonic():
-                    time.sleep(due - time.monotonic())
+                    time.sleep(max(0.0, due - time.monotonic()))   # the clock moved since the test
                 log.write(b"".join(f"e{first + j}\n".encode() for j in range(PER_REQUEST)))
                 log.flush()
                 self.acked.append((time.monotonic(), first))
