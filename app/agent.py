@@ -315,7 +315,7 @@ class Agent:
         stopping = [(unit, self.workers.pop(unit)) for unit in change.stop_units if unit in self.workers]
         for _unit, process in stopping:
             process.terminate()                       # warm shutdown: the batch is written or given back
-        for unit, process in stopping:
+        for _unit, process in stopping:
             try:
                 process.wait(WORKER_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
