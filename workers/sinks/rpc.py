@@ -41,8 +41,8 @@ class RpcSink(Sink):
             return
         headers = batch.headers if batch.headers is not None else [{}] * len(batch)
         ids = batch.ids if batch.ids is not None else [""] * len(batch)
-        pending = [(body, {**h, ID_HEADER: i} if i else h, i) for body, h, i in zip(batch.bodies, headers, ids)
-                   if not (i and i in self.confirmed)]
+        pending = [(body, {**h, ID_HEADER: i} if i else h, i)
+                   for body, h, i in zip(batch.bodies, headers, ids, strict=True) if not (i and i in self.confirmed)]
         size = self.config.batch_size
         for start in range(0, len(pending), size):
             chunk = pending[start:start + size]
