@@ -753,7 +753,7 @@ t.channels.c1.type = file
 t.channels.c1.capacity = 1000000
 t.channels.c1.transactionCapacity = 1000
 """
-    for name, port in zip(names, collector_ports):
+    for name, port in zip(names, collector_ports, strict=True):
         text += f"""t.sinks.{name}.type = avro
 t.sinks.{name}.hostname = 127.0.0.1
 t.sinks.{name}.port = {port}
@@ -904,7 +904,7 @@ def hop_tier1_worker_kills(tmp: Path, total: int, rate: float, kills: int, inter
             pid = sink_worker_pid(tier)
             recovery.fault()
             os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: sink_worker_pid(tier) != pid, 60, what="the restarted worker")
+            wait_until(lambda tier=tier, pid=pid: sink_worker_pid(tier) != pid, 60, what="the restarted worker")
         hop_settle(result, fleet, recovery)
     finally:
         fleet.stop()
