@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -27,6 +28,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 SDIST = "pyspark-2.4.8.tar.gz"
 JERSEY1 = ("jersey1-core.jar", "jersey1-server.jar", "jersey1-servlet.jar", "jsr311-api.jar")
@@ -111,7 +114,6 @@ def classpath(conf_dir: Path) -> str:
 
 
 def free_port() -> int:
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -301,7 +303,6 @@ class HadoopCluster:
 
 def start_or_explain(directory: Path) -> HadoopCluster:
     """Start a cluster; with ``FLUMERY_SKIP_HADOOP=1`` skip the calling test instead (the explicit opt-out)."""
-    import pytest
     if os.environ.get(SKIP_ENV) == "1":
         pytest.skip(f"{SKIP_ENV}=1: the tests against a real HDFS are skipped on purpose")
     cluster = HadoopCluster(directory)
@@ -310,3 +311,11 @@ def start_or_explain(directory: Path) -> HadoopCluster:
     except BaseException:
         cluster.stop()
         raise
+
+
+@pytest.fixture(scope="session")
+def hadoop(tmp_path_factory) -> HadoopCluster:
+    """One NameNode + DataNode for the whole test session (test modules: ``pytest_plugins = ("hadoop",)``)."""
+    cluster = start_or_explain(tmp_path_factory.mktemp("hadoop"))
+    yield cluster
+    cluster.stop()

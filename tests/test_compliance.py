@@ -38,6 +38,7 @@ SAMPLES = {
     ("source", "spooldir"): {"spoolDir": "{tmp}"},
     ("source", "seq"): {"totalEvents": "5"},
     ("sink", "file_roll"): {"sink.directory": "{tmp}"},
+    ("sink", "hdfs"): {"hdfs.path": "file://{tmp}/hdfs/%{h}"},
     ("interceptor", "regex_extractor"): {"regex": "(\\d+)", "serializers": "s1", "serializers.s1.name": "n"},
     ("interceptor", "search_replace"): {"searchPattern": "x"},
 }
