@@ -314,9 +314,9 @@ def _with_type(key: str, type_name: str, base: str = NETCAT_LOGGER) -> str:
 
 
 @pytest.mark.parametrize("key,type_name", [
-    ("a1.sinks.k1.type", "hdfs"),
+    ("a1.sinks.k1.type", "hbase"),
     ("a1.sinks.k1.type", "avro"),
-    ("a1.sinks.k1.type", "org.apache.flume.sink.hdfs.HDFSEventSink"),
+    ("a1.sinks.k1.type", "org.apache.flume.sink.hbase.HBaseSink"),
     ("a1.sources.r1.type", "syslogtcp"),
     ("a1.sources.r1.type", "SYSLOGTCP"),
     ("a1.sources.r1.type", "avro"),

@@ -37,7 +37,7 @@ from workers.sinks.hdfs.config import HdfsConfig
 from workers.sinks.hdfs.filesystems import FileSystems
 from workers.sinks.hdfs.formats import EventError, FileFormat, codec_name, serializer_name
 from workers.sinks.hdfs.journal import Journal, read_records, replay
-from workers.sinks.hdfs.writer import BucketWriter, Naming, finish_orphan_files
+from workers.sinks.hdfs.writer import BucketWriter, Naming, OpenFile, close_file, finish_orphan_files
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,10 @@ TICK_S = 0.25                  # how often the roll timer looks at the open file
 
 
 class PendingClose:
-    """A bucket writer whose close failed: tried again every retryInterval, closeTries times at most."""
+    """A file whose close failed: tried again every retryInterval, closeTries times at most."""
 
-    def __init__(self, writer: BucketWriter, tries: int, due: float):
-        self.writer, self.tries, self.due = writer, tries, due
+    def __init__(self, file: OpenFile, tries: int, due: float):
+        self.file, self.tries, self.due = file, tries, due
 
 
 class HdfsSink(Sink):
@@ -98,7 +98,7 @@ class HdfsSink(Sink):
             for key in list(self.writers):
                 self._close(self.writers.pop(key), retry=False)
             for pending in self.pending:
-                self._close(pending.writer, retry=False)
+                self._close_file(pending.file, retry=False, tries=pending.tries)
             self.pending = []
             left = len(self.journal.open_files)
             self.journal.close()
@@ -151,7 +151,7 @@ class HdfsSink(Sink):
             return writer
         c = self.config
         writer = BucketWriter(directory, prefix, self.files, self.format, self.naming, self.journal,
-                              c.roll_count, c.roll_size)
+                              c.roll_count, c.roll_size, on_roll=self._close_file)
         self.writers[key] = writer
         while len(self.writers) > c.max_open_files:
             _, eldest = self.writers.popitem(last=False)
@@ -161,22 +161,28 @@ class HdfsSink(Sink):
         return writer
 
     # -- closing ----------------------------------------------------------------------------------------------------
-    def _close(self, writer: BucketWriter, retry: bool = True, tries: int = 0) -> bool:
-        """Close a bucket writer; on failure log it and (``retry``) try again every retryInterval."""
+    def _close(self, writer: BucketWriter, retry: bool = True) -> None:
+        """Close a bucket writer's file (see :meth:`_close_file`)."""
+        f, writer.file = writer.file, None
+        if f is not None:
+            self._close_file(f, retry)
+
+    def _close_file(self, f: OpenFile, retry: bool = True, tries: int = 0) -> bool:
+        """Close (rename) a file; on failure log it and (``retry``) try again every retryInterval, up to
+        closeTries attempts.  A file left in use is finished by the next start of the sink."""
         try:
-            writer.close()
+            close_file(f, self.journal)
             return True
         except Exception as exc:
             tries += 1
             more = retry and (self.close_tries == 0 or tries < self.close_tries)
-            where = writer.file.tmp_uri if writer.file else writer
             if more:
                 log.warning("hdfs sink %s: closing %s failed (attempt %d: %s); trying again in %d s", self.name,
-                            where, tries, exc, self.config.retry_interval_s)
-                self.pending.append(PendingClose(writer, tries, time.monotonic() + self.config.retry_interval_s))
+                            f.tmp_uri, tries, exc, self.config.retry_interval_s)
+                self.pending.append(PendingClose(f, tries, time.monotonic() + self.config.retry_interval_s))
             else:
                 log.error("hdfs sink %s: closing %s failed (attempt %d: %s); it stays in use until the next "
-                          "start of this sink finishes it", self.name, where, tries, exc)
+                          "start of this sink finishes it", self.name, f.tmp_uri, tries, exc)
             return False
 
     def _roll_timer(self) -> None:
@@ -205,7 +211,7 @@ class HdfsSink(Sink):
         due = [p for p in self.pending if p.due <= now]
         self.pending = [p for p in self.pending if p.due > now]
         for pending in due:
-            self._close(pending.writer, tries=pending.tries)
+            self._close_file(pending.file, tries=pending.tries)
 
     # -- files left in use by processes that are gone --------------------------------------------------------------
     def _adopt_orphans(self) -> None:

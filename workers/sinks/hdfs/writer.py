@@ -59,7 +59,8 @@ class BucketWriter:
 
     def __init__(self, directory_uri: str, prefix: str, files: FileSystems, file_format: FileFormat,
                  naming: Naming, journal: Journal, roll_count: int, roll_size: int,
-                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000):
+                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+                 on_roll: Callable[[OpenFile], None] | None = None):
         self.fs, self.directory, self.base_uri = files.resolve(directory_uri)
         self.directory = self.directory.rstrip("/") or ""
         self.prefix = prefix
@@ -71,6 +72,8 @@ class BucketWriter:
         self.counter = clock_ms()
         self.file: OpenFile | None = None
         self.last_write = time.monotonic()
+        # What to do with a file that rolled: close it (the sink retries a failed close on its own time).
+        self.on_roll = on_roll or (lambda f: close_file(f, self.journal))
 
     def __repr__(self) -> str:
         return f"BucketWriter({self.base_uri}{self.directory}/{self.prefix})"
@@ -84,7 +87,8 @@ class BucketWriter:
             if self.file is not None and self._should_roll(chunk):
                 self._append(chunk)
                 chunk = []
-                self.close()
+                rolled, self.file = self.file, None
+                self.on_roll(rolled)
             chunk.append(event)
             if self.file is None:
                 self._open()
@@ -147,28 +151,8 @@ class BucketWriter:
     # -- repairing after a failed append --------------------------------------------------------------------------
     def repair(self) -> None:
         """Settle a failed append before anything else (raises while the store cannot tell)."""
-        f = self.file
-        if f is None or f.dirty is None:
-            return
-        start, end, ids = f.dirty
-        actual = f.fs.length(f.path)
-        if actual is None:
-            actual = 0
-        if actual == end:
-            log.info("hdfs: the append to %s that failed had landed whole (%d bytes); it counts as written",
-                     f.tmp_uri, end - start)
-            f.dirty = None
-            f.length = end
-            self.journal.written(ids)
-            return
-        if actual > start:
-            log.warning("hdfs: cutting a torn append off %s (%d bytes back to %d)", f.tmp_uri, actual, start)
-            if start == 0:
-                f.fs.delete(f.path)
-            else:
-                f.fs.truncate(f.path, start)
-        self.journal.cut(f.tmp_uri, start)
-        f.dirty = None
+        if self.file is not None:
+            repair_file(self.file, self.journal)
 
     def _try_repair(self) -> None:
         try:
@@ -177,21 +161,48 @@ class BucketWriter:
             log.warning("hdfs: %s cannot be repaired yet (%s); it will be before the next write", self.file.tmp_uri,
                         exc)
 
-    # -- closing ----------------------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Rename the current file to its final name (or remove it if it holds nothing); raise on failure, the
-        file then stays this writer's to close later."""
-        f = self.file
-        if f is None:
-            return
-        self.repair()
-        if f.length == 0:
+        """Close the current file (see :func:`close_file`); on failure it stays this writer's."""
+        if self.file is not None:
+            close_file(self.file, self.journal)
+            self.file = None
+
+
+def repair_file(f: OpenFile, journal: Journal) -> None:
+    """Settle a failed append of ``f``: it landed whole (it counts as written), not at all, or torn (cut back to
+    where it began).  Raises while the store cannot tell."""
+    if f.dirty is None:
+        return
+    start, end, ids = f.dirty
+    actual = f.fs.length(f.path)
+    if actual is None:
+        actual = 0
+    if actual == end:
+        log.info("hdfs: the append to %s that failed had landed whole (%d bytes); it counts as written",
+                 f.tmp_uri, end - start)
+        f.dirty = None
+        f.length = end
+        journal.written(ids)
+        return
+    if actual > start:
+        log.warning("hdfs: cutting a torn append off %s (%d bytes back to %d)", f.tmp_uri, actual, start)
+        if start == 0:
             f.fs.delete(f.path)
-        elif f.path != f.final_path:
-            _rename(f.fs, f.path, f.final_path)
-        log.info("hdfs: closed %s%s", self.base_uri, f.final_path if f.length else f.path + " (empty, removed)")
-        self.journal.closed(f.tmp_uri)
-        self.file = None
+        else:
+            f.fs.truncate(f.path, start)
+    journal.cut(f.tmp_uri, start)
+    f.dirty = None
+
+
+def close_file(f: OpenFile, journal: Journal) -> None:
+    """Rename ``f`` to its final name (or remove it if it holds nothing); raise on failure."""
+    repair_file(f, journal)
+    if f.length == 0:
+        f.fs.delete(f.path)
+    elif f.path != f.final_path:
+        _rename(f.fs, f.path, f.final_path)
+    log.info("hdfs: closed %s", f.tmp_uri if not f.length else f.tmp_uri[:-len(f.path)] + f.final_path)
+    journal.closed(f.tmp_uri)
 
 
 def _rename(fs, source: str, target: str) -> str:
