@@ -19,6 +19,9 @@ def test_no_acknowledged_event_is_lost(name, tmp_path):
     assert result.sent > 0
     assert result.lost == 0, result.row()
     assert result.delivered == result.sent
+    if name.startswith("hdfs-"):
+        assert result.duplicated == 0, f"duplicates at rest: {result.row()}"
+        assert result.tmp_left == 0, f"in-use files left after the next start: {result.row()}"
     if name == "full":
         assert "503" in " ".join(result.notes)
         assert result.peak_growth_kib < 32 * 1024, "the agent's memory grew while the channel was full"

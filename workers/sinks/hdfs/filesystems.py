@@ -33,7 +33,7 @@ class LocalFileSystem:
     def __repr__(self) -> str:
         return "LocalFileSystem()"
 
-    def create(self, path: str, data: bytes) -> None:
+    def create(self, path: str, data: bytes, length: int | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
@@ -43,7 +43,7 @@ class LocalFileSystem:
             os.close(fd)
         fsync_dir(os.path.dirname(path))
 
-    def append(self, path: str, data: bytes) -> None:
+    def append(self, path: str, data: bytes, length: int | None = None) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
             write_all(fd, data)

@@ -56,14 +56,29 @@ class WebHdfs:
         return f"WebHdfs({', '.join(self.urls)})"
 
     # -- the operations ------------------------------------------------------------------------------------------
-    def create(self, path: str, data: bytes) -> None:
-        """Create ``path`` (parents too) holding ``data``; FileExistsError if it exists."""
+    def create(self, path: str, data: bytes, length: int | None = None) -> None:
+        """Create ``path`` (parents too) holding ``data``; FileExistsError if it exists.  See :meth:`append`
+        for ``length``."""
         location = self._redirect("PUT", path, "CREATE", overwrite="false")
         self._send("PUT", location, data, path)
+        self._verify(path, length)
 
-    def append(self, path: str, data: bytes) -> None:
+    def append(self, path: str, data: bytes, length: int | None = None) -> None:
+        """Append ``data``.  With ``length`` (the file's length once the append is in), the NameNode is asked
+        afterwards: Hadoop 2.7's DataNode answers a WebHDFS write 200 even when closing the file failed (its
+        WebHdfsHandler swallows the close error, e.g. while the NameNode restarts), so the answer alone does
+        not prove the append is in the file."""
         location = self._redirect("POST", path, "APPEND")
         self._send("POST", location, data, path)
+        self._verify(path, length)
+
+    def _verify(self, path: str, length: int | None) -> None:
+        if length is None:
+            return
+        actual = self.length(path)
+        if actual != length:
+            raise WebHdfsError(f"WebHDFS write to {path} was answered, but the NameNode has the file at "
+                               f"{actual} bytes, not {length}: the write is not confirmed")
 
     def length(self, path: str) -> int | None:
         """The file's length, or None if there is no such file."""

@@ -126,9 +126,9 @@ class BucketWriter:
         self.journal.writing(f.tmp_uri, start, end, ids)
         try:
             if first:
-                f.fs.create(f.path, data)
+                f.fs.create(f.path, data, end)
             else:
-                f.fs.append(f.path, data)
+                f.fs.append(f.path, data, end)
         except FileExistsError:
             # The name was free a moment ago: another process of this sink took it.  Nothing of ours is there.
             self.journal.cut(f.tmp_uri, start)
@@ -190,6 +190,11 @@ def repair_file(f: OpenFile, journal: Journal) -> None:
             f.fs.delete(f.path)
         else:
             f.fs.truncate(f.path, start)
+    elif start > 0:
+        # Nothing visible, but the append may sit in a last block still held by the writer that failed (HDFS
+        # shows it once lease recovery ends).  Truncating to the same length fails (LeaseBusy) while the file is
+        # held and starts that recovery; once it succeeds the file is settled at ``start``.
+        f.fs.truncate(f.path, start)
     journal.cut(f.tmp_uri, start)
     f.dirty = None
 
