@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: the access log through TAILDIR -> file channel -> hdfs on a local real HDFS, beside file_roll.
 
-    python bench/hdfs.py [--lines 1000000] [--default-rolling-lines 5000] [--work DIR]
+    python bench/hdfs.py [--lines 1000000] [--default-rolling-lines 1000] [--work DIR]
 
 Starts a Hadoop 2.7.3 NameNode + DataNode (tests/hadoop.py: the jars of the pyspark 2.4.8 sdist, Java 17,
 Debian's Jersey 1; one DataNode, replication 1), writes the 1,000,000-line access log (bench/make_access_log.py),
@@ -123,7 +123,7 @@ def hdfs_digest(cluster: HadoopCluster, root: str, work: Path) -> tuple[int, str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--default-rolling-lines", type=int, default=5_000)
+    parser.add_argument("--default-rolling-lines", type=int, default=1_000)
     parser.add_argument("--work", help="working directory (default: a temporary one)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="flumery-bench-hdfs-"))

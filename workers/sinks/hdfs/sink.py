@@ -37,7 +37,8 @@ from workers.sinks.hdfs.config import HdfsConfig
 from workers.sinks.hdfs.filesystems import FileSystems
 from workers.sinks.hdfs.formats import EventError, FileFormat, codec_name, serializer_name
 from workers.sinks.hdfs.journal import Journal, read_records, replay
-from workers.sinks.hdfs.writer import BucketWriter, Naming, OpenFile, close_file, finish_orphan_files
+from workers.sinks.hdfs.writer import (BucketWriter, Naming, OpenFile, close_file, finish_orphan_files,
+                                      repair_file)
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,12 @@ class HdfsSink(Sink):
     # -- writing ----------------------------------------------------------------------------------------------------
     def write(self, batch) -> None:
         with self.lock:
+            # An append that failed may still land (HDFS shows it once a lease recovery ends): nothing is written
+            # until every such append is settled, or its events could end up in a second file as well.
             for writer in list(self.writers.values()):
                 writer.repair()
+            for pending in self.pending:
+                repair_file(pending.file, self.journal)
             self._adopt_orphans()
             buckets, rejected = self._plan(batch)
             for key, (directory, prefix, events) in buckets.items():
