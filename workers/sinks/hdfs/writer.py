@@ -83,25 +83,28 @@ class BucketWriter:
         """Append ``events`` (rolling as Flume does); return once every append was confirmed."""
         self.repair()
         chunk: list[Event] = []
+        count = body = 0                  # what the current file will hold once ``chunk`` is in
+        if self.file is not None:
+            count, body = self.file.events, self.file.body_bytes
         for event in events:
-            if self.file is not None and self._should_roll(chunk):
+            if self.file is not None and self._should_roll(count, body):
                 self._append(chunk)
                 chunk = []
                 rolled, self.file = self.file, None
                 self.on_roll(rolled)
-            chunk.append(event)
             if self.file is None:
                 self._open()
+                count = body = 0
+            chunk.append(event)
+            count += 1
+            body += len(event.body)
         if chunk:
             self._append(chunk)
         self.last_write = time.monotonic()
 
-    def _should_roll(self, chunk: list[Event]) -> bool:
-        events = self.file.events + len(chunk)
-        if self.roll_count > 0 and events >= self.roll_count:
-            return True
-        body = self.file.body_bytes + sum(len(e.body) for e in chunk)
-        return self.roll_size > 0 and body >= self.roll_size
+    def _should_roll(self, count: int, body: int) -> bool:
+        """Flume's check before each event: the file holds rollCount events or rollSize body bytes."""
+        return (self.roll_count > 0 and count >= self.roll_count) or (self.roll_size > 0 and body >= self.roll_size)
 
     def _name(self) -> str:
         self.counter += 1
