@@ -22,7 +22,7 @@ run: install
 	@echo "  bash -c 'exec 3<>/dev/tcp/127.0.0.1/44444; echo hello over netcat >&3; head -n1 <&3'   # or: nc 127.0.0.1 44444"
 	@echo "Each event is logged below by the logger sink and written to var/demo-out/ by the file_roll sink."
 	@echo "Metrics: http://127.0.0.1:34545/metrics.  Ctrl-C stops cleanly; undelivered events wait in var/demo-data."
-	$(BIN)/flumery agent -f deploy/demo.conf -n demo --data-dir var/demo-data --metrics-port 34545
+	$(BIN)/flumery agent -f deploy/demo.conf -n demo --data-dir var/demo-data --metrics-port 34545 --metrics-bind 127.0.0.1
 
 # The hdfs sink's tests run a real Hadoop 2.7.3 NameNode + DataNode (tests/hadoop.py): Java 17 and Debian's
 # Jersey 1 jars (for WebHDFS) come from apt, installed here when run as root; the Hadoop jars come from the

@@ -28,7 +28,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily
 
 from app import running
-from app.broker import EmbeddedRedis, die_with_parent
+from app.broker import EmbeddedRedis, die_with_parent, maxmemory_bytes, reachable
 from app.celery_app import create_app
 from app.reload import FileWatch
 from app.reload import plan as reload_plan
@@ -36,8 +36,9 @@ from core.config import AgentConfig, read_agent
 from core.errors import ConfigInvalid
 from app.metrics import MetricsServer, snapshot
 from app.throughput import ThroughputLog
+from app.worker import BOOTSTRAP as WORKER_BOOTSTRAP
 from core.counters import MetricsStore
-from core.files import write_atomically
+from core.files import make_private_dir, write_atomically
 from core.keys import exchange_name, queue_name
 from core.settings import BROKER_URL_FILE, Settings
 from routing.channels import channel_queues
@@ -60,13 +61,14 @@ WORKER_HEALTHY_AFTER_S = 5.0      # a worker that ran this long before dying is 
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings, role: str = "all",
                  metrics_port: int | None = None, worker_log_level: str = "INFO", stats_interval_s: float = 60.0,
-                 reload_interval_s: float = 30.0):
+                 reload_interval_s: float = 30.0, metrics_bind: str = "0.0.0.0"):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.config = config
         self.settings = settings.with_(agent=config.name, conf_file=settings.conf_file or config.file)
         self.role = role
         self.metrics_port = metrics_port
+        self.metrics_bind = metrics_bind          # Flume's monitoring server listens on every interface
         self.worker_log_level = worker_log_level
         self.stats_interval_s = stats_interval_s      # the periodic throughput line (0: none)
         self.throughput: ThroughputLog | None = None
@@ -90,18 +92,24 @@ class Agent:
     # -- start -----------------------------------------------------------------------------------------------
     def start(self) -> None:
         data = self.settings.data_path()
-        data.mkdir(parents=True, exist_ok=True)
+        if make_private_dir(data) and data.stat().st_mode & 0o077:
+            log.warning("data dir %s can be read by other users (mode %o); the broker's files in it are private, "
+                        "but chmod 700 it to keep the rest so", data, data.stat().st_mode & 0o777)
         if not self.settings.broker_url:
             self._lock(data)
             durable = any(c.cls.durable for c in self.config.channels.values())
-            self.embedded = EmbeddedRedis(data / "redis", fsync_always=durable)
+            self.embedded = EmbeddedRedis(data / "redis", fsync_always=durable,
+                                          maxmemory=maxmemory_bytes(self.settings.broker_maxmemory))
             self.settings = self.settings.with_(broker_url=self.embedded.start())
-            (data / BROKER_URL_FILE).write_text(self.settings.broker_url + "\n")
+            # The URL holds the broker's password: readable by this user only.
+            write_atomically(data / BROKER_URL_FILE, (self.settings.broker_url + "\n").encode(), mode=0o600)
         text, accepted = read_agent(self.settings.conf_file, self.config.name)
         if replace(accepted, file=self.config.file) != self.config:
             raise RuntimeError(f"{self.settings.conf_file} changed while the agent started; start it again")
         self._accept(text)
         url = self.settings.broker_url
+        if not reachable(url, self.settings.transport_options()):   # refused (password, certificate): one line
+            raise RuntimeError(f"cannot reach the broker at {running.mask_password(url)}")
         self._record = running.register(self.config.name, self.settings.conf_file, data, url, bool(self.embedded),
                                         self.settings.key_prefix)
         client = self.redis = redis_client(url, self.settings.transport_options())
@@ -118,8 +126,8 @@ class Agent:
             self._start_sources()
         if self.metrics_port is not None:
             self.metrics_server = MetricsServer(self.metrics_port, self.snapshot, self.config.name,
-                                                extra_fn=self.agent_metrics).start()
-            log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_server.port)
+                                                bind=self.metrics_bind, extra_fn=self.agent_metrics).start()
+            log.info("metrics on http://%s:%d/metrics", self.metrics_bind, self.metrics_server.port)
         log.info("agent '%s' started (pid %d, role %s): sources %s; sinks %s", self.config.name, os.getpid(),
                  self.role, ", ".join(self.sources) or "none",
                  ", ".join(self.workers) if self.role != "sources" else "elsewhere")
@@ -191,7 +199,8 @@ class Agent:
         env = {**os.environ, **self.settings.with_(sinks=(unit,), conf_file=self.worker_conf).env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         # --quiet: no Celery banner per worker; the line logged below says what the worker does.
-        argv = [sys.executable, "-m", "celery", "-A", "app", "--quiet", "worker", "--pool", "solo",
+        # Not `python -m celery -A app`: that imports from the working directory first (see app.worker).
+        argv = [sys.executable, "-c", WORKER_BOOTSTRAP, "--quiet", "worker", "--pool", "solo",
                 "--loglevel", self.worker_log_level, "--hostname", f"{unit}@{self.config.name}.%h",
                 "--queues", queue_name(self.config.name, channel), "--without-gossip", "--without-mingle"]
         # Own session: a Ctrl-C in the terminal reaches only the agent, which then stops the workers in order.
@@ -306,7 +315,7 @@ class Agent:
         stopping = [(unit, self.workers.pop(unit)) for unit in change.stop_units if unit in self.workers]
         for _unit, process in stopping:
             process.terminate()                       # warm shutdown: the batch is written or given back
-        for unit, process in stopping:
+        for _unit, process in stopping:
             try:
                 process.wait(WORKER_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:

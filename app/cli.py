@@ -1,20 +1,24 @@
 """The ``flumery`` command.
 
     flumery agent    -f FILE -n NAME [--data-dir DIR] [--broker-url URL] [--role all|sources|sinks]
-                     [--metrics-port N] [--log-level INFO] [--stats-interval 60] [--reload-interval 30]
+                     [--metrics-port N] [--metrics-bind ADDR] [--log-level INFO] [--stats-interval 60]
+                     [--reload-interval 30]
     flumery validate -f FILE -n NAME
     flumery dlq      list|replay|purge -f FILE -n NAME [--limit N] [--channel C] [--json] [--yes]
     flumery worker   -f FILE -n NAME [--broker-url URL] [--sinks k1,g1] [--log-level INFO] [celery worker options]
     flumery flower   -f FILE -n NAME [--broker-url URL] [flower options, e.g. --port=5555]
     flumery --version
 
-``worker`` and ``flower`` validate the agent file, then become ``celery -A app worker`` (one take transaction at a
-time, named ``<sinks>@<agent>.<host>`` as the agent names its own workers) and ``celery -A app flower``: what the
-Procfile runs.
+``worker`` and ``flower`` validate the agent file, then become Celery's ``worker`` (one take transaction at a
+time, named ``<sinks>@<agent>.<host>`` as the agent names its own workers) and ``flower`` on Flumery's app: what the
+Procfile runs.  Like the agent's own workers, they are started so that nothing is imported from the working
+directory (see :mod:`app.worker`).
 
 Flume's own spellings are accepted too: ``--conf-file``, ``--name``, ``-c/--conf DIR`` (ignored: Flumery has no
-flume-env.sh or log4j file), and ``-Dflume.monitoring.type=http -Dflume.monitoring.port=N``.
-Exit status: 0 on success and on a clean stop, 2 for an invalid configuration or command line, 1 otherwise.
+flume-env.sh or log4j file), and ``-Dflume.monitoring.type=http -Dflume.monitoring.port=N``; Flumery adds
+``-Dflume.monitoring.bind=ADDR`` (same as ``--metrics-bind``; default 0.0.0.0, every interface, as Flume).
+Exit status: 0 on success and on a clean stop, 2 for an invalid configuration, command line or setting, 1
+otherwise (a broker that refuses the password or the certificate is one line and status 1).
 """
 from __future__ import annotations
 
@@ -27,8 +31,9 @@ from pathlib import Path
 
 from app import dlq
 from app.agent import Agent
+from app.worker import BOOTSTRAP
 from core import options
-from core.errors import ConfigFileUnreadable, ConfigInvalid
+from core.errors import BrokerRefused, ConfigFileUnreadable, ConfigInvalid, SettingsError
 from core.config import AgentConfig, load_agent
 from core.settings import Settings
 
@@ -48,7 +53,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--name", required=True, help="the agent to run (files may hold several)")
     parser.add_argument("-c", "--conf", help="accepted for Flume compatibility; not used")
     parser.add_argument("-D", dest="defines", action="append", default=[], metavar="PROP=VALUE",
-                        help="Flume system properties: flume.monitoring.type=http, flume.monitoring.port=N")
+                        help="Flume system properties: flume.monitoring.type=http, flume.monitoring.port=N, "
+                             "flume.monitoring.bind=ADDR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--role", choices=("all", "sources", "sinks"), default="all",
                        help="run sources, sink workers, or both (default)")
     agent.add_argument("--metrics-port", type=int, help="serve Flume's monitoring JSON at /metrics on this port")
+    agent.add_argument("--metrics-bind", help="address the metrics server listens on (default 0.0.0.0, as Flume; "
+                                              "127.0.0.1 keeps it on this host)")
     agent.add_argument("--log-level", default="INFO",
                        help="DEBUG (every task and put too), INFO (start, stop, errors, throughput), WARNING, ERROR")
     agent.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS",
@@ -151,7 +159,7 @@ def summary(config: AgentConfig) -> str:
         lines.append("  sources:")
     for s in config.sources.values():
         routing = s.selector.type
-        lines.append(f"    {s.name:<14} {s.type:<10} {_settings(s.config)}")
+        lines.append(f"    {s.name:<14} {s.type:<10} {_settings(s, config)}")
         interceptors = " ".join(i.name for i in s.interceptors)
         lines.append(f"    {'':<14} -> {' '.join(s.channels)} ({routing})"
                      + (f", interceptors: {interceptors}" if interceptors else ""))
@@ -162,30 +170,47 @@ def summary(config: AgentConfig) -> str:
     if config.sinks:
         lines.append("  sinks:")
     for k in config.sinks.values():
-        lines.append(f"    {k.name:<14} {k.type:<10} <- {k.channel}  {_settings(k.config)}")
+        lines.append(f"    {k.name:<14} {k.type:<10} <- {k.channel}  {_settings(k, config)}")
     for g in config.sinkgroups.values():
         lines.append(f"  sink group {g.name}: {g.processor.type} over {' '.join(g.sinks)}")
     for notice in config.notices:
         lines.append(f"  note: {notice}")
-    return "\n".join(lines)
+    # Values from ${env:VAR} may be secrets: shown masked (each setting is also masked as its own key below).
+    return "\n".join(config.mask(line) for line in lines)
 
 
-def _settings(config) -> str:
+def _settings(component, agent: AgentConfig) -> str:
+    """The component's settings that differ from their defaults, as ``key=value``, values from the environment
+    masked."""
+    config = component.config
     shown = []
     for key, default, _ in options.describe(type(config)):
         for f in config.__dataclass_fields__.values():
             if f.metadata.get("key") == key and not f.metadata.get("inert"):
                 value = getattr(config, f.name)
                 if isinstance(value, dict):           # "filegroups.*": one key=value per entry, as in the file
-                    shown += [f"{key[:-1]}{k}={v}" for k, v in value.items()]
+                    shown += [_shown(agent, f"{component.key}.{key[:-1]}{k}", f"{key[:-1]}{k}", v)
+                              for k, v in value.items()]
                     continue
                 if isinstance(value, list):
                     value = " ".join(value)
                 elif isinstance(value, bool):
                     value = str(value).lower()
                 if str(value) != default and value != "":
-                    shown.append(f"{key}={value}")
+                    shown.append(_shown(agent, f"{component.key}.{key}", key, value))
     return " ".join(shown)
+
+
+def _shown(agent: AgentConfig, full_key: str, key: str, value) -> str:
+    """``key=value``, the value as it came from the file where it came from the environment."""
+    own = agent.from_env.get(full_key)
+    text = own.shown if own and own.value == str(value) else agent.mask(str(value), full_key)
+    return f"{key}={text}"
+
+
+def _metrics_bind(args) -> str:
+    props = dict(d.partition("=")[::2] for d in args.defines)
+    return args.metrics_bind or props.get("flume.monitoring.bind") or "0.0.0.0"
 
 
 def _metrics_port(args) -> tuple[int | None, list[str]]:
@@ -213,7 +238,10 @@ def run_dlq(args) -> int:
                                          data_dir=args.data_dir, broker_url=args.broker_url)
     try:
         return dlq.run(args, config, settings)
-    except RuntimeError as exc:
+    except SettingsError as exc:
+        print(f"flumery: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except (RuntimeError, BrokerRefused) as exc:
         print(f"flumery: {exc}", file=sys.stderr)
         return 1
 
@@ -277,7 +305,8 @@ def run_celery(args, extra: list[str]) -> int:
     else:
         command = ["flower", *extra]
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "celery", "-A", "app", *command], env)
+    # Not `python -m celery -A app`: that imports from the working directory first (see app.worker).
+    os.execve(sys.executable, [sys.executable, "-c", BOOTSTRAP, *command], env)
     return 1                               # not reached: execve replaces this process or raises
 
 
@@ -296,11 +325,14 @@ def run_agent(args) -> int:
     for notice in config.notices:
         logging.getLogger("flumery").info("note: %s", notice)
     agent = Agent(config, settings, role=args.role, metrics_port=port, worker_log_level=args.log_level.upper(),
-                  stats_interval_s=args.stats_interval,
-                  reload_interval_s=args.reload_interval)
+                  stats_interval_s=args.stats_interval, reload_interval_s=args.reload_interval,
+                  metrics_bind=_metrics_bind(args))
     try:
         return agent.run()
-    except RuntimeError as exc:
+    except SettingsError as exc:
+        print(f"flumery: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except (RuntimeError, BrokerRefused) as exc:
         print(f"flumery: {exc}", file=sys.stderr)
         return 1
 

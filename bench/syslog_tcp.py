@@ -109,7 +109,7 @@ def wait_listening(port: int, process: subprocess.Popen, timeout_s: float = 60) 
             return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {port} (exit code {process.poll()})")
+                raise RuntimeError(f"nothing listens on {port} (exit code {process.poll()})") from None
             time.sleep(0.05)
 
 

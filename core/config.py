@@ -4,7 +4,8 @@ Flume drops a broken component with a log line and starts the rest.  Flumery ref
 reports **every** problem at once, each as ``<full key>: <what is wrong> (<the bad value>)`` with a did-you-mean
 where a name looks misspelt (see :class:`ConfigInvalid`).  Accepted and differing from Flume on purpose:
 
-* ``${env:VAR}`` / ``${env:VAR:-default}`` in values;
+* ``${env:VAR}`` / ``${env:VAR:-default}`` in values; what came from the environment is shown as
+  ``<from ${env:VAR}>`` in every error, notice and summary (it may be a secret);
 * unknown keys are errors, not silence;
 * Flume's fully qualified class names of built-in components are aliases of their short type names.
 """
@@ -67,6 +68,12 @@ class AgentConfig:
     sinks: dict[str, SinkSpec]
     sinkgroups: dict[str, SinkGroupSpec]
     notices: tuple[str, ...] = ()
+    # full key -> its value, where parts of it came from the environment (see mask())
+    from_env: dict[str, properties.Expanded] = dataclasses.field(default_factory=dict)
+
+    def mask(self, text: str, key: str = "") -> str:
+        """``text`` (about the full key ``key``, if given) fit to print: values from the environment masked."""
+        return _mask(self.from_env, text, key)
 
     def sink_units(self) -> list[tuple[str, tuple[str, ...]]]:
         """(unit name, sinks) for every sink group and every sink outside a group: one runner each."""
@@ -116,6 +123,7 @@ class _Builder:
         self.errors: list[ConfigError] = []
         self.notices: list[str] = []
         self.props: dict[str, str] = {}          # keys relative to "<agent>."
+        self.from_env: dict[str, properties.Expanded] = {}    # full key -> value with pieces from the environment
         self.explicit: set[str] = set()          # full keys set in the file
         self.line_errors: set[str] = set()       # full keys whose line was already reported as bad
         self.empty_at: dict[str, str] = {}       # full key of an empty component property -> file:line
@@ -150,7 +158,11 @@ class _Builder:
                 continue
             if line.value == "":
                 self.empty_at[line.key] = where        # the component's options decide (options.build)
-            value, problems = properties.substitute(line.value, self.environ)
+            expanded = properties.expand(line.value, self.environ)
+            value, problems = expanded.value, expanded.problems
+            self.from_env.pop(line.key, None)
+            if expanded.secrets:
+                self.from_env[line.key] = expanded
             for problem in problems:
                 self.error(line.key, f"{problem} ({where})")
                 self.line_errors.add(line.key)
@@ -167,7 +179,7 @@ class _Builder:
             known = ", ".join(sorted(self.agents)) or "none"
             self.error("", f"no agent named '{self.agent}' in {self.file} (agents: {known})"
                        + did_you_mean(self.agent, self.agents))
-            raise ConfigInvalid(self.errors, self.notices)
+            raise ConfigInvalid(self._masked(self.errors), self._masked_notices())
         declared, groups = self._split()
         channels = self._channels(declared["channels"], groups["channels"])
         sources = self._sources(declared["sources"], groups["sources"], channels)
@@ -175,8 +187,17 @@ class _Builder:
         sinkgroups = self._sinkgroups(declared["sinkgroups"], groups["sinkgroups"], sinks)
         self._check_agent(channels, sources, sinks)
         if self.errors:
-            raise ConfigInvalid(self._first_errors(), self.notices)
-        return AgentConfig(self.agent, self.file, sources, channels, sinks, sinkgroups, tuple(self.notices))
+            raise ConfigInvalid(self._masked(self._first_errors()), self._masked_notices())
+        return AgentConfig(self.agent, self.file, sources, channels, sinks, sinkgroups,
+                           tuple(self._masked_notices()), dict(self.from_env))
+
+    def _masked(self, errors: list[ConfigError]) -> list[ConfigError]:
+        """The errors fit to print: a value from the environment may be a secret."""
+        return [ConfigError(_mask(self.from_env, e.key, e.key), _mask(self.from_env, e.message, e.key))
+                for e in errors]
+
+    def _masked_notices(self) -> list[str]:
+        return [_mask(self.from_env, n, n.split(" ", 1)[0]) for n in self.notices]
 
     def _first_errors(self) -> list[ConfigError]:
         """Drop follow-up errors about a key whose line was already reported (an empty value is not also
@@ -441,6 +462,10 @@ def _read_by_builder(rel: str) -> bool:
     """Whether the config builder reads the key ``rel`` (relative to the agent) itself, rather than a component's
     options: an agent's lists (``sources``...) and the structure of each component."""
     return "." not in rel or rel.rsplit(".", 1)[1] in _BUILDER_KEY_ENDS
+
+
+def _mask(from_env: dict[str, properties.Expanded], text: str, key: str) -> str:
+    return properties.mask(text, [s for value in from_env.values() for s in value.secrets], from_env.get(key))
 
 
 def _take_prefixed(props: dict[str, str], prefix: str) -> dict[str, str]:

@@ -6,6 +6,8 @@ them into exit codes or log lines.  Each class says what the caller may do about
 * :class:`ConfigInvalid` (:class:`ConfigFileUnreadable`), :class:`SettingsError`, :class:`UnknownType`: the operator must fix a file, a flag or
   an environment variable; nothing was started.
 * :class:`KeystoreError`: a source's TLS keystore or certificate cannot be used; the source does not start.
+* :class:`BrokerRefused`: the broker turned us away (password, certificate); retrying cannot help, the operator
+  must fix the URL or the certificate.
 * :class:`PutRefused` (:class:`ChannelFullError` and its :class:`BrokerOutOfMemory`, :class:`BatchTooLarge`):
   nothing of the batch is in any required channel; the source pushes back (HTTP 503 / 413, netcat stops
   reading) and may retry.
@@ -46,6 +48,10 @@ class SettingsError(FlumeryError):
     """A process setting (environment variable or flag) is missing or wrong."""
 
 
+class BrokerRefused(FlumeryError):
+    """The broker refused the connection for good: a wrong password or user, or a certificate not accepted."""
+
+
 class KeystoreError(FlumeryError, OSError):
     """A keystore, certificate or private key cannot be read or does not fit its password.  An OSError too: to an
     agent it is a resource the source could not open, as a port in use."""
@@ -75,9 +81,11 @@ class BrokerOutOfMemory(ChannelFullError):
     """The broker refused a put for lack of memory (its ``maxmemory``, with writes refused rather than data
     evicted): nothing was written, and to a source it is as if every channel were full."""
 
-    def __init__(self):
+    def __init__(self, detail: str = "maxmemory reached"):
         self.channel, self.size, self.capacity, self.needed, self.unit = "", 0, 0, 0, "bytes"
-        PutRefused.__init__(self, "the broker is out of memory (maxmemory reached); nothing was put")
+        PutRefused.__init__(self, f"the broker is out of memory ({detail}); nothing was put")
+
+
 class NotReplicated(FlumeryError):
     """A put reached the Redis master but fewer replicas than required confirmed it in time (Redis ``WAIT``).
 

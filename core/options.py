@@ -87,24 +87,13 @@ def build(cls: type, props: dict[str, str], prefix: str,
                 errors.append(ConfigError(prefix + key, "required property is missing"))
             continue
         used.add(key)
-        raw = props[key]
-        if raw == "":
-            problem = empty_value_problem(f)
-            if problem:
-                errors.append(ConfigError(prefix + key, problem))
-                continue
-        if f.metadata.get("inert"):
-            notices.append(f"{prefix}{key} = {raw}: accepted but has no effect in Flumery ({f.metadata['inert']})")
-        try:
-            value = convert(raw, hints[f.name])
-        except ValueError as exc:
-            errors.append(ConfigError(prefix + key, f"{exc} (got '{raw}')"))
-            continue
-        check = f.metadata.get("check")
-        problem = check(value) if check else None
+        value, problem = _value(f, props[key], hints[f.name])
         if problem:
-            errors.append(ConfigError(prefix + key, f"{problem} (got '{raw}')"))
+            errors.append(ConfigError(prefix + key, problem))
             continue
+        if f.metadata.get("inert"):
+            notices.append(f"{prefix}{key} = {props[key]}: accepted but has no effect in Flumery "
+                           f"({f.metadata['inert']})")
         values[f.name] = value
     known = [*builder_keys, *(f.metadata["key"] for f in dataclasses.fields(cls) if "key" in f.metadata)]
     for key in sorted(set(props) - used):
@@ -138,6 +127,21 @@ def empty_value_problem(f: dataclasses.Field) -> str | None:
         default = " ".join(default)
     return (f"{EMPTY}; Flume ignores the line and uses the default '{default}': give a value, or remove "
             f"the line")
+
+
+def _value(f, raw: str, hint) -> tuple[Any, str | None]:
+    """(the converted and checked value of one property, or the reason it is not acceptable)."""
+    if raw == "":
+        problem = empty_value_problem(f)
+        if problem:
+            return None, problem
+    try:
+        value = convert(raw, hint)
+    except ValueError as exc:
+        return None, f"{exc} (got '{raw}')"
+    check = f.metadata.get("check")
+    problem = check(value) if check else None
+    return (None, f"{problem} (got '{raw}')") if problem else (value, None)
 
 
 def _known_list(known: list[str], builder_keys: tuple[str, ...]) -> str:

@@ -13,6 +13,7 @@
 | ``FLUMERY_SENTINEL_MASTER`` | the master's name under Redis Sentinel, when the ``sentinel://`` URL has no ``?master_name=`` | (none) |
 | ``FLUMERY_MIN_REPLICAS`` | replicas that must hold a put into a ``file`` channel before the source is acknowledged (Redis ``WAIT``) | 1 with ``sentinel://``, else 0 |
 | ``FLUMERY_REPLICA_TIMEOUT_MS`` | how long a put waits for those replicas before it fails (not acknowledged; the source retries) | 1000 |
+| ``FLUMERY_BROKER_MAXMEMORY`` | the embedded broker's ``maxmemory``: ``25%`` of the host, ``512mb``, ``2gb``, ``0`` | 25% |
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class Settings:
     sentinel_master: str = ""       # the master's name under Sentinel (else ?master_name= in the URL)
     min_replicas: int | None = None  # replicas confirming a durable put; None: 1 under Sentinel, else 0
     replica_timeout_ms: int = 1000
+    broker_maxmemory: str = "25%"
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -56,6 +58,7 @@ class Settings:
             sentinel_master=env.get("FLUMERY_SENTINEL_MASTER", ""),
             min_replicas=_whole(env, "FLUMERY_MIN_REPLICAS", None),
             replica_timeout_ms=_whole(env, "FLUMERY_REPLICA_TIMEOUT_MS", 1000),
+            broker_maxmemory=env.get("FLUMERY_BROKER_MAXMEMORY") or "25%",
         )
 
     def with_(self, **changes) -> "Settings":
@@ -67,7 +70,8 @@ class Settings:
         return Path("~/.flumery").expanduser().resolve() / (self.agent or "default")
 
     def resolved_broker_url(self) -> str | None:
-        """The configured broker URL, else the one a running ``flumery agent`` recorded in the data dir."""
+        """The configured broker URL, else the one a running ``flumery agent`` recorded in the data dir (a file only
+        its user can read: the URL holds the embedded broker's password)."""
         if self.broker_url:
             return self.broker_url
         recorded = self.data_path() / BROKER_URL_FILE
@@ -130,6 +134,7 @@ class Settings:
             "FLUMERY_SENTINEL_MASTER": self.sentinel_master,
             "FLUMERY_MIN_REPLICAS": "" if self.min_replicas is None else str(self.min_replicas),
             "FLUMERY_REPLICA_TIMEOUT_MS": str(self.replica_timeout_ms),
+            "FLUMERY_BROKER_MAXMEMORY": self.broker_maxmemory,
         }
         return out
 

@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 
 RECLAIM_LIMIT = 1000
 POOL_WAIT_S = 10.0       # a put waits this long for a pooled connection; longer means the broker is stuck
+# Puts stop this far short of the broker's maxmemory (a fraction of it, at least a few MiB): the rest is for what
+# drains it (a worker's start and connections, bindings, locks, leases, metrics), since Redis refuses those writes
+# too once maxmemory is reached (a Celery worker does not even start then).
+PUT_HEADROOM_FRACTION = 0.1
+PUT_HEADROOM_MIN_BYTES = 2 * 1024 * 1024
+MEMORY_CHECK_INTERVAL_S = 1.0
+MESSAGE_OVERHEAD_BYTES = 1000     # a stored message's envelope, keys and hash fields, beyond its event bodies
 
 
 def _read_counts(client, key: str) -> dict[str, int]:
@@ -109,6 +116,37 @@ def _owner_token() -> str:
 def owner_prefix(pid: int) -> str:
     """The start of the holder token of every message taken by process ``pid`` on this host."""
     return f"{socket.gethostname()}:{pid}:"
+
+
+class MemoryGauge:
+    """Whether the broker is too full for puts, from ``INFO memory``.  Read again once the puts since the last reading
+    may have used half the room that was left (or after :data:`MEMORY_CHECK_INTERVAL_S`): so the readings come
+    closer together as the broker fills, and puts overshoot the mark by about one batch at most."""
+
+    def __init__(self):
+        self.supported = True             # a managed Redis may refuse INFO: then only maxmemory itself refuses
+        self.checked_at = float("-inf")
+        self.budget = 0.0                 # bytes that may be put before the next reading
+        self.refusal: str | None = None
+
+    def check(self, client, nbytes: int) -> str | None:
+        """Why a put of about ``nbytes`` must not happen now (the broker's memory is nearly used up), or None."""
+        self.budget -= nbytes
+        if self.supported and (self.budget <= 0 or monotonic() - self.checked_at >= MEMORY_CHECK_INTERVAL_S):
+            try:
+                info = client.info("memory")
+            except redis.exceptions.ResponseError:
+                self.supported = False
+                return None
+            used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+            headroom = max(limit * PUT_HEADROOM_FRACTION, PUT_HEADROOM_MIN_BYTES)
+            room = limit - headroom - used if limit else float("inf")
+            self.budget = room / 2 - nbytes
+            self.checked_at = monotonic()
+            self.refusal = (None if room >= nbytes else
+                            f"{used / 2 ** 20:.1f} of {limit / 2 ** 20:.1f} MiB used; puts stop "
+                            f"{headroom / 2 ** 20:.1f} MiB short of maxmemory")
+        return self.refusal
 
 
 def _out_of_memory(exc: Exception) -> bool:
@@ -184,6 +222,7 @@ class Channel(kombu_redis.Channel):
         self._fetching: list[str] = []      # the queues of the FETCH in progress, in the order sent
         self._script_lock = threading.Lock()
         self._scripts: dict[str, object] = {}
+        self._memory = MemoryGauge()
 
     # -- consuming (the worker's event loop) -----------------------------------------------------------------
     def _flumery_queues(self) -> list[str] | None:
@@ -316,9 +355,15 @@ class Channel(kombu_redis.Channel):
     def put_transaction(self, exchange: str, targets: list[PutTarget], replicas: int = 0,
                         replica_timeout_ms: int = 1000) -> None:
         """Put every target's messages, or none if any target channel lacks room in events or in body bytes
-        (:class:`ChannelFullError`).  With ``replicas`` > 0, return only once that many Redis replicas hold the
+        (:class:`ChannelFullError`), or the broker lacks memory (:class:`BrokerOutOfMemory`): its memory is nearly
+        used up (:class:`MemoryGauge`), or it reached maxmemory itself (Redis refuses the script before its first
+        write).  With ``replicas`` > 0, return only once that many Redis replicas hold the
         put, else raise :class:`NotReplicated` after ``replica_timeout_ms`` (the put may then be on the master
         only: a failover could lose it, so it must not be acknowledged)."""
+        nearly_full = self._memory.check(self._plain_client(), sum(
+            t.bytes + len(t.messages) * MESSAGE_OVERHEAD_BYTES for t in targets))
+        if nearly_full:
+            raise BrokerOutOfMemory(nearly_full)
         script_keys = [self._namespace, self._key(sizes_key(exchange)), self._key(bytes_key(exchange))]
         args: list = [len(targets)]
         for t in targets:

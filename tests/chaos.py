@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,15 +228,16 @@ def settle(result: Result, load: Load, recovery: Recovery, out: Path, timeout_s:
     """Wait for the load to end and everything acknowledged to be delivered; record the worst recovery."""
     load.join()
     recovery.wait_all(timeout_s)
-    wait_delivered(out, load, timeout_s)
+    wait_delivered(recovery.outputs, load, timeout_s)
     result.recover_s = recovery.worst()
 
 
-def wait_delivered(out: Path, load: Load, timeout_s: float) -> None:
+def wait_delivered(outputs, load: Load, timeout_s: float) -> None:
+    """Until ``outputs()`` (the lines delivered) holds every acknowledged event, or ``timeout_s``."""
     sent = load.all_sent()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if sent <= set(read_lines(out)):
+        if sent <= set(outputs()):
             return
         time.sleep(0.25)
 
@@ -535,6 +537,42 @@ def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
     return count(result, load, out)
 
 
+def store_removed(tmp: Path, total: int, rate: float) -> Result:
+    """``rm -rf`` of the file_roll directory mid-flow, with ``rollInterval = 0`` (one file, kept open).  The
+    directory is renamed away, read (what the sink wrote before the removal counts as delivered), then removed; the
+    sink must recreate it and write there everything it had not yet written into a file at its path."""
+    port, out = free_port(), tmp / "out"
+    sinks = f"""
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.sink.rollInterval = 0
+a1.sinks.k1.sink.batchSize = 500
+a1.sinks.k1.channel = c1
+"""
+    agent = AgentProcess(tmp, agent_conf(port, out, sinks=sinks)).start()
+    result = Result("store directory removed mid-flow", faults=1)
+    kept: list[bytes] = []
+    merged = tmp / "merged"
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load, outputs=lambda: kept + read_lines(out))
+        wait_until(lambda: out.exists() and any(out.iterdir()), 60, what="first output")
+        time.sleep(2)
+        removed = tmp / "out-removed"
+        out.rename(removed)
+        recovery.fault()
+        kept += read_lines(removed)
+        shutil.rmtree(removed)
+        settle(result, load, recovery, out)
+        result.notes.append(f"{len(kept)} events were in the directory when it was removed")
+    finally:
+        agent.stop()
+    merged.mkdir()
+    (merged / "all").write_bytes(b"".join(line + b"\n" for line in kept + read_lines(out)))
+    return count(result, load, merged)
+
+
 def failover_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
     """The primary of a failover group loses its store for ``outage_s``: events go to the backup meanwhile."""
     port, primary, backup = free_port(), tmp / "primary", tmp / "backup"
@@ -767,6 +805,7 @@ def scenarios(long: bool) -> dict:
             "sentinel": lambda t: sentinel_failover(t, 200_000, 2500),
             "reload": lambda t: hot_reloads(t, 200_000, 2500, every_s=10),
             "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
+            "store-removed": lambda t: store_removed(t, 150_000, 2500),
             "failover": lambda t: failover_outage(t, 150_000, 2500, outage_s=30),
             "full": lambda t: channel_full(t, 40_000, 2500, hold_s=60),
             "hdfs-worker": lambda t: hdfs_worker_kills(t, 200_000, 2500, kills=5, interval_s=12),
@@ -785,6 +824,7 @@ def scenarios(long: bool) -> dict:
         "sentinel": lambda t: sentinel_failover(t, 8_000, 1000),
         "reload": lambda t: hot_reloads(t, 8_000, 1000, every_s=2),
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
+        "store-removed": lambda t: store_removed(t, 6_000, 1000),
         "failover": lambda t: failover_outage(t, 8_000, 1000, outage_s=3),
         "full": lambda t: channel_full(t, 6_000, 1000, hold_s=3),
         "hdfs-worker": lambda t: hdfs_worker_kills(t, 8_000, 1000, kills=2, interval_s=2),

@@ -31,7 +31,7 @@ class SentinelDeployment:
         self._server("master")
         for n in range(self.replicas):
             self._server(f"replica{n}", "--replicaof", "127.0.0.1", str(self.ports["master"]))
-            wait_until(lambda: self.client(f"replica{n}").info("replication").get("master_link_status") == "up",
+            wait_until(lambda n=n: self.client(f"replica{n}").info("replication").get("master_link_status") == "up",
                        30, what="the replica to sync")
         for n in range(3):
             self._sentinel(f"sentinel{n}")

@@ -50,7 +50,7 @@ def send(port: int, prefix: str, n: int) -> set[str]:
     """Post n events, each request retried until it is acknowledged (a source being replaced refuses)."""
     bodies = [f"{prefix}{i}" for i in range(n)]
     for i in range(0, n, 10):
-        wait_until(lambda: post(port, bodies[i:i + 10]) == 200, 30, what=f"{prefix} events to be acknowledged")
+        wait_until(lambda i=i: post(port, bodies[i:i + 10]) == 200, 30, what=f"{prefix} events to be acknowledged")
     return set(bodies)
 
 

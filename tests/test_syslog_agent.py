@@ -102,7 +102,7 @@ def test_each_syslog_source_type_end_to_end_into_file_roll(tmp_path):
             for i, case in enumerate(UTILS):          # one by one: UDP keeps no order between datagrams
                 udp.sendto(case["input"].encode(), ("127.0.0.1", ports["udp"]))
                 count = sum(len(c.get("expected_events") or [1]) for c in UTILS[:i + 1])
-                wait_until(lambda: sum(b"src=udp" in line for line in read_lines(out)) >= count, 60,
+                wait_until(lambda count=count: sum(b"src=udp" in line for line in read_lines(out)) >= count, 60,
                            what=f"{count} syslogudp events")
             udp.sendto(b"netcat over udp\n", ("127.0.0.1", ports["nc"]))
             from_address = f"/127.0.0.1:{udp.getsockname()[1]}"

@@ -345,7 +345,7 @@ def test_tls_with_jks_pkcs12_and_pem_keystores(start_source, tmp_path):
         for source_type, port_props in (("syslogtcp", {"port": 0}), ("multiport_syslogtcp", {"ports": "0"})):
             source, channel = start_source(source_type, host="127.0.0.1", **port_props, **props)
             port = source.bound_ports[0]
-            def send_tls(text: str) -> None:
+            def send_tls(text: str, port: int = port) -> None:
                 with socket.create_connection(("127.0.0.1", port)) as raw, \
                         client.wrap_socket(raw, server_hostname="localhost") as tls:
                     tls.sendall(text.encode())

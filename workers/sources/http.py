@@ -104,26 +104,31 @@ def json_handler(raw: bytes, content_type: str | None, query: str) -> list[Event
     events = []
     for i in range(len(doc)):
         item, doc[i] = doc[i], None      # memory: each parsed object goes as soon as it is an event
-        if not isinstance(item, dict):
-            raise BadRequest(f"event {i}: expected an object, got {type(item).__name__}")
-        headers = item.get("headers") or {}
-        body = item.get("body")
-        if not isinstance(headers, dict):
-            raise BadRequest(f"event {i}: 'headers' must be an object")
-        if body is not None and not isinstance(body, str):
-            raise BadRequest(f"event {i}: 'body' must be a string")
-        clean = {}
-        for key, value in headers.items():
-            if isinstance(value, (dict, list)) or value is None:
-                raise BadRequest(f"event {i}: header '{key}' must be a string")
-            clean[_text(key, i)] = _text(value, i) if isinstance(value, str) else json.dumps(value)
-        try:
-            encoded = encode(body or "")
-        except UnicodeEncodeError:
-            raise BadRequest(f"event {i}: the body is not valid Unicode (a lone surrogate)") from None
-        # An id given by the sender (another Flumery agent, or a client that retries) is the event's id.
-        events.append(Event(encoded, clean, clean.pop(ID_HEADER, "")))
+        events.append(_json_event(item, i, encode))
     return events
+
+
+def _json_event(item, i: int, encode) -> Event:
+    """Event ``i`` of a JSONHandler request; raises BadRequest naming it."""
+    if not isinstance(item, dict):
+        raise BadRequest(f"event {i}: expected an object, got {type(item).__name__}")
+    headers = item.get("headers") or {}
+    body = item.get("body")
+    if not isinstance(headers, dict):
+        raise BadRequest(f"event {i}: 'headers' must be an object")
+    if body is not None and not isinstance(body, str):
+        raise BadRequest(f"event {i}: 'body' must be a string")
+    clean = {}
+    for key, value in headers.items():
+        if isinstance(value, (dict, list)) or value is None:
+            raise BadRequest(f"event {i}: header '{key}' must be a string")
+        clean[_text(key, i)] = _text(value, i) if isinstance(value, str) else json.dumps(value)
+    try:
+        encoded = encode(body or "")
+    except UnicodeEncodeError:
+        raise BadRequest(f"event {i}: the body is not valid Unicode (a lone surrogate)") from None
+    # An id given by the sender (another Flumery agent, or a client that retries) is the event's id.
+    return Event(encoded, clean, clean.pop(ID_HEADER, ""))
 
 
 def _text(value: str, i: int) -> str:
