@@ -88,13 +88,13 @@ def test_config_validation_vectors(case, tmp_path):
         sink.stop()
 
 
-def writer(tmp: Path, clock_ms=lambda: 1000, fmt=None, naming=Naming(), roll_count=0, roll_size=0,
+def writer(tmp: Path, clock_ms=lambda: 1000, fmt=None, naming=None, roll_count=0, roll_size=0,
            journal=None) -> BucketWriter:
     journal = journal or Journal(tmp / "journal")
     if journal.fd is None:
         journal.open()
     return BucketWriter(f"file://{tmp}/b", "file", FileSystems(None, 30, None), fmt or FileFormat("DataStream"),
-                        naming, journal, roll_count, roll_size, clock_ms=clock_ms)
+                        naming or Naming(), journal, roll_count, roll_size, clock_ms=clock_ms)
 
 
 @pytest.mark.parametrize("roll_count,roll_size", [(100, 0), (0, 300)], ids=["testEventCountingRoller",
