@@ -116,6 +116,7 @@ SINKS = Registry(
         "file_roll": "workers.sinks.file_roll:FileRollSink",
         "avro": "workers.sinks.avro:AvroSink",
         "thrift": "workers.sinks.thrift:ThriftSink",
+        "hdfs": "workers.sinks.hdfs.sink:HdfsSink",
     },
     flume_classes={
         "org.apache.flume.sink.LoggerSink": "logger",
@@ -123,11 +124,12 @@ SINKS = Registry(
         "org.apache.flume.sink.RollingFileSink": "file_roll",
         "org.apache.flume.sink.AvroSink": "avro",
         "org.apache.flume.sink.ThriftSink": "thrift",
+        "org.apache.flume.sink.hdfs.HDFSEventSink": "hdfs",
     },
     not_yet=frozenset({
-        "hdfs", "hbase", "hbase2", "asynchbase", "irc", "hive", "http", "elasticsearch",
+        "hbase", "hbase2", "asynchbase", "irc", "hive", "http", "elasticsearch",
         "morphline_solr", "kafka",
-        "org.apache.flume.sink.hdfs.HDFSEventSink", "org.apache.flume.sink.hbase.HBaseSink",
+        "org.apache.flume.sink.hbase.HBaseSink",
         "org.apache.flume.sink.hbase2.HBase2Sink", "org.apache.flume.sink.hbase.AsyncHBaseSink",
         "org.apache.flume.sink.irc.IRCSink",
         "org.apache.flume.sink.hive.HiveSink", "org.apache.flume.sink.http.HttpSink",

@@ -47,6 +47,7 @@ SAMPLES = {
     # A write is confirmed by the next hop: the next_hop fixture's avro and thrift sources, in-process.
     ("sink", "avro"): {"hostname": "127.0.0.1", "port": "{avro_port}", "request-timeout": "5000"},
     ("sink", "thrift"): {"hostname": "127.0.0.1", "port": "{thrift_port}", "request-timeout": "5000"},
+    ("sink", "hdfs"): {"hdfs.path": "file://{tmp}/hdfs/%{h}"},
     ("interceptor", "regex_extractor"): {"regex": "(\\d+)", "serializers": "s1", "serializers.s1.name": "n"},
     ("interceptor", "search_replace"): {"searchPattern": "x"},
 }
