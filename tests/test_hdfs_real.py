@@ -188,13 +188,10 @@ def test_flume_example_spooldir_to_hdfs(hadoop, tmp_path, root):
     staged = tmp_path / "staged.log"
     staged.write_text("".join(f"apache line {i}\n" for i in range(250)))
     shutil.move(staged, spool / "access.log")
-    agent = AgentProcess(tmp_path, text, env={"HADOOP_CONF_DIR": str(hadoop.conf_dir)}).start()
-    try:
+    with AgentProcess(tmp_path, text, env={"HADOOP_CONF_DIR": str(hadoop.conf_dir)}):
         wait_until(lambda: (spool / "access.log.COMPLETED").exists(), 60, what="the spooled file")
         # Flume's default rolling (10 events a file): 25 files; the last one is closed by the clean stop.
         wait_until(lambda: len(hadoop.list_files(root)) >= 25, 120, what="25 files in HDFS")
-    finally:
-        assert agent.stop() == 0
     files = hadoop.list_files(root)
     assert not any(f.endswith(".tmp") for f in files), files
     assert all(os.path.basename(f).startswith("events-.") for f in files)
