@@ -3,8 +3,6 @@ Flume component type that Flumery does not have yet, and says which."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +11,9 @@ from core.errors import ConfigInvalid
 from core import properties
 from core.config import load_agent
 from routing.selectors import SelectorContext
-from conftest import EXAMPLES, REPO
+from conftest import EXAMPLES
 
 FILES = sorted(EXAMPLES.glob("*.conf"))
-FLUMERY = REPO / ".venv" / "bin" / "flumery"
 
 
 def agent_name(path: Path) -> str:
@@ -82,38 +79,3 @@ def test_replicating_example_details():
 def test_taildir_example_validates():
     config = load_agent(EXAMPLES / "g-taildir.conf", "a1", environ={})
     assert config.sources["r1"].type == "TAILDIR"
-
-
-# --- the command line ------------------------------------------------------------------------------------------
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    command = [str(FLUMERY)] if FLUMERY.exists() else [sys.executable, "-m", "app.cli"]
-    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=60, cwd=REPO)
-
-
-@pytest.mark.parametrize("name,agent", [("a-netcat-logger.conf", "a1"), ("c-replicating.conf", "a1")])
-def test_cli_validate_ok(name, agent):
-    result = run_cli("validate", "-f", str(EXAMPLES / name), "-n", agent)
-    assert result.returncode == 0, result.stderr
-    assert f"agent '{agent}'" in result.stdout and "valid" in result.stdout
-    assert "not valid" not in result.stderr
-
-
-def test_cli_validate_flume_spellings():
-    result = run_cli("validate", "--conf-file", str(EXAMPLES / "a-netcat-logger.conf"), "--name", "a1",
-                     "-c", "/etc/flume/conf")
-    assert result.returncode == 0, result.stderr
-
-
-def test_cli_validate_spooldir_hdfs_example_with_the_tiny_files_notice():
-    result = run_cli("validate", "-f", str(EXAMPLES / "f-spooldir-hdfs.conf"), "-n", "a1")
-    assert result.returncode == 0, result.stderr
-    assert "k1             hdfs" in result.stdout
-    assert "note: a1.sinks.k1.hdfs.rollCount = 10: every file closes after 10 events" in result.stdout
-
-
-def test_cli_validate_unknown_agent():
-    result = run_cli("validate", "-f", str(EXAMPLES / "a-netcat-logger.conf"), "-n", "nope")
-    assert result.returncode == 2
-    assert "no agent named 'nope'" in result.stderr
-    assert "agents: a1" in result.stderr
