@@ -66,7 +66,7 @@ test-fast: install rpc-peer-deps hadoop-deps
 
 # The long fault-injection runs (about 15 minutes): prints the table of sent/delivered/lost/duplicated/recovery.
 chaos: install rpc-peer-deps hadoop-deps
-	$(BIN)/python tests/chaos.py --long
+	$(BIN)/python tests/chaos/chaos.py --long
 
 # Throughput: 1,000,000 access-log lines (bench/make_access_log.py) exec -> file channel -> file_roll, beside
 # syslog-ng if it is installed.  `make bench INSTALL_SYSLOG_NG=1` (as root) first installs Debian's syslog-ng-core

@@ -1,7 +1,7 @@
 """Channel selectors: which channels must (required) and may (optional) receive an event.
 
 Pure functions of the event's headers, with Flume's exact semantics (``ReplicatingChannelSelector``,
-``MultiplexingChannelSelector``; checked against Flume's own test cases in ``tests/test_selectors.py``):
+``MultiplexingChannelSelector``; checked against Flume's own test cases in ``tests/unit/test_selectors.py``):
 
 * replicating: every channel of the source is required, except those listed in ``optional``;
 * multiplexing on header ``header`` (default ``flume.selector.header``) with value ``v``:

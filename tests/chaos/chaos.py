@@ -1,6 +1,6 @@
 """Fault injection: drive unique events through a real agent, break things, count every event at the end.
 
-    python tests/chaos.py [--long] [--only NAME ...]     # `make chaos` runs the long version
+    python tests/chaos/chaos.py [--long] [--only NAME ...]     # `make chaos` runs the long version
 
 Each scenario runs an HTTP client that posts numbered events (10 per request) at a steady rate and retries a
 request until it is answered 200, so every event is acknowledged by the source exactly when it reaches a
@@ -13,7 +13,7 @@ channel.  The sink is ``file_roll``; at the end every event number is counted in
 * recover_s: for each fault, seconds from the fault until every event acknowledged before it was delivered
   (the largest is reported).
 
-`tests/test_chaos.py` runs the short versions in `make test`.
+`tests/chaos/test_chaos.py` runs the short versions in `make test`.
 """
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+TESTS = Path(__file__).resolve().parent.parent         # tests/: the helpers shared with the other tests
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(TESTS.parent))
 
 from agents import REPO, AgentProcess, port_open, read_lines  # noqa: E402
 from app.broker import free_port  # noqa: E402

@@ -1,4 +1,4 @@
-"""The fault-injection suite, short versions (`make chaos` runs the long ones: python tests/chaos.py --long).
+"""The fault-injection suite, short versions (`make chaos` runs the long ones: python tests/chaos/chaos.py --long).
 
 Every scenario must lose no acknowledged event.  Duplicates are allowed (delivery is at least once) and reported.
 """

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents import AgentProcess, drained, read_lines, taildir_caught_up, wait_until
+from agents import REPO, AgentProcess, drained, read_lines, taildir_caught_up, wait_until
 from helpers import ReportingThread
 from test_taildir import TAILDIR_CONF
 from workers.sources.taildir_position import parse
@@ -79,7 +79,7 @@ def test_validate_names_key_and_value(tmp_path):
     conf.write_text(agent_conf(tmp_path, "(oops").replace("a1.sources.r1.batchSize = 1000",
                                                          "a1.sources.r1.batchSize = -5"))
     result = subprocess.run([sys.executable, "-m", "app.cli", "validate", "-f", str(conf), "-n", "a1"],
-                            capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, timeout=60)
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2
     assert "a1.sources.r1.batchSize: must be greater than 0 (got '-5')" in result.stderr
 
