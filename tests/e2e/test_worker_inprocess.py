@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from celery import signals
 from kombu.serialization import dumps as serialize
 
 from agents import drained, read_lines, wait_until
@@ -36,10 +37,17 @@ def inprocess_settings(tmp_path_factory, redis_session) -> Settings:
                     visibility_timeout_s=5)
 
 
+def keep_the_tests_logging(**_) -> None:
+    """A setup_logging receiver: with one, Celery leaves logging alone.  Without it the in-process worker sets the
+    root logger to its own level (ERROR) for the rest of the run, and later tests' caplog sees nothing."""
+
+
 @pytest.fixture(scope="session")
 def celery_session_app(inprocess_settings):
     """pytest-celery's session app, replaced by Flumery's (its transport, task and delivery settings)."""
-    return create_app(inprocess_settings)
+    signals.setup_logging.connect(keep_the_tests_logging, weak=False, dispatch_uid="tests.keep_logging")
+    yield create_app(inprocess_settings)
+    signals.setup_logging.disconnect(dispatch_uid="tests.keep_logging")
 
 
 @pytest.fixture(scope="session")
