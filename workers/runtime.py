@@ -138,7 +138,7 @@ class WorkerRuntime:
         self.writer = ChannelWriter(app, self.config, url, settings.transport_options())
         self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
-        context = SinkContext(self.config.name, settings.data_path())
+        context = SinkContext(self.config.name, settings.data_path(), self.metrics)
         self.runners: dict[str, itertools.cycle] = {}
         self.all_runners: list[SinkRunner] = []
         for unit, sinks in served_units(settings, self.config):

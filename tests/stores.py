@@ -1,0 +1,181 @@
+"""Stand-in store servers for the store sinks' tests, the chaos runs and the benchmark.
+
+No real Elasticsearch, MongoDB or HBase can be installed on these machines; the closest real implementations
+that install from PyPI are started here, each as its own process on a free port of 127.0.0.1:
+
+* :class:`OsmemServer`: ``osmem-server`` (an in-memory server of the OpenSearch REST API, from the
+  ``osmem-server`` wheel); it keeps nothing across a restart, so an outage is a SIGSTOP/SIGCONT of the process;
+* :class:`SecantusServer`: ``secantusd-py`` (a MongoDB-wire server on WiredTiger, from ``secantusdb``), with a
+  storage directory so it can be killed and restarted with its data;
+* :class:`HBaseGateway`: ``tests/hbase_gateway.py``, an HBase Thrift1 gateway written for these tests with
+  thriftpy2 on happybase's own ``Hbase.thrift``, keeping its tables in memory (and in a snapshot file across a
+  clean restart).
+
+The session-scoped pytest fixtures at the end start each once per test session; test modules import them.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import happybase
+import pytest
+from opensearchpy import OpenSearch
+from osmem_server import resolve_binary
+from pymongo import MongoClient
+
+from app.broker import free_port
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _wait_port(port: int, process: subprocess.Popen, what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited with {process.returncode} before it listened")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s:.0f} s")
+            time.sleep(0.05)
+
+
+class StoreServer:
+    """A server process on ``127.0.0.1:port``: start, stop (SIGTERM, or SIGKILL), pause and resume."""
+
+    name = "store"
+
+    def __init__(self, directory: Path, port: int | None = None):
+        self.directory = directory
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> "StoreServer":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = open(self.directory / f"{self.name}.log", "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        _wait_port(self.port, self.process, self.name)
+        self.ready()
+        return self
+
+    def ready(self) -> None:
+        """Wait until the server answers requests (listening may come first)."""
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.resume()
+            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server holds its connections and answers nothing until :meth:`resume`."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+
+class OsmemServer(StoreServer):
+    """osmem-server: the OpenSearch REST API, in memory."""
+
+    name = "osmem-server"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [resolve_binary(), "-addr", f"127.0.0.1:{self.port}", "-no-stdin-watch"]
+
+    def client(self):
+        return OpenSearch(hosts=[self.url], timeout=60)
+
+
+class SecantusServer(StoreServer):
+    """secantusdb's ``secantusd-py``: MongoDB's wire protocol on WiredTiger, data under ``directory/data``."""
+
+    name = "secantusd"
+
+    def __init__(self, directory: Path, port: int | None = None, sync_on_commit: bool = True,
+                 extra: list[str] | None = None):
+        super().__init__(directory, port)
+        self.sync_on_commit = sync_on_commit
+        self.extra = extra or []
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def command(self) -> list[str]:
+        binary = Path(sys.executable).parent / "secantusd-py"
+        return [str(binary), "--host", "127.0.0.1", "--port", str(self.port), "--storage-path",
+                str(self.directory / "data"), "--standalone", "--log-level", "WARNING",
+                *(["--sync-on-commit"] if self.sync_on_commit else []), *self.extra]
+
+    def ready(self) -> None:
+        client = self.client(timeout_ms=30000)
+        try:
+            client.admin.command("ping")
+        finally:
+            client.close()
+
+    def client(self, timeout_ms: int = 10000):
+        return MongoClient(self.uri, serverSelectionTimeoutMS=timeout_ms)
+
+
+class HBaseGateway(StoreServer):
+    """tests/hbase_gateway.py: an HBase Thrift1 gateway (happybase's Hbase.thrift) with in-memory tables; a clean
+    stop (SIGTERM) saves them to ``directory/snapshot.json`` and the next start loads them."""
+
+    name = "hbase-gateway"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(TESTS / "hbase_gateway.py"), "--port", str(self.port),
+                "--snapshot", str(self.directory / "snapshot.json")]
+
+    def connection(self):
+        return happybase.Connection("127.0.0.1", self.port, timeout=30000)
+
+
+# --- pytest fixtures: one server of each kind per test session ----------------------------------------------
+
+@pytest.fixture(scope="session")
+def osmem(tmp_path_factory):
+    """An osmem-server (OpenSearch API stand-in) for the whole session."""
+    server = OsmemServer(tmp_path_factory.mktemp("osmem")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def secantus(tmp_path_factory):
+    """A secantusd (MongoDB stand-in) for the whole session, with test commands (failpoints) enabled."""
+    server = SecantusServer(tmp_path_factory.mktemp("secantus"), extra=["--enable-test-commands"]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def hbase_gateway(tmp_path_factory):
+    """The tests' HBase Thrift1 gateway for the whole session."""
+    server = HBaseGateway(tmp_path_factory.mktemp("hbase")).start()
+    yield server
+    server.stop()
