@@ -179,3 +179,95 @@ def hbase_gateway(tmp_path_factory):
     server = HBaseGateway(tmp_path_factory.mktemp("hbase")).start()
     yield server
     server.stop()
+
+
+# --- probes: a stand-in store with a Flumery sink on it, read back by event body (chaos runs, benchmark) ------
+
+class StoreProbe:
+    """A stand-in server, the sink properties that write to it, and a way to read back what is stored: one body
+    per stored document or row, so that counting bodies finds events stored twice under different ids."""
+
+    kind = ""
+    outage_note = ""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def start(self) -> "StoreProbe":
+        raise NotImplementedError
+
+    def sink_properties(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def sink_conf(self, agent: str = "a1", sink: str = "k1", channel: str = "c1", batch_size: int = 500) -> str:
+        props = {"type": self.kind, "channel": channel, **self.sink_properties()}
+        props[self.batch_key] = str(batch_size)
+        return "".join(f"{agent}.sinks.{sink}.{k} = {v}\n" for k, v in props.items())
+
+    batch_key = "batchSize"
+
+    def bodies(self) -> list[bytes]:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        return len(self.bodies())
+
+    def outage(self, seconds: float) -> None:
+        """Make the store unavailable for ``seconds``, then available again (with its data)."""
+        raise NotImplementedError
+
+    def notes(self) -> list[str]:
+        return []
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class ElasticsearchProbe(StoreProbe):
+    kind = "elasticsearch"
+    index = "chaos"
+    outage_note = "osmem-server paused with SIGSTOP (it keeps data only in memory, so it cannot be restarted)"
+
+    def start(self) -> "ElasticsearchProbe":
+        self.server = OsmemServer(self.directory / "osmem").start()
+        return self
+
+    def sink_properties(self) -> dict[str, str]:
+        return {"hostNames": f"127.0.0.1:{self.server.port}", "indexName": self.index,
+                "indexNameBuilder": "SimpleIndexNameBuilder", "requestTimeout": "5000"}
+
+    def _hits(self, fields: list[str]):
+        client = self.server.client()
+        client.indices.refresh(index=self.index)
+        body = {"query": {"match_all": {}}, "sort": ["_doc"], "size": 10000, "_source": fields, "version": True}
+        page = client.search(index=self.index, body=body, scroll="1m")
+        try:
+            while page["hits"]["hits"]:
+                yield from page["hits"]["hits"]
+                page = client.scroll(scroll_id=page["_scroll_id"], scroll="1m")
+        finally:
+            client.clear_scroll(scroll_id=page["_scroll_id"], ignore=(404,))
+
+    def bodies(self) -> list[bytes]:
+        try:
+            return [h["_source"]["@message"].encode() for h in self._hits(["@message"])]
+        except Exception:             # the index does not exist yet, or the server is paused
+            return []
+
+    def count(self) -> int:
+        client = self.server.client()
+        if not client.indices.exists(index=self.index):
+            return 0
+        client.indices.refresh(index=self.index)
+        return client.count(index=self.index)["count"]
+
+    def notes(self) -> list[str]:
+        rewrites = sum(h["_version"] - 1 for h in self._hits([]))
+        return [f"{rewrites} documents were written again and overwritten (_version > 1)"]
+
+    def outage(self, seconds: float) -> None:
+        self.server.pause()
+        try:
+            time.sleep(seconds)
+        finally:
+            self.server.resume()
