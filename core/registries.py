@@ -107,12 +107,14 @@ SINKS = Registry(
         "null": "workers.sinks.null:NullSink",
         "file_roll": "workers.sinks.file_roll:FileRollSink",
         "elasticsearch": "workers.sinks.elasticsearch:ElasticsearchSink",
+        "mongodb": "workers.sinks.mongodb:MongoSink",
     },
     flume_classes={
         "org.apache.flume.sink.LoggerSink": "logger",
         "org.apache.flume.sink.NullSink": "null",
         "org.apache.flume.sink.RollingFileSink": "file_roll",
         "org.apache.flume.sink.elasticsearch.ElasticSearchSink": "elasticsearch",
+        "org.riderzen.flume.sink.MongoSink": "mongodb",
     },
     not_yet=frozenset({
         "hdfs", "hbase", "hbase2", "asynchbase", "avro", "thrift", "irc", "hive", "http",

@@ -271,3 +271,39 @@ class ElasticsearchProbe(StoreProbe):
             time.sleep(seconds)
         finally:
             self.server.resume()
+
+
+class MongoProbe(StoreProbe):
+    kind = "mongodb"
+    batch_key = "batch"
+    outage_note = "secantusd killed with SIGKILL, restarted on its data directory"
+
+    def start(self) -> "MongoProbe":
+        self.server = SecantusServer(self.directory / "secantus").start()
+        return self
+
+    def sink_properties(self) -> dict[str, str]:
+        return {"host": "127.0.0.1", "port": str(self.server.port), "db": "chaos", "collection": "events",
+                "timeout": "2000"}
+
+    def bodies(self) -> list[bytes]:
+        try:
+            client = self.server.client(timeout_ms=2000)
+            try:
+                return [d["log"].encode() for d in client.chaos.events.find({}, {"log": 1})]
+            finally:
+                client.close()
+        except Exception:              # the server is down
+            return []
+
+    def count(self) -> int:
+        client = self.server.client()
+        try:
+            return client.chaos.events.estimated_document_count()
+        finally:
+            client.close()
+
+    def outage(self, seconds: float) -> None:
+        self.server.stop(kill=True)
+        time.sleep(seconds)
+        self.server.start()

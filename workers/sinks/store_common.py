@@ -79,7 +79,7 @@ class StoreConnection:
 
     @property
     def kind(self) -> str:
-        return type(self.sink).__name__.removesuffix("Sink").lower()
+        return getattr(self.sink, "store_kind", type(self.sink).__name__.removesuffix("Sink").lower())
 
     def failed(self, exc: BaseException) -> None:
         """The connection broke while in use: count it, log it, and drop the client (the next write reconnects)."""
