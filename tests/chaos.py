@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import REPO, AgentProcess, port_open, read_lines, wait_until  # noqa: E402
 from app.broker import free_port  # noqa: E402
 from conftest import RedisServer  # noqa: E402
-from stores import ElasticsearchProbe, MongoProbe  # noqa: E402
+from stores import ElasticsearchProbe, HBaseProbe, MongoProbe  # noqa: E402
 
 PER_REQUEST = 10
 
@@ -565,7 +565,7 @@ def channel_full(tmp: Path, total: int, rate: float, hold_s: float) -> Result:
 
 # --- keyed stores: no duplicates at rest --------------------------------------------------------------------
 
-PROBES = {"elasticsearch": ElasticsearchProbe, "mongodb": MongoProbe}
+PROBES = {"elasticsearch": ElasticsearchProbe, "mongodb": MongoProbe, "hbase": HBaseProbe}
 
 
 def count_store(result: Result, load: Load, probe) -> Result:

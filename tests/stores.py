@@ -307,3 +307,47 @@ class MongoProbe(StoreProbe):
         self.server.stop(kill=True)
         time.sleep(seconds)
         self.server.start()
+
+
+class HBaseProbe(StoreProbe):
+    kind = "hbase"
+    outage_note = "gateway stopped (SIGTERM, tables saved) and restarted"
+    table = "chaos"
+
+    def start(self) -> "HBaseProbe":
+        self.server = HBaseGateway(self.directory / "hbase").start()
+        connection = self.server.connection()
+        connection.create_table(self.table, {"cf": {"max_versions": 10}})
+        connection.close()
+        return self
+
+    def sink_properties(self) -> dict[str, str]:
+        return {"table": self.table, "columnFamily": "cf", "thriftServer": f"127.0.0.1:{self.server.port}",
+                "serializer.incrementColumn": "none", "timeout": "5000"}
+
+    def _scan(self) -> list[tuple[bytes, dict]]:
+        connection = self.server.connection()
+        try:
+            return list(connection.table(self.table).scan(batch_size=10000))
+        finally:
+            connection.close()
+
+    def bodies(self) -> list[bytes]:
+        try:
+            return [cells[b"cf:pCol"] for _, cells in self._scan()]
+        except Exception:             # the gateway is down
+            return []
+
+    def notes(self) -> list[str]:
+        connection = self.server.connection()
+        try:
+            table = connection.table(self.table)
+            rewrites = sum(len(table.cells(row, b"cf:pCol", versions=10)) - 1 for row, _ in self._scan())
+        finally:
+            connection.close()
+        return [f"{rewrites} cells were written again (extra versions of the same row)"]
+
+    def outage(self, seconds: float) -> None:
+        self.server.stop()
+        time.sleep(seconds)
+        self.server.start()

@@ -41,6 +41,8 @@ SAMPLES = {
     # Store sinks point at a port where nothing listens (see test_sink_writes_a_batch).
     ("sink", "elasticsearch"): {"hostNames": "127.0.0.1:1"},
     ("sink", "mongodb"): {"host": "127.0.0.1", "port": "1", "timeout": "300"},
+    **{("sink", hbase): {"table": "t", "columnFamily": "cf", "thriftServer": "127.0.0.1:1"}
+       for hbase in ("hbase", "hbase2", "asynchbase")},
     ("interceptor", "regex_extractor"): {"regex": "(\\d+)", "serializers": "s1", "serializers.s1.name": "n"},
     ("interceptor", "search_replace"): {"searchPattern": "x"},
 }
@@ -48,7 +50,7 @@ SAMPLES = {
 # Sinks of network stores: their compliance run needs no server.  They start without one (a store that is down
 # must not keep a sink from starting) and a write to a store that is down raises, so the batch is retried; their
 # writes to a real server are tested in their own test modules, against the stand-in servers.
-STORE_SINKS = {"elasticsearch", "mongodb"}
+STORE_SINKS = {"elasticsearch", "mongodb", "hbase", "hbase2", "asynchbase"}
 
 COMPONENTS = [(kind, alias) for kind, registry in ALL.items() for alias in registry.types]
 

@@ -82,7 +82,10 @@ class StoreConnection:
         return getattr(self.sink, "store_kind", type(self.sink).__name__.removesuffix("Sink").lower())
 
     def failed(self, exc: BaseException) -> None:
-        """The connection broke while in use: count it, log it, and drop the client (the next write reconnects)."""
+        """The connection broke while in use: count it, log it, and drop the client (the next write reconnects).
+        A failure to open was counted by :meth:`get` already."""
+        if self.client is None:
+            return
         fail(self.sink.counters, names.CONNECTION_FAILED, self.log, logging.WARNING,
              "%s sink %s: connection to %s failed: %s", self.kind, self.sink.name, self.describe, exc)
         self.close(count=False)
