@@ -86,8 +86,8 @@ def drained(metrics_port: int) -> int:
         return 0
 
 
-def run(work: Path, log: Path, sink_conf: str, done, timeout_s: float = 1800) -> float:
-    """Seconds from the agent's start until ``done()``."""
+def run(work: Path, log: Path, sink_conf: str, done, poll_s: float = 0.1, timeout_s: float = 1800) -> float:
+    """Seconds from the agent's start until ``done()``, asked every ``poll_s``."""
     shutil.rmtree(work / "data", ignore_errors=True)
     conf = work / "bench.conf"
     conf.write_text(CONF.format(log=log, sink=sink_conf))
@@ -102,7 +102,7 @@ def run(work: Path, log: Path, sink_conf: str, done, timeout_s: float = 1800) ->
                 raise RuntimeError(f"the agent exited with {agent.returncode} (see {work / 'agent.log'})")
             if time.monotonic() - started > timeout_s:
                 raise RuntimeError("timed out")
-            time.sleep(0.1)
+            time.sleep(poll_s)
         return time.monotonic() - started
     finally:
         agent.send_signal(signal.SIGTERM)
@@ -123,12 +123,16 @@ def bench_file_roll(work: Path, log: Path, lines: int) -> float:
 def bench_store(kind: str, work: Path, log: Path, lines: int) -> float:
     probe = PROBES[kind](work / kind).start()
     try:
-        sink = probe.sink_conf("b", "k1", "c1", batch_size=10000)
+        # Generous request timeouts: a 10,000-event write may take seconds on a busy 2-core machine.
+        overrides = {"elasticsearch": {"requestTimeout": "120000"}, "mongodb": {"timeout": "120000"},
+                     "hbase": {"timeout": "120000"}}[kind]
+        sink = probe.sink_conf("b", "k1", "c1", batch_size=10000, **overrides)
         if kind == "hbase":
             done = lambda port: drained(port) >= lines                  # noqa: E731
         else:
             done = lambda _: probe.count() >= lines                     # noqa: E731
-        seconds = run(work, log, sink, done)
+        # Counting in a store costs it work (a refresh, a count): ask once a second, not ten times.
+        seconds = run(work, log, sink, done, poll_s=1.0)
         check(kind, Counter(probe.bodies()), log)
         return seconds
     finally:

@@ -199,8 +199,9 @@ class StoreProbe:
     def sink_properties(self) -> dict[str, str]:
         raise NotImplementedError
 
-    def sink_conf(self, agent: str = "a1", sink: str = "k1", channel: str = "c1", batch_size: int = 500) -> str:
-        props = {"type": self.kind, "channel": channel, **self.sink_properties()}
+    def sink_conf(self, agent: str = "a1", sink: str = "k1", channel: str = "c1", batch_size: int = 500,
+                  **overrides: str) -> str:
+        props = {"type": self.kind, "channel": channel, **self.sink_properties(), **overrides}
         props[self.batch_key] = str(batch_size)
         return "".join(f"{agent}.sinks.{sink}.{k} = {v}\n" for k, v in props.items())
 

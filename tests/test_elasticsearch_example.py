@@ -4,10 +4,13 @@ OpenSearch REST API).  The example runs as shipped, its relative ``var/`` paths 
 directory and ES_HOSTS at the stand-in; the documents are then found by status and by virtual host."""
 from __future__ import annotations
 
+import json
 import random
+import urllib.request
 from collections import Counter
 
 from agents import REPO, AgentProcess, wait_until
+from app.broker import free_port
 from core.config import load_agent
 from stores import osmem  # noqa: F401  (session fixture: the stand-in server)
 from test_routing_example import access_lines
@@ -23,8 +26,10 @@ def test_example_validates_as_shipped():
 
 def test_access_log_lines_are_searchable_by_status_and_vhost(osmem, tmp_path, redis_server):
     text = EXAMPLE.read_text()
+    metrics_port = free_port()
     agent = AgentProcess(tmp_path, text.replace("var/", f"{tmp_path}/var/"), name="web",
-                         broker_url=redis_server.url, env={"ES_HOSTS": f"127.0.0.1:{osmem.port}"})
+                         broker_url=redis_server.url, env={"ES_HOSTS": f"127.0.0.1:{osmem.port}"},
+                         extra=["--metrics-port", str(metrics_port)])
     log_path = tmp_path / "var" / "access-log" / "access.log"
     log_path.parent.mkdir(parents=True)
     written = access_lines(0, 2000, random.Random(11))
@@ -37,11 +42,18 @@ def test_access_log_lines_are_searchable_by_status_and_vhost(osmem, tmp_path, re
         client.indices.refresh(index="web-*")
         return client.count(index="web-*")["count"]
 
+    def sink_counters() -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            return json.load(response).get("SINK.es", {})
+
     agent.start()
     try:
         wait_until(lambda: indexed() >= len(written), 120, 0.5, what="every line indexed")
+        counters = wait_until(lambda: (lambda c: c if c.get("EventDrainSuccessCount") == str(len(written))
+                                       else None)(sink_counters()), 30, 0.5, what="the sink's counters")
     finally:
         agent.stop()
+    assert counters["ConnectionCreatedCount"] == "1" and counters.get("ConnectionFailedCount", "0") == "0"
     assert indexed() == len(written)
     statuses = Counter(status for _, status in written if status is not None)
     for status in (503, 404, 200):

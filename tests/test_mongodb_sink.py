@@ -69,7 +69,7 @@ def test_headers_become_fields_and_timestamp_field_becomes_a_date(secantus, tmp_
     sink = make_sink(tmp_path, secantus, db=db, collection="access", timestampField="time",
                      **{"extraFields.dc": "paris"})
     sink.write(Batch([b"GET /", b"GET /a", b"GET /b"],
-                     [{"host": "web1", "timestamp": "1700000000123"},
+                     [{"host": "web1", "timestamp": "1700000000123", "_id": "not the key"},
                       {"time": "2024-01-02 03:04:05 +0100"},
                       {"time": "1700000000000"}], ["a", "b", "c"]))
     sink.stop()

@@ -228,7 +228,7 @@ class MongoSink(Sink):
             document[self.config.wrap_field] = self._body(body)
         else:
             document.update(_json_object(body))
-            document["_id"] = event_id
+        document["_id"] = event_id            # whatever a header or the body says: redeliveries must collide
         if self.config.timestamp_field:
             field = self.config.timestamp_field
             document[field] = _as_date(document.get(field), headers, now_ms)
