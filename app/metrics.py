@@ -3,7 +3,13 @@
 
     {"SOURCE.r1": {"EventReceivedCount": "42", ...}, "CHANNEL.c1": {"ChannelSize": "0", ...}, ...}
 
-All values are strings, as in Flume.  ``/metrics/prometheus`` serves the same numbers as Prometheus text.
+All values are strings, as in Flume.  ``/prometheus`` (and ``/metrics/prometheus``) serves the same numbers in
+Prometheus's text format through the ``prometheus_client`` library: Flume's counters as counters
+(``flumery_event_drain_success_total{agent,type,component}``), channel fill and start/stop times as gauges, and
+what the agent itself knows (sink worker restarts).
+Counters start at 0 with their component (the agent resets those it runs when it starts, see
+:meth:`core.counters.MetricsStore.reset`).  ``CHANNEL.__dead__``, the agent's dead-letter channel, is unbounded:
+it has no ``ChannelCapacity`` nor ``ChannelFillPercentage``.
 """
 from __future__ import annotations
 
@@ -13,8 +19,12 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
 from core.counters import COUNTERS, MetricsStore
-from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
+from routing.deadletter import DEAD_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +44,11 @@ def snapshot(store: MetricsStore, agent_config, sizes: dict[str, int]) -> dict[s
         doc = {counter: values.get(counter, "0") for counter in COUNTERS[kind]}
         doc.update(StartTime=values.get("StartTime", "0"), StopTime=values.get("StopTime", "0"), Type=kind)
         if kind == "CHANNEL":
-            capacity = DEAD_CAPACITY if name == DEAD_CHANNEL else agent_config.channels[name].config.capacity
             size = sizes.get(name, 0)
-            doc.update(ChannelSize=str(size), ChannelCapacity=str(capacity),
-                       ChannelFillPercentage=repr(size * 100.0 / capacity))
+            doc.update(ChannelSize=str(size))
+            if name != DEAD_CHANNEL:          # the dead-letter channel is unbounded: no capacity to report
+                capacity = agent_config.channels[name].config.capacity
+                doc.update(ChannelCapacity=str(capacity), ChannelFillPercentage=repr(size * 100.0 / capacity))
         out[f"{kind}.{name}"] = doc
     return out
 
@@ -46,23 +57,64 @@ def _s(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def prometheus_text(snapshot: dict[str, dict[str, str]], agent: str) -> str:
-    lines = []
-    for component, values in sorted(snapshot.items()):
-        kind, _, name = component.partition(".")
-        for counter, value in sorted(values.items()):
-            if counter == "Type":
-                continue
-            metric = "flumery_" + re.sub(r"(?<!^)(?=[A-Z])", "_", counter).lower()
-            lines.append(f'{metric}{{agent="{agent}",type="{kind}",component="{name}"}} {value}')
-    return "\n".join(lines) + "\n"
+GAUGES = {
+    "ChannelSize": ("flumery_channel_size", "events held in the channel (queued and taken, not yet committed)"),
+    "ChannelCapacity": ("flumery_channel_capacity", "most events the channel holds"),
+    "ChannelFillPercentage": ("flumery_channel_fill_percentage", "ChannelSize as a percentage of ChannelCapacity"),
+    "StartTime": ("flumery_start_time_ms", "when the component started, epoch milliseconds (0: never)"),
+    "StopTime": ("flumery_stop_time_ms", "when the component stopped, epoch milliseconds (0: running)"),
+}
+LABELS = ["agent", "type", "component"]
+
+
+def _metric_name(counter: str) -> str:
+    """``EventDrainSuccessCount`` -> ``flumery_event_drain_success`` (the library adds ``_total``)."""
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", counter).lower()
+    return "flumery_" + snake.removesuffix("_count")
+
+
+class SnapshotCollector:
+    """A prometheus_client collector over the agent's snapshot (what ``/metrics`` serves as JSON), plus the
+    agent's own figures from ``extra_fn`` (a callable returning metric families)."""
+
+    def __init__(self, snapshot_fn, agent: str, extra_fn=None):
+        self.snapshot_fn, self.agent, self.extra_fn = snapshot_fn, agent, extra_fn
+
+    def collect(self):
+        families: dict[str, object] = {}
+        for component, values in sorted(self.snapshot_fn().items()):
+            kind, _, name = component.partition(".")
+            for key, value in values.items():
+                if key == "Type":
+                    continue
+                family = families.get(key)
+                if family is None:
+                    family = families[key] = self._family(key)
+                family.add_metric([self.agent, kind, name], float(value))
+        yield from families.values()
+        if self.extra_fn is not None:
+            yield from self.extra_fn()
+
+    @staticmethod
+    def _family(key: str):
+        if key in GAUGES:
+            name, doc = GAUGES[key]
+            return GaugeMetricFamily(name, doc, labels=LABELS)
+        return CounterMetricFamily(_metric_name(key), f"Flume's {key}", labels=LABELS)
+
+
+def prometheus_text(snapshot_fn, agent: str, extra_fn=None) -> bytes:
+    """The Prometheus exposition of an agent's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot_fn, agent, extra_fn))
+    return generate_latest(registry)
 
 
 class MetricsServer:
     """Flume's HTTP monitoring endpoint (``-Dflume.monitoring.type=http``) on ``port``."""
 
-    def __init__(self, port: int, snapshot_fn, agent: str, bind: str = "0.0.0.0"):
-        self.snapshot_fn, self.agent = snapshot_fn, agent
+    def __init__(self, port: int, snapshot_fn, agent: str, bind: str = "0.0.0.0", extra_fn=None):
+        self.snapshot_fn, self.agent, self.extra_fn = snapshot_fn, agent, extra_fn
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,9 +122,9 @@ class MetricsServer:
                 if self.path in ("/metrics", "/metrics/"):
                     body = json.dumps(server.snapshot_fn()).encode()
                     self._send(200, "application/json;charset=utf-8", body)
-                elif self.path == "/metrics/prometheus":
-                    body = prometheus_text(server.snapshot_fn(), server.agent).encode()
-                    self._send(200, "text/plain; version=0.0.4; charset=utf-8", body)
+                elif self.path in ("/prometheus", "/metrics/prometheus"):
+                    body = prometheus_text(server.snapshot_fn, server.agent, server.extra_fn)
+                    self._send(200, CONTENT_TYPE_LATEST, body)
                 elif self.path == "/":
                     body = b'For Flume metrics please click <a href = "./metrics"> here</a>.'
                     self._send(200, "text/html;charset=utf-8", body)

@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import make_access_log          # bench/make_access_log.py: the workload (this script's folder is on sys.path)
+
 REPO = Path(__file__).resolve().parent.parent
-MAKE_LOG = REPO.parent / "shared" / "bench" / "make_access_log.py"
 
 FLUMERY_CONF = """\
 b.sources = r1
@@ -161,7 +162,7 @@ def main() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="flumery-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     log = work / "access.log"
-    subprocess.run([sys.executable, str(MAKE_LOG), str(log), str(args.lines)], check=True)
+    make_access_log.write(log, args.lines)
     size = log.stat().st_size
     expected = line_digest([log])
     print(f"workload: {args.lines:,} lines, {size / 2**20:.1f} MiB ({log})")

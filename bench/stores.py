@@ -12,14 +12,12 @@ MongoDB count every document; for HBase, whose gateway cannot count rows cheaply
 EventDrainSuccessCount reaches the line count (a drain is counted only after the gateway confirmed it).  Each
 run then checks that the store holds each line exactly once.
 
-The lines are made here (``make_log``: Apache combined format, ~150 bytes, fixed seed) so the run needs nothing
-outside the repository.
+The lines are made by ``bench/make_access_log.py`` (combined log format, ~138 bytes a line, seeded).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import signal
 import subprocess
@@ -58,24 +56,6 @@ b.sinks.k1.sink.directory = {out}
 b.sinks.k1.sink.rollInterval = 0
 b.sinks.k1.sink.batchSize = 10000
 """
-
-PATHS = ["/", "/index.html", "/search?q=flume", "/api/v1/items/{n}", "/static/app.{n}.js", "/login", "/cart"]
-AGENTS = ["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "Googlebot/2.1 (+http://www.google.com/bot.html)"]
-
-
-def make_log(path: Path, lines: int, seed: int = 12) -> None:
-    """Apache combined-format lines with a unique request number each, so that every line differs."""
-    rng = random.Random(seed)
-    start = 1_700_000_000
-    with open(path, "w") as out:
-        for n in range(lines):
-            ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-            when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(start + n // 100))
-            path_ = rng.choice(PATHS).format(n=n)
-            status = rng.choices((200, 301, 404, 500), (90, 4, 5, 1))[0]
-            out.write(f'{ip} - - [{when}] "GET {path_} HTTP/1.1" {status} {rng.randrange(200, 50000)} '
-                      f'"-" "{rng.choice(AGENTS)}" req={n}\n')
-
 
 def drained(metrics_port: int) -> int:
     try:
@@ -157,7 +137,8 @@ def main() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="flumery-bench-stores-"))
     work.mkdir(parents=True, exist_ok=True)
     log = work / "access.log"
-    make_log(log, args.lines)
+    subprocess.run([sys.executable, str(REPO / "bench" / "make_access_log.py"), str(log), str(args.lines)],
+                   check=True)
     size = log.stat().st_size
     print(f"workload: {args.lines:,} lines, {size / 2**20:.1f} MiB", flush=True)
     rows = []

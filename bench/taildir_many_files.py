@@ -3,7 +3,7 @@
 
     python bench/taildir_many_files.py [--files 1000] [--lines 1000] [--work DIR]
 
-Writes ``--files`` access-log files of ``--lines`` lines each (the lines of ``../shared/bench/make_access_log.py``)
+Writes ``--files`` access-log files of ``--lines`` lines each (the lines of ``bench/make_access_log.py``)
 under one directory, runs ``flumery agent`` with TAILDIR (one group, ``.*\\.log``) -> ``file`` channel (embedded
 Redis, appendfsync always) -> ``file_roll``, waits until every line is in the output, checks that each arrived
 exactly once, and reports lines/s and the peak resident memory (``VmHWM`` of ``/proc/<pid>/status``) and most
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import make_access_log          # bench/make_access_log.py: the workload (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,20 +48,11 @@ b.sinks.k1.sink.batchSize = 10000
 
 
 def write_files(logs: Path, files: int, lines: int) -> tuple[int, int]:
-    """(lines, bytes) written: ``files`` files of ``lines`` combined-log-format lines each."""
+    """(lines, bytes) written: ``files`` files of ``lines`` access-log lines each (consecutive parts of one log)."""
     logs.mkdir(parents=True)
-    rnd = random.Random(1)
-    statuses = [200] * 90 + [304] * 4 + [404] * 4 + [500] * 2
     size = 0
     for n in range(files):
-        rows = []
-        for i in range(lines):
-            k = n * lines + i
-            rows.append(f'10.{k % 256}.{(k // 256) % 256}.{k % 97} - - [01/Dec/2026:04:{(k // 60000) % 60:02d}:'
-                        f'{(k // 1000) % 60:02d} +0000] "GET /api/v1/items/{k} HTTP/1.1" '
-                        f'{statuses[k % len(statuses)]} {rnd.randint(100, 9000)} "-" '
-                        f'"Mozilla/5.0 (X11; Linux x86_64) curl/8.0"\n')
-        data = "".join(rows).encode()
+        data = "".join(make_access_log.lines(n * lines, lines)).encode()
         (logs / f"app-{n:04d}.log").write_bytes(data)
         size += len(data)
     return files * lines, size

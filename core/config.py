@@ -4,7 +4,8 @@ Flume drops a broken component with a log line and starts the rest.  Flumery ref
 reports **every** problem at once, each as ``<full key>: <what is wrong> (<the bad value>)`` with a did-you-mean
 where a name looks misspelt (see :class:`ConfigInvalid`).  Accepted and differing from Flume on purpose:
 
-* ``${env:VAR}`` / ``${env:VAR:-default}`` in values;
+* ``${env:VAR}`` / ``${env:VAR:-default}`` in values; what came from the environment is shown as
+  ``<from ${env:VAR}>`` in every error, notice and summary (it may be a secret);
 * unknown keys are errors, not silence;
 * Flume's fully qualified class names of built-in components are aliases of their short type names.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigInvalid, UnknownType
+from core.errors import ConfigFileUnreadable, ConfigInvalid, UnknownType
 from core import options, properties, registries
 from core.options import ConfigError
 from core.registry import did_you_mean
@@ -67,6 +68,12 @@ class AgentConfig:
     sinks: dict[str, SinkSpec]
     sinkgroups: dict[str, SinkGroupSpec]
     notices: tuple[str, ...] = ()
+    # full key -> its value, where parts of it came from the environment (see mask())
+    from_env: dict[str, properties.Expanded] = dataclasses.field(default_factory=dict)
+
+    def mask(self, text: str, key: str = "") -> str:
+        """``text`` (about the full key ``key``, if given) fit to print: values from the environment masked."""
+        return _mask(self.from_env, text, key)
 
     def sink_units(self) -> list[tuple[str, tuple[str, ...]]]:
         """(unit name, sinks) for every sink group and every sink outside a group: one runner each."""
@@ -83,13 +90,22 @@ class AgentConfig:
 
 def load_agent(path: str | os.PathLike, agent: str, environ: dict[str, str] | None = None) -> AgentConfig:
     """Read ``path`` and return the validated configuration of ``agent``; raise :class:`ConfigInvalid`."""
+    return read_agent(path, agent, environ)[1]
+
+
+def read_agent(path: str | os.PathLike, agent: str,
+               environ: dict[str, str] | None = None) -> tuple[str, AgentConfig]:
+    """(the file's text, the validated configuration of ``agent`` in it): :func:`load_agent` that also gives
+    the exact text it validated."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigInvalid([ConfigError("", f"cannot read configuration file '{path}': {exc.strerror}")]) from None
+        raise ConfigFileUnreadable([ConfigError("", f"cannot read configuration file '{path}': {exc.strerror}")]) \
+            from None
     except UnicodeDecodeError as exc:
-        raise ConfigInvalid([ConfigError("", f"configuration file '{path}' is not UTF-8 text: {exc}")]) from None
-    return parse_agent(text, agent, str(path), environ)
+        raise ConfigFileUnreadable([ConfigError("", f"configuration file '{path}' is not UTF-8 text: {exc}")]) \
+            from None
+    return text, parse_agent(text, agent, str(path), environ)
 
 
 def parse_agent(text: str, agent: str, file: str = "<string>",
@@ -107,8 +123,10 @@ class _Builder:
         self.errors: list[ConfigError] = []
         self.notices: list[str] = []
         self.props: dict[str, str] = {}          # keys relative to "<agent>."
+        self.from_env: dict[str, properties.Expanded] = {}    # full key -> value with pieces from the environment
         self.explicit: set[str] = set()          # full keys set in the file
         self.line_errors: set[str] = set()       # full keys whose line was already reported as bad
+        self.empty_at: dict[str, str] = {}       # full key of an empty component property -> file:line
         self.agents: set[str] = set()
         self.registries = registries.ALL
 
@@ -134,11 +152,17 @@ class _Builder:
             if agent != self.agent:
                 continue
             self.explicit.add(line.key)
-            if line.value == "":
+            if line.value == "" and _read_by_builder(rel):
                 self.error(line.key, f"empty value ({where})")
                 self.line_errors.add(line.key)
                 continue
-            value, problems = properties.substitute(line.value, self.environ)
+            if line.value == "":
+                self.empty_at[line.key] = where        # the component's options decide (options.build)
+            expanded = properties.expand(line.value, self.environ)
+            value, problems = expanded.value, expanded.problems
+            self.from_env.pop(line.key, None)
+            if expanded.secrets:
+                self.from_env[line.key] = expanded
             for problem in problems:
                 self.error(line.key, f"{problem} ({where})")
                 self.line_errors.add(line.key)
@@ -155,7 +179,7 @@ class _Builder:
             known = ", ".join(sorted(self.agents)) or "none"
             self.error("", f"no agent named '{self.agent}' in {self.file} (agents: {known})"
                        + did_you_mean(self.agent, self.agents))
-            raise ConfigInvalid(self.errors, self.notices)
+            raise ConfigInvalid(self._masked(self.errors), self._masked_notices())
         declared, groups = self._split()
         channels = self._channels(declared["channels"], groups["channels"])
         sources = self._sources(declared["sources"], groups["sources"], channels)
@@ -163,8 +187,17 @@ class _Builder:
         sinkgroups = self._sinkgroups(declared["sinkgroups"], groups["sinkgroups"], sinks)
         self._check_agent(channels, sources, sinks)
         if self.errors:
-            raise ConfigInvalid(self._first_errors(), self.notices)
-        return AgentConfig(self.agent, self.file, sources, channels, sinks, sinkgroups, tuple(self.notices))
+            raise ConfigInvalid(self._masked(self._first_errors()), self._masked_notices())
+        return AgentConfig(self.agent, self.file, sources, channels, sinks, sinkgroups,
+                           tuple(self._masked_notices()), dict(self.from_env))
+
+    def _masked(self, errors: list[ConfigError]) -> list[ConfigError]:
+        """The errors fit to print: a value from the environment may be a secret."""
+        return [ConfigError(_mask(self.from_env, e.key, e.key), _mask(self.from_env, e.message, e.key))
+                for e in errors]
+
+    def _masked_notices(self) -> list[str]:
+        return [_mask(self.from_env, n, n.split(" ", 1)[0]) for n in self.notices]
 
     def _first_errors(self) -> list[ConfigError]:
         """Drop follow-up errors about a key whose line was already reported (an empty value is not also
@@ -213,10 +246,15 @@ class _Builder:
         except UnknownType as exc:
             self.error(f"{key}.type", str(exc))
             return None
-        config, errors, notices = build_config(cls, props, key + ".", refs)
-        self.errors.extend(errors)
+        config, errors, notices = build_config(cls, props, key + ".", refs, BUILDER_KEYS[kind])
+        self.errors.extend(self._located(e) for e in errors)
         self.notices.extend(notices)
         return None if config is None else ComponentSpec(key, name, type_name, cls, config)
+
+    def _located(self, error: ConfigError) -> ConfigError:
+        """An error about an empty value, with the file and line of that value."""
+        where = self.empty_at.get(error.key)
+        return ConfigError(error.key, f"{error.message} ({where})") if where else error
 
     def _channels(self, names, groups) -> dict[str, ComponentSpec]:
         out = {}
@@ -391,16 +429,41 @@ class _Builder:
                        f"{batch} is larger than the transactionCapacity ({capacity}) of channel '{channel.name}'")
 
 
-def build_config(cls: type, props: dict[str, str], prefix: str,
-                 refs: tuple[str, ...] = ()) -> tuple[Any | None, list[ConfigError], list[str]]:
+def build_config(cls: type, props: dict[str, str], prefix: str, refs: tuple[str, ...] = (),
+                 builder_keys: tuple[str, ...] = ()) -> tuple[Any | None, list[ConfigError], list[str]]:
     """A component's validated config in one step: its ``Config`` built from ``props`` (keys relative to
-    ``prefix``), then its ``check`` hook with ``refs``.  Returns ``(config or None, errors, notices)``; config is
-    None exactly when there are errors, each naming the full key."""
-    config, errors, notices = options.build(cls.Config, props, prefix)
+    ``prefix``), then its ``check`` hook with ``refs``.  ``builder_keys``: see :func:`core.options.build`.
+    Returns ``(config or None, errors, notices)``; config is None exactly when there are errors, each naming the
+    full key."""
+    config, errors, notices = options.build(cls.Config, props, prefix, builder_keys)
     if config is None:
         return None, errors, notices
     problems = [ConfigError(f"{prefix}{prop}", message) for prop, message in cls.check(config, tuple(refs))]
     return (None if problems else config), problems, notices
+
+
+# The properties of each kind of component that this builder reads itself (before options.build sees the rest):
+# named among the known properties, and did-you-mean candidates for a misspelt one.
+BUILDER_KEYS = {
+    "source": ("type", "channels", "selector.type", "interceptors"),
+    "channel": ("type",),
+    "sink": ("type", "channel", "maxAttempts"),
+    "selector": ("type",),
+    "interceptor": ("type",),
+    "processor": ("type",),
+}
+# Last parts of keys the builder reads itself (lists of names, types, channel references): never empty.
+_BUILDER_KEY_ENDS = ("type", "channels", "channel", "interceptors", "sinks", "maxAttempts")
+
+
+def _read_by_builder(rel: str) -> bool:
+    """Whether the config builder reads the key ``rel`` (relative to the agent) itself, rather than a component's
+    options: an agent's lists (``sources``...) and the structure of each component."""
+    return "." not in rel or rel.rsplit(".", 1)[1] in _BUILDER_KEY_ENDS
+
+
+def _mask(from_env: dict[str, properties.Expanded], text: str, key: str) -> str:
+    return properties.mask(text, [s for value in from_env.values() for s in value.secrets], from_env.get(key))
 
 
 def _take_prefixed(props: dict[str, str], prefix: str) -> dict[str, str]:

@@ -14,6 +14,8 @@ import threading
 import time
 from collections import defaultdict
 
+from core.keys import metrics_prefix, prefixed
+
 log = logging.getLogger(__name__)
 
 # SourceCounter
@@ -32,6 +34,7 @@ EVENT_PUT_ATTEMPT = "EventPutAttemptCount"
 EVENT_PUT_SUCCESS = "EventPutSuccessCount"
 EVENT_TAKE_ATTEMPT = "EventTakeAttemptCount"
 EVENT_TAKE_SUCCESS = "EventTakeSuccessCount"
+REPLICA_WAIT_FAIL = "ReplicaWaitFailCount"      # Flumery's: events put but not confirmed by enough replicas
 # SinkCounter
 CONNECTION_CREATED = "ConnectionCreatedCount"
 CONNECTION_CLOSED = "ConnectionClosedCount"
@@ -48,7 +51,7 @@ EVENT_DEAD_LETTER = "EventDeadLetterCount"      # Flumery's
 COUNTERS = {
     "SOURCE": (EVENT_RECEIVED, EVENT_ACCEPTED, APPEND_RECEIVED, APPEND_ACCEPTED, APPEND_BATCH_RECEIVED,
                APPEND_BATCH_ACCEPTED, OPEN_CONNECTION, EVENT_READ_FAIL, CHANNEL_WRITE_FAIL, GENERIC_PROCESSING_FAIL),
-    "CHANNEL": (EVENT_PUT_ATTEMPT, EVENT_PUT_SUCCESS, EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS),
+    "CHANNEL": (EVENT_PUT_ATTEMPT, EVENT_PUT_SUCCESS, EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, REPLICA_WAIT_FAIL),
     "SINK": (CONNECTION_CREATED, CONNECTION_CLOSED, CONNECTION_FAILED, BATCH_EMPTY, BATCH_UNDERFLOW,
              BATCH_COMPLETE, EVENT_DRAIN_ATTEMPT, EVENT_DRAIN_SUCCESS, EVENT_WRITE_FAIL, CHANNEL_READ_FAIL,
              EVENT_DEAD_LETTER),
@@ -87,9 +90,9 @@ class Counters:
 class MetricsStore:
     """Accumulates counts in memory and adds them to Redis every ``flush_interval_s`` (and on :meth:`flush`)."""
 
-    def __init__(self, redis_client, agent: str, flush_interval_s: float = 1.0):
+    def __init__(self, redis_client, agent: str, flush_interval_s: float = 1.0, key_prefix: str = ""):
         self.redis = redis_client
-        self.prefix = f"flumery.{agent}:metrics:"
+        self.prefix = prefixed(key_prefix, metrics_prefix(agent))     # key_prefix: kombu's global_keyprefix
         self.flush_interval_s = flush_interval_s
         self._pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._lock = threading.Lock()
@@ -102,6 +105,16 @@ class MetricsStore:
     def _add(self, component: str, counter: str, n: int) -> None:
         with self._lock:
             self._pending[component][counter] += n
+
+    def reset(self, components: list[str]) -> None:
+        """Start ``components`` (``"SOURCE.r1"``...) from zero, as Flume's counters start with their component:
+        the process that starts them calls this first.  Raises if the broker cannot be reached (the process is
+        starting and needs the broker anyway)."""
+        with self._lock:
+            for component in components:
+                self._pending.pop(component, None)
+        if components:
+            self.redis.delete(*(self.prefix + component for component in components))
 
     def set(self, component: str, values: dict) -> None:
         try:

@@ -26,14 +26,17 @@ def fsync_dir(directory: str | os.PathLike) -> None:
 
 
 def write_atomically(path: str | os.PathLike, data: bytes, tmp: str | os.PathLike | None = None,
-                     sync_dir: bool = True) -> None:
+                     sync_dir: bool = True, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` so that a reader, or a restart after a crash, sees the old content or the
-    new one, never a mix.  ``tmp`` is the temporary file (default: a hidden one beside ``path``)."""
+    new one, never a mix.  ``tmp`` is the temporary file (default: a hidden one beside ``path``); the file gets
+    permission bits ``mode`` (0o600 for a secret) before any byte is written."""
     directory, name = os.path.split(os.fspath(path))
     if tmp is None:
         tmp = os.path.join(directory, (name if name.startswith(".") else "." + name) + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    # O_NOFOLLOW: a symbolic link planted where the temporary file goes must not redirect the write.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
+        os.fchmod(fd, mode)          # a temporary file left by an earlier run keeps its old mode otherwise
         write_all(fd, data)
         os.fsync(fd)
     finally:
@@ -41,3 +44,21 @@ def write_atomically(path: str | os.PathLike, data: bytes, tmp: str | os.PathLik
     os.replace(tmp, path)
     if sync_dir:
         fsync_dir(directory or ".")
+
+
+def make_private_dir(path: str | os.PathLike) -> bool:
+    """Create ``path``, and each missing parent, with mode 0o700 (owner only).  Returns True if ``path`` existed
+    already (its mode is then left as it is: it may be a directory the operator shares on purpose)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        return True
+    missing = []
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+    return False

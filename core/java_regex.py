@@ -53,6 +53,15 @@ _POSIX = {
 _ANY = "(?s:.)"
 _NEVER = "(?!)"
 
+# Escapes with one translation whatever the flags.  Java's \b counts Unicode letters and digits as word characters.
+_FIXED_ESCAPES = {
+    "A": "\\A",
+    "z": "\\Z",
+    "R": "(?:\\r\\n|[\\n\\x0b\\f\\r\\x85\\u2028\\u2029])",
+    "b": "(?u:\\b)",
+    "B": "(?u:\\B)",
+}
+
 
 def _escape_char(ch: str) -> str:
     """``ch`` as a literal that means itself both inside and outside a Python character class."""
@@ -362,26 +371,17 @@ class _Translator:
         if self.i >= len(self.p):
             raise self.error("Unexpected internal error", self.i)
         c = self.take()
-        if c in "123456789":
+        if c in _FIXED_ESCAPES:
+            self.atom(_FIXED_ESCAPES[c])
+        elif c in "123456789":
             self.backref(int(c))
         elif c == "Q":
             for ch in self.quoted():
                 self.atom(_escape_char(ch))
-        elif c in "dDwWsS":
+        elif c in "dDwWsShHvV":
             self.atom(self.shorthand(c))
-        elif c in "hHvV":
-            body = _JAVA_SHORTHAND[c.lower()]
-            self.atom(f"[^{body}]" if c.isupper() else f"[{body}]")
-        elif c in "bB":
-            self.atom(f"(?u:\\{c})")          # Java's \b counts Unicode letters and digits as word characters
-        elif c == "A":
-            self.atom("\\A")
-        elif c == "z":
-            self.atom("\\Z")
         elif c == "Z":
             self.atom(self.end_anchor())
-        elif c == "R":
-            self.atom("(?:\\r\\n|[\\n\\x0b\\f\\r\\x85\\u2028\\u2029])")
         elif c == "k":
             self.named_backref()
         elif c in "pP":
@@ -393,9 +393,12 @@ class _Translator:
             self.atom(_escape_char(self.escaped_char(c, start)))
 
     def shorthand(self, c: str) -> str:
-        if "U" in self.flags:
+        if c in "hHvV":                     # Java's horizontal/vertical whitespace, whatever the flags
+            body = _JAVA_SHORTHAND[c.lower()]
+        elif "U" in self.flags:
             return "\\" + c                 # UNICODE_CHARACTER_CLASS: Python's own Unicode classes
-        body = _ASCII_SHORTHAND[c.lower()]
+        else:
+            body = _ASCII_SHORTHAND[c.lower()]
         return f"[^{body}]" if c.isupper() else f"[{body}]"
 
     def backref(self, number: int) -> None:

@@ -468,6 +468,11 @@ def _is_numeric(token: str | None) -> bool:
     return token[0] in _NUMERIC_TOKENS or (token[0] == "M" and len(token) <= 2)
 
 
+_NUMERIC_FIELDS = {"d": ("dayOfMonth", 2), "H": ("hourOfDay", 2), "k": ("clockhourOfDay", 2),
+                   "K": ("hourOfHalfday", 2), "h": ("clockhourOfHalfday", 2), "m": ("minuteOfHour", 2),
+                   "s": ("secondOfMinute", 2), "e": ("dayOfWeek", 1), "D": ("dayOfYear", 3)}
+
+
 def _element(token: str, following: str | None, this_year: int):
     """The element parser for one token; ``following`` is the next token (Joda peeks at it for years)."""
     c, n = token[0], len(token)
@@ -478,10 +483,22 @@ def _element(token: str, following: str | None, this_year: int):
     if c in _UNSUPPORTED:
         raise JodaError(f"pattern letter '{c}' ({_UNSUPPORTED[c]}) is not supported by Flumery")
     if c in "yY":
-        if n == 2:
-            return _TwoDigitYear(this_year - 30, lenient=not _is_numeric(following))
-        max_digits = n if _is_numeric(following) else 9
-        return _Number("year" if c == "y" else "yearOfEra", max(n, max_digits), signed=c == "y")
+        return _year(c, n, following, this_year)
+    if c in _NUMERIC_FIELDS:
+        name, max_digits = _NUMERIC_FIELDS[c]
+        return _Number(name, max(n, max_digits))
+    return _text_element(c, n)
+
+
+def _year(c: str, n: int, following: str | None, this_year: int):
+    if n == 2:
+        return _TwoDigitYear(this_year - 30, lenient=not _is_numeric(following))
+    max_digits = n if _is_numeric(following) else 9
+    return _Number("year" if c == "y" else "yearOfEra", max(n, max_digits), signed=c == "y")
+
+
+def _text_element(c: str, n: int):
+    """Months, weekdays, half days, fractions and zones."""
     if c == "M":
         if n >= 3:
             return _text("monthOfYear", [(m, m[:3]) for m in MONTHS], 1)
@@ -494,13 +511,7 @@ def _element(token: str, following: str | None, this_year: int):
         return _Fraction(n)
     if c == "z":
         return _ZoneName()
-    if c == "Z":
-        return _ZoneOffset() if n <= 2 else _ZoneId()
-    numeric = {"d": ("dayOfMonth", 2), "H": ("hourOfDay", 2), "k": ("clockhourOfDay", 2),
-               "K": ("hourOfHalfday", 2), "h": ("clockhourOfHalfday", 2), "m": ("minuteOfHour", 2),
-               "s": ("secondOfMinute", 2), "e": ("dayOfWeek", 1), "D": ("dayOfYear", 3)}
-    name, max_digits = numeric[c]
-    return _Number(name, max(n, max_digits))
+    return _ZoneOffset() if n <= 2 else _ZoneId()          # Z
 
 
 class JodaPattern:

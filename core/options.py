@@ -55,8 +55,14 @@ def opt(key: str, default: Any = MISSING, *, check: Callable[[Any], str | None] 
     return field(default=default, metadata=meta)
 
 
-def build(cls: type, props: dict[str, str], prefix: str) -> tuple[Any | None, list[ConfigError], list[str]]:
+def build(cls: type, props: dict[str, str], prefix: str,
+          builder_keys: tuple[str, ...] = ()) -> tuple[Any | None, list[ConfigError], list[str]]:
     """Build ``cls`` from ``props`` (keys relative to ``prefix``, e.g. ``"a1.sources.r1."``).
+
+    ``builder_keys`` are the properties of the component that the agent's config builder reads itself
+    (``type``, ``channel``, ...): they are not in ``props`` but are named among the known properties and
+    offered as did-you-mean candidates.  An empty value (``""``) is accepted only where it means what Flume
+    makes of it (see :func:`empty_value_problem`).
 
     Returns ``(config or None, errors, notices)``; config is None exactly when there are errors.
     """
@@ -73,6 +79,7 @@ def build(cls: type, props: dict[str, str], prefix: str) -> tuple[Any | None, li
             stem = key[:-1]
             sub = {k[len(stem):]: v for k, v in props.items() if k.startswith(stem)}
             used.update(stem + k for k in sub)
+            errors += [ConfigError(prefix + stem + k, EMPTY) for k, v in sub.items() if v == ""]
             values[f.name] = sub
             continue
         if key not in props:
@@ -80,31 +87,67 @@ def build(cls: type, props: dict[str, str], prefix: str) -> tuple[Any | None, li
                 errors.append(ConfigError(prefix + key, "required property is missing"))
             continue
         used.add(key)
-        raw = props[key]
-        if f.metadata.get("inert"):
-            notices.append(f"{prefix}{key} = {raw}: accepted but has no effect in Flumery ({f.metadata['inert']})")
-        try:
-            value = convert(raw, hints[f.name])
-        except ValueError as exc:
-            errors.append(ConfigError(prefix + key, f"{exc} (got '{raw}')"))
-            continue
-        check = f.metadata.get("check")
-        problem = check(value) if check else None
+        value, problem = _value(f, props[key], hints[f.name])
         if problem:
-            errors.append(ConfigError(prefix + key, f"{problem} (got '{raw}')"))
+            errors.append(ConfigError(prefix + key, problem))
             continue
+        if f.metadata.get("inert"):
+            notices.append(f"{prefix}{key} = {props[key]}: accepted but has no effect in Flumery "
+                           f"({f.metadata['inert']})")
         values[f.name] = value
-    known = [f.metadata["key"] for f in dataclasses.fields(cls) if "key" in f.metadata]
+    known = [*builder_keys, *(f.metadata["key"] for f in dataclasses.fields(cls) if "key" in f.metadata)]
     for key in sorted(set(props) - used):
         errors.append(ConfigError(prefix + key, "unknown property" + did_you_mean(key, known)
-                                  + _known_list(known)))
+                                  + _known_list(known, builder_keys)))
     if errors:
         return None, errors, notices
     return cls(**values), errors, notices
 
 
-def _known_list(known: list[str]) -> str:
-    return f" (known: {', '.join(known)})" if known else " (this component takes no properties)"
+EMPTY = "empty value"
+
+
+def empty_value_problem(f: dataclasses.Field) -> str | None:
+    """Why an empty value is refused for field ``f``, or None where it is accepted.
+
+    Flume drops a property line with an empty value (logging PROPERTY_VALUE_NULL), so the component then uses
+    the property's default.  Flumery accepts an empty value exactly where that is the same thing: where the
+    default is itself empty (``replaceString``, a file name ``prefix``, an unset ``withName``...).  Elsewhere the
+    line would silently mean something other than it says, so it is an error; a required property stays
+    required.
+    """
+    if f.default is MISSING and f.default_factory is MISSING:
+        return EMPTY
+    default = f.default if f.default is not MISSING else f.default_factory()
+    if default in ("", None, [], {}):
+        return None
+    if isinstance(default, bool):
+        default = str(default).lower()
+    elif isinstance(default, list):
+        default = " ".join(default)
+    return (f"{EMPTY}; Flume ignores the line and uses the default '{default}': give a value, or remove "
+            f"the line")
+
+
+def _value(f, raw: str, hint) -> tuple[Any, str | None]:
+    """(the converted and checked value of one property, or the reason it is not acceptable)."""
+    if raw == "":
+        problem = empty_value_problem(f)
+        if problem:
+            return None, problem
+    try:
+        value = convert(raw, hint)
+    except ValueError as exc:
+        return None, f"{exc} (got '{raw}')"
+    check = f.metadata.get("check")
+    problem = check(value) if check else None
+    return (None, f"{problem} (got '{raw}')") if problem else (value, None)
+
+
+def _known_list(known: list[str], builder_keys: tuple[str, ...]) -> str:
+    if len(known) > len(builder_keys):
+        return f" (known: {', '.join(known)})"
+    return " (this component takes no properties" + (f" but {', '.join(builder_keys)})" if builder_keys else ")")
 
 
 def convert(raw: str, annotation: Any) -> Any:

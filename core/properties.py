@@ -1,5 +1,8 @@
 """Java ``.properties`` files as Flume reads them, plus Flume 1.10's ``${env:VAR}`` value substitution.
 
+Values that came from the environment may be secrets (a token, a password): :class:`Expanded` remembers them, and
+:func:`mask` shows them as ``<from ${env:VAR}>`` in anything printed.
+
 Follows ``java.util.Properties.load``: ``#``/``!`` comments, ``key = value``, ``key: value`` or ``key value``,
 backslash line continuation, ``\\t \\n \\uXXXX`` escapes; the last of repeated keys wins.  Unlike Java,
 trailing white space of a value is dropped (Flume trims numbers anyway, and a stray blank after a path is a
@@ -89,28 +92,86 @@ def _unescape(s: str) -> str:
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 
 
-def substitute(value: str, environ: dict[str, str] | None = None) -> tuple[str, list[str]]:
-    """Expand ``${env:VAR}`` and ``${env:VAR:-default}``; ``$${`` is a literal ``${``.
+# A piece of text this short is masked only in messages about its own key, and only as a whole word: masking
+# "1" everywhere would garble every message, and such a value is no secret anyway.
+SHORT_SECRET = 6
 
-    Returns ``(value, problems)``; each problem is a sentence about one reference that could not be expanded.
-    """
+
+@dataclass(frozen=True)
+class Secret:
+    """A piece of a value that came from the environment, and how to show it instead."""
+
+    text: str
+    shown: str           # "<from ${env:VAR}>"
+
+
+@dataclass(frozen=True)
+class Expanded:
+    value: str                       # every reference expanded
+    problems: list[str]              # one sentence per reference that could not be expanded
+    secrets: tuple[Secret, ...]      # the pieces of ``value`` taken from the environment
+    shown: str                       # ``value`` with each of those pieces shown as ``<from ${env:VAR}>``
+
+
+def expand(value: str, environ: dict[str, str] | None = None) -> Expanded:
+    """Expand ``${env:VAR}`` and ``${env:VAR:-default}``; ``$${`` is a literal ``${``.  A default comes from the
+    file and is no secret; a variable's value is."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
+    secrets: list[Secret] = []
+    out: list[str] = []
+    shown: list[str] = []
+    pos = 0
+    for m in _REFERENCE.finditer(value):
+        literal = value[pos:m.start()]
+        text, secret = _resolve(m, env, problems)
+        out += [literal, text]
+        shown += [literal, secret.shown if secret else text]
+        if secret:
+            secrets.append(secret)
+        pos = m.end()
+    out.append(value[pos:])
+    shown.append(value[pos:])
+    return Expanded("".join(out), problems, tuple(secrets), "".join(shown))
 
-    def expand(m: re.Match) -> str:
-        if m.group(0) == "$${":
-            return "${"
-        ref = m.group(1)
-        if not ref.startswith("env:"):
-            problems.append(f"unsupported reference '${{{ref}}}' (Flumery expands ${{env:VAR}} "
-                            f"and ${{env:VAR:-default}})")
-            return m.group(0)
-        name, sep, default = ref[4:].partition(":-")
-        if name in env:
-            return env[name]
-        if sep:
-            return default
-        problems.append(f"environment variable '{name}' is not set (referenced as '${{{ref}}}')")
-        return m.group(0)
 
-    return _REFERENCE.sub(expand, value), problems
+def _resolve(m: re.Match, env, problems: list[str]) -> tuple[str, Secret | None]:
+    """The text of one reference, and the secret it is if it came from the environment."""
+    if m.group(0) == "$${":
+        return "${", None
+    ref = m.group(1)
+    if not ref.startswith("env:"):
+        problems.append(f"unsupported reference '${{{ref}}}' (Flumery expands ${{env:VAR}} "
+                        f"and ${{env:VAR:-default}})")
+        return m.group(0), None
+    name, sep, default = ref[4:].partition(":-")
+    if name in env:
+        return env[name], (Secret(env[name], f"<from ${{env:{name}}}>") if env[name] else None)
+    if sep:
+        return default, None
+    problems.append(f"environment variable '{name}' is not set (referenced as '${{{ref}}}')")
+    return m.group(0), None
+
+
+def substitute(value: str, environ: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """:func:`expand`'s ``(value, problems)``."""
+    expanded = expand(value, environ)
+    return expanded.value, expanded.problems
+
+
+def mask(text: str, secrets, own: Expanded | None = None) -> str:
+    """``text`` fit to print: every piece of ``secrets`` at least :data:`SHORT_SECRET` long shown as
+    ``<from ${env:VAR}>``; and if ``text`` is about a key whose value is ``own``, that value where it is quoted
+    (``'...'``, as errors quote bad values) and its shorter pieces where they stand as whole words."""
+    if own is not None:
+        text = text.replace(f"'{own.value}'", f"'{own.shown}'")
+    pieces = [s for s in secrets if len(s.text) >= SHORT_SECRET] + list(own.secrets if own else ())
+    if not pieces:
+        return text
+    shown = {s.text: s.shown for s in pieces}
+    alternatives = []
+    for piece in sorted(shown, key=len, reverse=True):          # the longest first: one pass, nothing masked twice
+        pattern = re.escape(piece)
+        alternatives.append(pattern if len(piece) >= SHORT_SECRET
+                            else rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])")
+    return re.sub("|".join(alternatives), lambda m: shown[m.group(0)], text)

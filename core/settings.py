@@ -9,12 +9,18 @@
 | ``FLUMERY_SINKS`` | comma-separated sinks/sink groups a worker serves | all sinks of the agent |
 | ``FLUMERY_VISIBILITY_TIMEOUT_S`` | seconds before a message held by a dead worker is given back | 30 |
 | ``FLUMERY_SINK_RETRY_MAX_S`` | longest pause between two attempts of a failing sink write | 5 |
+| ``FLUMERY_KEY_PREFIX`` | kombu's ``global_keyprefix``: put in front of every Redis key (kombu's and Flumery's) | (none) |
+| ``FLUMERY_SENTINEL_MASTER`` | the master's name under Redis Sentinel, when the ``sentinel://`` URL has no ``?master_name=`` | (none) |
+| ``FLUMERY_MIN_REPLICAS`` | replicas that must hold a put into a ``file`` channel before the source is acknowledged (Redis ``WAIT``) | 1 with ``sentinel://``, else 0 |
+| ``FLUMERY_REPLICA_TIMEOUT_MS`` | how long a put waits for those replicas before it fails (not acknowledged; the source retries) | 1000 |
+| ``FLUMERY_BROKER_MAXMEMORY`` | the embedded broker's ``maxmemory``: ``25%`` of the host, ``512mb``, ``2gb``, ``0`` | 25% |
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from core.errors import SettingsError
 
@@ -30,6 +36,11 @@ class Settings:
     sinks: tuple[str, ...] = ()
     visibility_timeout_s: float = 30.0
     sink_retry_max_s: float = 5.0
+    key_prefix: str = ""            # kombu's global_keyprefix; see core.keys
+    sentinel_master: str = ""       # the master's name under Sentinel (else ?master_name= in the URL)
+    min_replicas: int | None = None  # replicas confirming a durable put; None: 1 under Sentinel, else 0
+    replica_timeout_ms: int = 1000
+    broker_maxmemory: str = "25%"
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -43,6 +54,11 @@ class Settings:
             sinks=sinks,
             visibility_timeout_s=_float(env, "FLUMERY_VISIBILITY_TIMEOUT_S", 30.0),
             sink_retry_max_s=_float(env, "FLUMERY_SINK_RETRY_MAX_S", 5.0),
+            key_prefix=env.get("FLUMERY_KEY_PREFIX", ""),
+            sentinel_master=env.get("FLUMERY_SENTINEL_MASTER", ""),
+            min_replicas=_whole(env, "FLUMERY_MIN_REPLICAS", None),
+            replica_timeout_ms=_whole(env, "FLUMERY_REPLICA_TIMEOUT_MS", 1000),
+            broker_maxmemory=env.get("FLUMERY_BROKER_MAXMEMORY") or "25%",
         )
 
     def with_(self, **changes) -> "Settings":
@@ -54,7 +70,8 @@ class Settings:
         return Path("~/.flumery").expanduser().resolve() / (self.agent or "default")
 
     def resolved_broker_url(self) -> str | None:
-        """The configured broker URL, else the one a running ``flumery agent`` recorded in the data dir."""
+        """The configured broker URL, else the one a running ``flumery agent`` recorded in the data dir (a file only
+        its user can read: the URL holds the embedded broker's password)."""
         if self.broker_url:
             return self.broker_url
         recorded = self.data_path() / BROKER_URL_FILE
@@ -66,7 +83,13 @@ class Settings:
         """kombu Redis transport options (broker, result and transport alike): the visibility timeout is
         Flumery's crash-recovery time for workers whose death nobody reports."""
         vt = self.visibility_timeout_s
+        # Every Redis key, kombu's and Flumery's (see core.keys), goes under this prefix; none by default.
+        prefix = {"global_keyprefix": self.key_prefix} if self.key_prefix else {}
+        # Sentinel-managed pools cannot make a put wait for a free connection: allow many instead.
+        master = {"master_name": self.master_name(), "max_connections": 64} if self.uses_sentinel() else {}
         return {
+            **prefix,
+            **master,
             # A message taken by a worker that died is given back after this many seconds.
             "visibility_timeout": vt,
             # Look for such messages every few seconds, and really scan each time (kombu's default throttle
@@ -76,6 +99,26 @@ class Settings:
             # A worker killed while holding the sweep mutex must not block sweeps for kombu's default 5 minutes.
             "unacked_mutex_expire": int(max(5, min(60, vt))),
         }
+
+    def uses_sentinel(self) -> bool:
+        return (self.resolved_broker_url() or "").startswith("sentinel://")
+
+    def master_name(self) -> str:
+        """The Sentinel master's name: ``?master_name=`` of the (last) ``sentinel://`` URL, else
+        ``FLUMERY_SENTINEL_MASTER``; raises SettingsError when there is none."""
+        url = self.resolved_broker_url() or ""
+        query = parse_qs(urlsplit(url.split(";")[-1]).query)
+        name = (query.get("master_name") or [self.sentinel_master])[0]
+        if not name:
+            raise SettingsError(f"broker URL {mask_url(url)} uses Redis Sentinel but names no master: add "
+                                "?master_name=NAME to it or set FLUMERY_SENTINEL_MASTER")
+        return name
+
+    def replicas_for_durable_puts(self) -> int:
+        """How many replicas must confirm a put into a durable channel (Redis ``WAIT``)."""
+        if self.min_replicas is not None:
+            return self.min_replicas
+        return 1 if self.uses_sentinel() else 0
 
     def env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (sink workers)."""
@@ -87,8 +130,37 @@ class Settings:
             "FLUMERY_SINKS": ",".join(self.sinks),
             "FLUMERY_VISIBILITY_TIMEOUT_S": repr(self.visibility_timeout_s),
             "FLUMERY_SINK_RETRY_MAX_S": repr(self.sink_retry_max_s),
+            "FLUMERY_KEY_PREFIX": self.key_prefix,
+            "FLUMERY_SENTINEL_MASTER": self.sentinel_master,
+            "FLUMERY_MIN_REPLICAS": "" if self.min_replicas is None else str(self.min_replicas),
+            "FLUMERY_REPLICA_TIMEOUT_MS": str(self.replica_timeout_ms),
+            "FLUMERY_BROKER_MAXMEMORY": self.broker_maxmemory,
         }
         return out
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = []
+    for one in url.split(";"):
+        split = urlsplit(one)
+        if split.password:
+            one = one.replace(f":{split.password}@", ":***@", 1)
+        parts.append(one)
+    return ";".join(parts)
+
+
+def _whole(env, name: str, default: int | None) -> int | None:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a whole number (got '{raw}')") from None
+    if value < 0:
+        raise SettingsError(f"{name}: must be 0 or more (got '{raw}')")
+    return value
 
 
 def _float(env, name: str, default: float) -> float:

@@ -6,6 +6,15 @@ while a consumer is down).  ``capacity`` bounds the events held in the channel (
 committed by a sink); ``transactionCapacity`` bounds the events of one channel message, i.e. of one put or take
 transaction.
 
+Both are bounded in event body bytes too (Flume's ``byteCapacity``): a put that would take a channel over its
+bound is refused like a put into a full channel (:class:`~core.errors.ChannelFullError`: HTTP 503, netcat stops
+reading), and a batch whose bodies alone exceed it is refused for good (:class:`~core.errors.BatchTooLarge`).
+Bytes are counted exactly, per event body (Flume rounds each body up to 100-byte slots); headers are not counted,
+which is what Flume's ``byteCapacityBufferPercentage`` leaves room for.  Flume's default ``byteCapacity`` is 80 %
+of the JVM heap; Flumery's channels live in Redis, so the defaults are fixed numbers: 128 MiB for ``memory``
+(of which 80 % for bodies, by the default buffer of 20 %), 1 GiB for ``file``.  ``byteCapacity = 0`` means no
+byte bound (Flume: about 200 GB).
+
 ``file`` means durable: on the embedded broker its writes are fsynced before the source acknowledges
 (Redis ``appendfsync always``).  ``memory`` may trade that for speed (``appendfsync everysec``).  Flume's
 file-channel storage settings (``checkpointDir``, ``dataDirs``, ...) are accepted so that existing files
@@ -21,11 +30,16 @@ from dataclasses import dataclass
 from kombu import Exchange, Queue
 
 from core.component import Component
-
-from core.options import opt, positive
+from core.keys import exchange_name, queue_name
+from core.options import non_negative, opt, positive
 
 _BROKER_HOLDS_DATA = "the broker's persistence holds channel data"
-_NO_BYTE_LIMIT = "channels are bounded by event count"
+MEMORY_BYTE_CAPACITY = 128 * 1024 * 1024
+FILE_BYTE_CAPACITY = 1024 * 1024 * 1024
+
+
+def _percentage(value: int) -> str | None:
+    return None if 0 <= value < 100 else "must be from 0 to 99"
 
 
 @dataclass(frozen=True)
@@ -34,8 +48,19 @@ class MemoryChannelConfig:
     transaction_capacity: int = opt("transactionCapacity", 100, check=positive,
                                     doc="most events in one put or take (one channel message)")
     keep_alive: str = opt("keep-alive", "3", inert="a full channel answers the source at once")
-    byte_capacity: str = opt("byteCapacity", "", inert=_NO_BYTE_LIMIT)
-    byte_capacity_buffer_percentage: str = opt("byteCapacityBufferPercentage", "20", inert=_NO_BYTE_LIMIT)
+    byte_capacity: int = opt("byteCapacity", MEMORY_BYTE_CAPACITY, check=non_negative,
+                             doc="most bytes held in the channel, event bodies plus the buffer below; 0: no bound "
+                                 "(Flume: 80% of the JVM heap)")
+    byte_capacity_buffer_percentage: int = opt("byteCapacityBufferPercentage", 20, check=_percentage,
+                                               doc="percent of byteCapacity kept for headers: bodies may use "
+                                                   "the rest")
+
+    def body_byte_limit(self) -> int:
+        """The most event body bytes the channel may hold (Flume's arithmetic, without its 100-byte slots);
+        0: no bound."""
+        if not self.byte_capacity:
+            return 0
+        return max(1, self.byte_capacity * (100 - self.byte_capacity_buffer_percentage) // 100)
 
 
 @dataclass(frozen=True)
@@ -43,6 +68,9 @@ class FileChannelConfig:
     capacity: int = opt("capacity", 1_000_000, check=positive, doc="most events held in the channel")
     transaction_capacity: int = opt("transactionCapacity", 10_000, check=positive,
                                     doc="most events in one put or take (one channel message)")
+    byte_capacity: int = opt("byteCapacity", FILE_BYTE_CAPACITY, check=non_negative,
+                             doc="most event body bytes held in the channel; 0: no bound (Flumery; Flume's file "
+                                 "channel is bounded by disk space)")
     checkpoint_dir: str = opt("checkpointDir", "", inert=_BROKER_HOLDS_DATA)
     data_dirs: str = opt("dataDirs", "", inert=_BROKER_HOLDS_DATA)
     use_dual_checkpoints: str = opt("useDualCheckpoints", "false", inert=_BROKER_HOLDS_DATA)
@@ -54,6 +82,10 @@ class FileChannelConfig:
     use_log_replay_v1: str = opt("use-log-replay-v1", "false", inert=_BROKER_HOLDS_DATA)
     use_fast_replay: str = opt("use-fast-replay", "false", inert=_BROKER_HOLDS_DATA)
     checkpoint_on_close: str = opt("checkpointOnClose", "true", inert=_BROKER_HOLDS_DATA)
+
+    def body_byte_limit(self) -> int:
+        """The most event body bytes the channel may hold; 0: no bound."""
+        return self.byte_capacity
 
 
 @dataclass(frozen=True)
@@ -88,6 +120,11 @@ class Channel(Component):
     def transaction_capacity(self) -> int:
         return self.config.transaction_capacity
 
+    @property
+    def byte_limit(self) -> int:
+        """The most event body bytes the channel may hold; 0: no bound."""
+        return self.config.body_byte_limit()
+
 
 class MemoryChannel(Channel):
     """Fast channel: the embedded broker fsyncs its log once a second."""
@@ -102,16 +139,6 @@ class FileChannel(Channel):
     Config = FileChannelConfig
     durable = True
 
-
-
-
-def queue_name(agent: str, channel: str) -> str:
-    """The broker queue (and Redis list) that holds channel ``channel`` of agent ``agent``."""
-    return f"flumery.{agent}.{channel}"
-
-
-def exchange_name(agent: str) -> str:
-    return f"flumery.{agent}"
 
 
 def channel_queues(agent: str, channels) -> list[Queue]:

@@ -21,9 +21,8 @@ import time
 from dataclasses import dataclass
 
 from core.event import Batch, Event
-from routing.channels import queue_name
+from core.keys import DEAD_CHANNEL, dead_queue  # noqa: F401  (part of this module's interface)
 
-DEAD_CHANNEL = "__dead__"
 DEAD_CAPACITY = 2**62
 PREFIX = "flumery.dlq."
 REASON, SINK, CHANNEL, TIME, ATTEMPTS = (PREFIX + k for k in ("reason", "sink", "channel", "time", "attempts"))
@@ -60,6 +59,3 @@ class DeadLetter:
         return cls(event, h.get(REASON, ""), h.get(SINK, ""), h.get(CHANNEL, ""), int(h.get(TIME, "0") or 0),
                    int(h.get(ATTEMPTS, "0") or 0))
 
-
-def dead_queue(agent: str) -> str:
-    return queue_name(agent, DEAD_CHANNEL)

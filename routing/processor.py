@@ -12,16 +12,15 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from kombu import Connection
 
 from core import counters as names
-from core.errors import BatchTooLarge, ChannelFullError
+from core.errors import BatchTooLarge, ChannelFullError, NotReplicated
 from core.event import Batch
-from routing.channels import exchange_name, queue_name
+from core.keys import exchange_name, queue_name
 from routing.selectors import SelectorContext
 from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
 from routing import codec
-from routing.transport import PutTarget, Transport
+from routing.transport import PutTarget, connect
 
 log = logging.getLogger(__name__)
 
@@ -32,41 +31,55 @@ DEAD_TRANSACTION_CAPACITY = 1000
 class ChannelWriter:
     """Builds channel messages (Celery task messages carrying a batch) and puts them transactionally.
 
-    Thread-safe: sources running in several threads share one writer.
+    Thread-safe: sources running in several threads share one writer.  ``replicas``: how many Redis replicas
+    must confirm a put into a durable (``file``) channel before :meth:`put` returns (Redis ``WAIT``, at most
+    ``replica_timeout_ms``); 0 waits for none.
     """
 
-    def __init__(self, celery_app, agent, broker_url: str, transport_options: dict):
+    def __init__(self, celery_app, agent, broker_url: str, transport_options: dict, replicas: int = 0,
+                 replica_timeout_ms: int = 1000):
         self.app = celery_app
         self.agent = agent
+        self.replicas, self.replica_timeout_ms = replicas, replica_timeout_ms
         self.exchange = exchange_name(agent.name)
-        self.connection = Connection(broker_url, transport=Transport, transport_options=transport_options)
+        self.connection = connect(broker_url, transport_options)
         self.channel = self.connection.default_channel
 
     def message(self, channel: str, batch: Batch) -> codec.ChannelMessage:
         return codec.encode(self.app, self.channel, self.exchange, channel, batch)
 
-    def limits(self, channel: str) -> tuple[int, int]:
-        """(capacity, transactionCapacity) of a channel of the agent, or of its dead-letter channel."""
+    def limits(self, channel: str) -> tuple[int, int, int]:
+        """(capacity, transactionCapacity, body byte limit or 0) of a channel of the agent, or of its dead-letter
+        channel (no byte limit: a store rejecting everything must not block the channel it drains)."""
         if channel == DEAD_CHANNEL:
-            return DEAD_CAPACITY, DEAD_TRANSACTION_CAPACITY
+            return DEAD_CAPACITY, DEAD_TRANSACTION_CAPACITY, 0
         config = self.agent.channels[channel].config
-        return config.capacity, config.transaction_capacity
+        return config.capacity, config.transaction_capacity, config.body_byte_limit()
 
     def targets(self, batches: dict[str, Batch]) -> list[PutTarget]:
         out = []
         for name, batch in batches.items():
-            capacity, step = self.limits(name)
+            capacity, step, byte_limit = self.limits(name)
             if len(batch) > capacity:
                 raise BatchTooLarge(f"{len(batch)} events for channel '{name}' exceed its capacity ({capacity})")
-            messages = [self.message(name, batch[i:i + step]) for i in range(0, len(batch), step)]
-            out.append(PutTarget(name, queue_name(self.agent.name, name), capacity, len(batch), messages))
+            parts = [batch[i:i + step] for i in range(0, len(batch), step)]
+            sizes = tuple(sum(map(len, part.bodies)) for part in parts)
+            if byte_limit and sum(sizes) > byte_limit:
+                raise BatchTooLarge(f"{sum(sizes)} bytes of event bodies for channel '{name}' exceed its byte "
+                                    f"capacity ({byte_limit})")
+            out.append(PutTarget(name, queue_name(self.agent.name, name), capacity, len(batch),
+                                 [self.message(name, part) for part in parts], byte_limit, sizes))
         return out
 
     def put(self, batches: dict[str, Batch]) -> None:
-        """All of ``batches`` (channel -> batch) or nothing; raises ChannelFullError or BatchTooLarge."""
+        """All of ``batches`` (channel -> batch) or nothing; raises ChannelFullError or BatchTooLarge, or
+        NotReplicated when a durable channel's put is not confirmed by enough replicas."""
         batches = {name: batch for name, batch in batches.items() if len(batch)}
         if batches:
-            self.channel.put_transaction(self.exchange, self.targets(batches))
+            durable = any(self.agent.channels[name].cls.durable for name in batches if name in self.agent.channels)
+            self.channel.put_transaction(self.exchange, self.targets(batches),
+                                         replicas=self.replicas if durable else 0,
+                                         replica_timeout_ms=self.replica_timeout_ms)
 
 
     def close(self) -> None:
@@ -113,7 +126,11 @@ class ChannelProcessor:
         """Intercept, route and put ``batch``; see the module docstring for the contract."""
         required, optional = self.route(batch.with_fresh_ids())
         self._count_put(names.EVENT_PUT_ATTEMPT, required)
-        self.writer.put(required)
+        try:
+            self.writer.put(required)
+        except NotReplicated:
+            self._count_put(names.REPLICA_WAIT_FAIL, required)
+            raise
         self._count_put(names.EVENT_PUT_SUCCESS, required)
         for name, part in optional.items():
             self._count_put(names.EVENT_PUT_ATTEMPT, {name: part})

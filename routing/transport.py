@@ -3,7 +3,8 @@
 Used by Celery as ``broker_transport`` (see :mod:`app.celery_app`); the broker URL stays ``redis://...``.
 Flumery's channel queues (``flumery.<agent>.<channel>``) are stored as described in :mod:`routing.scripts` and
 every operation on them is one Lua script; every other queue (Celery's remote-control replies, say) behaves
-exactly as in kombu.
+exactly as in kombu.  Key names come from :mod:`core.keys`; kombu's ``global_keyprefix`` transport option is put
+in front of every key Flumery touches, as kombu puts it in front of its own.
 
 What changes for channel queues, and why:
 
@@ -13,7 +14,8 @@ What changes for channel queues, and why:
 2. **Acknowledging releases capacity** (ACK), only for the consumer that holds the message.
 3. **Putting is one capacity-checked transaction over all target channels** (:meth:`Channel.put_transaction`).
 4. **Leases can be renewed** (:meth:`Channel.touch`), so a slow store does not cause a second delivery.
-5. The message is stored once and never copied between Redis keys (kombu copies it into its ``unacked`` hash
+5. **A channel's byte capacity** is checked and counted in the same put, beside its event capacity.
+6. The message is stored once and never copied between Redis keys (kombu copies it into its ``unacked`` hash
    on every delivery, which with ``appendfsync always`` doubles the bytes written and fsynced), and its body is
    stored as raw bytes beside the JSON envelope, not base64 inside it (a third fewer bytes, and no base64 or
    JSON pass over the events on either side).
@@ -27,40 +29,48 @@ import threading
 import uuid
 from dataclasses import dataclass
 from time import monotonic, time
+from urllib.parse import urlsplit
 
-from kombu import transport
+import redis
+import redis.sentinel
+from kombu import Connection, transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps, loads
 
-from core.errors import ChannelFullError
+from core import keys
+from core.errors import BrokerOutOfMemory, ChannelFullError, NotReplicated
+from core.keys import bell_key, bytes_key, is_channel_queue, message_key, prefixed, sizes_key
 from routing import scripts
 
 log = logging.getLogger(__name__)
 
-QUEUE_PREFIX = "flumery."
-BELL_SUFFIX = ":bell"
 RECLAIM_LIMIT = 1000
+POOL_WAIT_S = 10.0       # a put waits this long for a pooled connection; longer means the broker is stuck
+# Puts stop this far short of the broker's maxmemory (a fraction of it, at least a few MiB): the rest is for what
+# drains it (a worker's start and connections, bindings, locks, leases, metrics), since Redis refuses those writes
+# too once maxmemory is reached (a Celery worker does not even start then).
+PUT_HEADROOM_FRACTION = 0.1
+PUT_HEADROOM_MIN_BYTES = 2 * 1024 * 1024
+MEMORY_CHECK_INTERVAL_S = 1.0
+MESSAGE_OVERHEAD_BYTES = 1000     # a stored message's envelope, keys and hash fields, beyond its event bodies
 
 
-
-def is_channel_queue(queue: str) -> bool:
-    return queue.startswith(QUEUE_PREFIX)
-
-
-def sizes_key(exchange: str) -> str:
-    """The hash holding, per channel, the events it holds (queued or taken and not yet committed)."""
-    return f"{exchange}:sizes"
+def _read_counts(client, key: str) -> dict[str, int]:
+    return {_text(k): int(v) for k, v in client.hgetall(key).items()}
 
 
-def read_sizes(client, exchange: str) -> dict[str, int]:
-    """Events held per channel of the agent whose exchange is ``exchange``."""
-    raw = client.hgetall(sizes_key(exchange))
-    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+def read_sizes(client, exchange: str, key_prefix: str = "") -> dict[str, int]:
+    """Events held per channel of the agent whose exchange is ``exchange``.
+
+    ``client`` is a plain redis-py client; ``key_prefix`` is kombu's ``global_keyprefix`` in use, if any.
+    """
+    return _read_counts(client, prefixed(key_prefix, sizes_key(exchange)))
 
 
-def bell_key(queue: str) -> str:
-    return queue + BELL_SUFFIX
+def read_bytes(client, exchange: str, key_prefix: str = "") -> dict[str, int]:
+    """Event body bytes held per channel of the agent whose exchange is ``exchange`` (as :func:`read_sizes`)."""
+    return _read_counts(client, prefixed(key_prefix, bytes_key(exchange)))
 
 
 def message_from_redis(envelope: bytes, body: bytes) -> dict:
@@ -83,6 +93,20 @@ class PutTarget:
     capacity: int
     events: int
     messages: list       # codec.ChannelMessage: (tag, events, kombu envelope, body)
+    byte_capacity: int = 0                      # most event body bytes the channel may hold; 0: no bound
+    message_bytes: tuple[int, ...] = ()         # the event body bytes of each message (none given: 0 each)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.message_bytes)
+
+    def args(self) -> list:
+        """This target's part of the PUT script's ARGV (see :mod:`routing.scripts`)."""
+        sizes = self.message_bytes or (0,) * len(self.messages)
+        out: list = [self.channel, self.capacity, self.byte_capacity, self.events, self.bytes, len(self.messages)]
+        for (tag, events, envelope, body), size in zip(self.messages, sizes, strict=True):
+            out += [tag, events, size, dumps(envelope), body]
+        return out
 
 
 def _owner_token() -> str:
@@ -92,6 +116,43 @@ def _owner_token() -> str:
 def owner_prefix(pid: int) -> str:
     """The start of the holder token of every message taken by process ``pid`` on this host."""
     return f"{socket.gethostname()}:{pid}:"
+
+
+class MemoryGauge:
+    """Whether the broker is too full for puts, from ``INFO memory``.  Read again once the puts since the last reading
+    may have used half the room that was left (or after :data:`MEMORY_CHECK_INTERVAL_S`): so the readings come
+    closer together as the broker fills, and puts overshoot the mark by about one batch at most."""
+
+    def __init__(self):
+        self.supported = True             # a managed Redis may refuse INFO: then only maxmemory itself refuses
+        self.checked_at = float("-inf")
+        self.budget = 0.0                 # bytes that may be put before the next reading
+        self.refusal: str | None = None
+
+    def check(self, client, nbytes: int) -> str | None:
+        """Why a put of about ``nbytes`` must not happen now (the broker's memory is nearly used up), or None."""
+        self.budget -= nbytes
+        if self.supported and (self.budget <= 0 or monotonic() - self.checked_at >= MEMORY_CHECK_INTERVAL_S):
+            try:
+                info = client.info("memory")
+            except redis.exceptions.ResponseError:
+                self.supported = False
+                return None
+            used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+            headroom = max(limit * PUT_HEADROOM_FRACTION, PUT_HEADROOM_MIN_BYTES)
+            room = limit - headroom - used if limit else float("inf")
+            self.budget = room / 2 - nbytes
+            self.checked_at = monotonic()
+            self.refusal = (None if room >= nbytes else
+                            f"{used / 2 ** 20:.1f} of {limit / 2 ** 20:.1f} MiB used; puts stop "
+                            f"{headroom / 2 ** 20:.1f} MiB short of maxmemory")
+        return self.refusal
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """Redis refused a write at its maxmemory: OutOfMemoryError for a command, a script error wrapping the same
+    '-OOM' reply for EVAL (a script is refused before its first write, so it wrote nothing)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(exc)
 
 
 def _text(value) -> str:
@@ -158,8 +219,10 @@ class Channel(kombu_redis.Channel):
         self._fetched_tags: dict[str, bool] = {}
         self._waiting = False           # True while blocked on the bells
         self._rotation = 0
+        self._fetching: list[str] = []      # the queues of the FETCH in progress, in the order sent
         self._script_lock = threading.Lock()
         self._scripts: dict[str, object] = {}
+        self._memory = MemoryGauge()
 
     # -- consuming (the worker's event loop) -----------------------------------------------------------------
     def _flumery_queues(self) -> list[str] | None:
@@ -175,12 +238,16 @@ class Channel(kombu_redis.Channel):
         conn = self.client.connection
         self._in_poll = conn
         self._brpop_sent_at = monotonic()
+        # Sent on the raw connection, so kombu's prefixing client does not see these: the keys are prefixed here.
         if self._waiting:
             wait_s = self.brpop_timeout if timeout is None else timeout
-            conn.send_command("BRPOP", *[bell_key(q) for q in queues], wait_s or 0)
+            conn.send_command("BRPOP", *[self._key(bell_key(q)) for q in queues], wait_s or 0)
         else:
             self._rotation = (self._rotation + 1) % len(queues)
-            conn.send_command("EVAL", scripts.FETCH, 0, repr(time()), self.owner, self._rotation, 0, *queues)
+            self._fetching = list(queues)       # FETCH answers with a position in this list
+            fetch_keys = self._fetch_keys(self._fetching)
+            conn.send_command("EVAL", scripts.FETCH, len(fetch_keys), *fetch_keys,
+                              repr(time()), self.owner, self._rotation, 0)
 
     def _brpop_read(self, **options):
         if self._flumery_queues() is None:
@@ -199,7 +266,7 @@ class Channel(kombu_redis.Channel):
             if not reply:
                 self._waiting = True
                 raise virtual.Empty()
-            queue, payload = _text(reply[0]), message_from_redis(reply[1], reply[2])
+            queue, payload = self._fetching[int(reply[0]) - 1], message_from_redis(reply[1], reply[2])
             self._fetched_tags[payload["properties"]["delivery_tag"]] = True
             self._queue_cycle.rotate(queue)
             self.connection._deliver(payload, queue)
@@ -209,18 +276,67 @@ class Channel(kombu_redis.Channel):
 
     def _purge(self, queue):
         if is_channel_queue(queue):
-            return int(self._run("PURGE", [queue]))
+            return int(self._run("PURGE", [self._namespace, self._key(queue)], []))
         return super()._purge(queue)
 
+    def _get_pool(self, asynchronous=False):
+        """kombu's pool raises 'Too many connections' once ``max_connections`` (10) are in use, and the sources'
+        threads share this channel: a put waits for a free connection instead (up to POOL_WAIT_S, then a
+        ConnectionError as for a broker that is down).  The asynchronous pool is the consumer's own."""
+        if asynchronous:
+            return super()._get_pool(asynchronous)
+        params = self._connparams()
+        self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
+        return redis.BlockingConnectionPool(timeout=POOL_WAIT_S, **params)
+
+    # -- keys ------------------------------------------------------------------------------------------------
+    def _key(self, name: str) -> str:
+        """The Redis key of a Flumery key name: kombu's ``global_keyprefix`` (if any) in front."""
+        return prefixed(self.global_keyprefix, name)
+
+    @property
+    def _namespace(self) -> str:
+        """The messages' key namespace, KEYS[1] of every script that derives message keys from tags."""
+        return self._key(keys.MESSAGE_PREFIX)
+
+    @property
+    def _inflight(self) -> str:
+        return self._key(keys.INFLIGHT)
+
+    def _fetch_keys(self, queues: list[str]) -> list[str]:
+        out = [self._namespace, self._inflight]
+        for queue in queues:
+            out += [self._key(queue), self._key(bell_key(queue))]
+        return out
+
+    def _plain_client(self) -> redis.Redis:
+        """A client on this channel's pool that sends keys as given.  Flumery prefixes its keys itself: kombu's
+        prefixing client would prefix the first key of a script a second time, and not HGETALL, LRANGE or HMGET."""
+        return redis.Redis(connection_pool=self.pool)
+
     # -- the transactions used by sources and sink runners --------------------------------------------------
-    def _run(self, name: str, args: list):
-        """Run one of :mod:`routing.scripts` on a pooled connection (never the one a BRPOP may wait on)."""
+    def _script(self, name: str, client: redis.Redis):
         with self._script_lock:
             script = self._scripts.get(name)
             if script is None:
-                script = self._scripts[name] = self._create_client().register_script(getattr(scripts, name))
-        with self.conn_or_acquire() as client:
-            return script(keys=[], args=args, client=client)
+                script = self._scripts[name] = client.register_script(getattr(scripts, name))
+        return script
+
+    def _run(self, name: str, script_keys: list[str], args: list):
+        """Run one of :mod:`routing.scripts` on a pooled connection (never the one a BRPOP may wait on)."""
+        client = self._plain_client()
+        return self._script(name, client)(keys=script_keys, args=args, client=client)
+
+    def _run_replicated(self, name: str, script_keys: list[str], args: list, replicas: int, timeout_ms: int):
+        """Run a script, then Redis ``WAIT`` on the same connection (a pipeline holds one): returns the script's
+        reply and how many replicas confirmed every write made so far on that connection."""
+        client = self._plain_client()
+        script = self._script(name, client)
+        with client.pipeline(transaction=False) as pipe:
+            script(keys=script_keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            reply, confirmed = pipe.execute()
+        return reply, int(confirmed)
 
     def make_message(self, headers: dict, properties: dict, exchange: str, routing_key: str,
                      delivery_tag: str) -> dict:
@@ -236,56 +352,81 @@ class Channel(kombu_redis.Channel):
         message["properties"]["delivery_tag"] = delivery_tag
         return message
 
-    def put_transaction(self, exchange: str, targets: list[PutTarget]) -> None:
-        """Put every target's messages, or none if any target channel lacks room (:class:`ChannelFullError`)."""
+    def put_transaction(self, exchange: str, targets: list[PutTarget], replicas: int = 0,
+                        replica_timeout_ms: int = 1000) -> None:
+        """Put every target's messages, or none if any target channel lacks room in events or in body bytes
+        (:class:`ChannelFullError`), or the broker lacks memory (:class:`BrokerOutOfMemory`): its memory is nearly
+        used up (:class:`MemoryGauge`), or it reached maxmemory itself (Redis refuses the script before its first
+        write).  With ``replicas`` > 0, return only once that many Redis replicas hold the
+        put, else raise :class:`NotReplicated` after ``replica_timeout_ms`` (the put may then be on the master
+        only: a failover could lose it, so it must not be acknowledged)."""
+        nearly_full = self._memory.check(self._plain_client(), sum(
+            t.bytes + len(t.messages) * MESSAGE_OVERHEAD_BYTES for t in targets))
+        if nearly_full:
+            raise BrokerOutOfMemory(nearly_full)
+        script_keys = [self._namespace, self._key(sizes_key(exchange)), self._key(bytes_key(exchange))]
         args: list = [len(targets)]
         for t in targets:
-            args += [t.queue, sizes_key(exchange), t.channel, t.capacity, t.events, len(t.messages)]
-            for tag, events, envelope, body in t.messages:
-                args += [tag, events, dumps(envelope), body]
-        full = self._run("PUT", args)
+            script_keys += [self._key(t.queue), self._key(bell_key(t.queue))]
+            args += t.args()
+        try:
+            if replicas > 0:
+                full, confirmed = self._run_replicated("PUT", script_keys, args, replicas, replica_timeout_ms)
+                if not full and confirmed < replicas:
+                    raise NotReplicated(f"the put reached the Redis master but {confirmed} of the {replicas} "
+                                        f"replica(s) required confirmed it within {replica_timeout_ms} ms")
+            else:
+                full = self._run("PUT", script_keys, args)
+        except redis.exceptions.ResponseError as exc:
+            if _out_of_memory(exc):
+                raise BrokerOutOfMemory() from None
+            raise
         if full:
-            name, size, capacity = _text(full[0]), int(full[1]), int(full[2])
-            needed = next(t.events for t in targets if t.channel == name)
-            raise ChannelFullError(name, size, capacity, needed)
+            name, unit, held, capacity = _text(full[0]), _text(full[1]), int(full[2]), int(full[3])
+            target = next(t for t in targets if t.channel == name)
+            raise ChannelFullError(name, held, capacity, target.events if unit == "events" else target.bytes,
+                                   unit=unit)
 
     def fetch(self, queue: str, max_events: int = 0) -> list[dict]:
         """Take the next message of ``queue``, and more while their events fit in ``max_events``: one take
         transaction.  They are in flight, held by this channel.  An empty list if the queue is empty."""
-        reply = self._run("FETCH", [repr(time()), self.owner, 0, max_events, queue])
+        reply = self._run("FETCH", self._fetch_keys([queue]), [repr(time()), self.owner, 0, max_events])
         if not reply:
             return []
         return [message_from_redis(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
 
     def ack_tag(self, *tags: str) -> int:
         """Commit takes: delete the messages and release their events.  Returns how many were still ours."""
-        return int(self._run("ACK", [self.owner, *tags])) if tags else 0
+        return int(self._run("ACK", [self._namespace, self._inflight], [self.owner, *tags])) if tags else 0
 
     def give_back(self, tag: str, front: bool = True) -> bool:
         """Roll back a take: the message returns to the front (or back) of its queue."""
-        return bool(self._run("GIVEBACK", [tag, self.owner, "front" if front else "back"]))
+        return bool(self._run("GIVEBACK", [self._namespace, self._inflight],
+                              [tag, self.owner, "front" if front else "back", keys.BELL_SUFFIX]))
 
     def give_back_held_by(self, prefix: str) -> int:
         """Give back, to the front of their queues, every message held by a holder whose token starts with
         ``prefix`` (see :func:`owner_prefix`): the messages of a consumer known to be dead, without waiting for
         their leases to expire.  Returns how many were given back."""
-        with self.conn_or_acquire() as client:
-            tags = [_text(t) for t in client.zrange(scripts.INFLIGHT, 0, -1)]
-            with client.pipeline(transaction=False) as pipe:
-                for tag in tags:
-                    pipe.hget(scripts.MSG_PREFIX + tag, "o")
-                owners = [_text(o) if o is not None else None for o in pipe.execute()]
+        client = self._plain_client()
+        tags = [_text(t) for t in client.zrange(self._inflight, 0, -1)]
+        with client.pipeline(transaction=False) as pipe:
+            for tag in tags:
+                pipe.hget(self._key(message_key(tag)), "o")
+            owners = [_text(o) if o is not None else None for o in pipe.execute()]
         # GIVEBACK checks the holder again inside Redis: a message acknowledged or reclaimed meanwhile is left alone.
-        return sum(int(self._run("GIVEBACK", [tag, owner, "front"]))
+        return sum(int(self._run("GIVEBACK", [self._namespace, self._inflight],
+                                 [tag, owner, "front", keys.BELL_SUFFIX]))
                    for tag, owner in zip(tags, owners) if owner is not None and owner.startswith(prefix))
 
     def touch(self, tags: list[str]) -> int:
         """Renew the leases of messages still in flight (by any consumer)."""
-        return int(self._run("TOUCH", [repr(time()), *tags])) if tags else 0
+        return int(self._run("TOUCH", [self._inflight], [repr(time()), *tags])) if tags else 0
 
     def reclaim(self) -> int:
         """Give back messages whose lease expired (their consumer died); the number given back."""
-        returned = int(self._run("RECLAIM", [repr(time() - self.visibility_timeout), RECLAIM_LIMIT]))
+        returned = int(self._run("RECLAIM", [self._namespace, self._inflight],
+                                 [repr(time() - self.visibility_timeout), RECLAIM_LIMIT, keys.BELL_SUFFIX]))
         if returned:
             log.warning("gave back %d channel messages whose consumer stopped renewing them for %.0fs",
                         returned, self.visibility_timeout)
@@ -293,17 +434,21 @@ class Channel(kombu_redis.Channel):
 
     def peek(self, queue: str, limit: int) -> list[dict]:
         """Up to ``limit`` queued messages of ``queue``, oldest first, without taking them."""
-        with self.conn_or_acquire() as client:
-            tags = client.lrange(queue, -limit, -1)[::-1]
-            with client.pipeline(transaction=False) as pipe:
-                for tag in tags:
-                    pipe.hmget(scripts.MSG_PREFIX + _text(tag), "p", "b")
-                stored = pipe.execute()
+        client = self._plain_client()
+        tags = client.lrange(self._key(queue), -limit, -1)[::-1]
+        with client.pipeline(transaction=False) as pipe:
+            for tag in tags:
+                pipe.hmget(self._key(message_key(_text(tag))), "p", "b")
+            stored = pipe.execute()
         return [message_from_redis(p, b) for p, b in stored if p is not None]
 
     def channel_sizes(self, exchange: str) -> dict[str, int]:
-        with self.conn_or_acquire() as client:
-            return read_sizes(client, exchange)
+        """Events held per channel of the agent whose exchange is ``exchange``."""
+        return read_sizes(self._plain_client(), exchange, self.global_keyprefix)
+
+    def channel_bytes(self, exchange: str) -> dict[str, int]:
+        """Event body bytes held per channel of the agent whose exchange is ``exchange``."""
+        return read_bytes(self._plain_client(), exchange, self.global_keyprefix)
 
 
 class Transport(kombu_redis.Transport):
@@ -311,15 +456,57 @@ class Transport(kombu_redis.Transport):
     driver_name = "flumery-redis"
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """Flumery's channel transactions on the master that Redis Sentinel names (``sentinel://`` URLs): kombu's
+    SentinelChannel finds the master (and follows a failover) through a Sentinel-managed connection pool."""
+
+    from_transport_options = Channel.from_transport_options + (
+        "master_name", "min_other_sentinels", "sentinel_kwargs", "sentinel_fanout_compat")
+
+    def _get_pool(self, asynchronous=False):
+        # The master's pool comes from Sentinel (and follows a failover).  redis-py has no blocking variant of it,
+        # so Settings gives Sentinel deployments a larger max_connections instead of Channel's blocking pool.
+        return kombu_redis.SentinelChannel._get_pool(self, asynchronous)
+
+
+class SentinelTransport(Transport):
+    Channel = SentinelChannel
+    default_port = 26379
+    driver_name = "flumery-redis-sentinel"
+
+
+def connect(url: str, transport_options: dict) -> Connection:
+    """A kombu connection to the broker at ``url`` through Flumery's transport (the Sentinel one for
+    ``sentinel://`` URLs), whether or not :func:`install` ran in this process."""
+    cls = SentinelTransport if url.startswith("sentinel://") else Transport
+    return Connection(url, transport=cls, transport_options=transport_options)
+
+
+def redis_client(url: str, transport_options: dict) -> redis.Redis:
+    """A plain redis-py client for ``url``: ``redis://``/``rediss://``, or the current master behind
+    ``sentinel://h1:p1;sentinel://h2:p2/db`` (``transport_options["master_name"]``), following failovers."""
+    if not url.startswith("sentinel://"):
+        return redis.Redis.from_url(url)
+    hosts, db = [], 0
+    for one in url.split(";"):
+        split = urlsplit(one)
+        hosts.append((split.hostname or "127.0.0.1", split.port or SentinelTransport.default_port))
+        if split.path.strip("/").isdigit():
+            db = int(split.path.strip("/"))
+    password = urlsplit(url.split(";")[0]).password
+    manager = redis.sentinel.Sentinel(hosts, socket_timeout=5, password=password)
+    return manager.master_for(transport_options["master_name"], db=db, password=password, socket_timeout=30)
+
+
 def install() -> None:
-    """Make ``redis://`` URLs use this transport in this process.
+    """Make ``redis://`` (and ``sentinel://``) URLs use this transport in this process.
 
     Setting Celery's ``broker_transport`` to this class would do for the workers, but then the broker URL that
     Celery and Flower print and parse becomes ``routing.transport:Transport://...``, which Flower cannot inspect.
     Every queue that is not a Flumery channel behaves exactly as with kombu's Redis transport.
     """
-    path = f"{__name__}:Transport"
-    for scheme in ("redis", "rediss"):
+    for scheme, cls in (("redis", "Transport"), ("rediss", "Transport"), ("sentinel", "SentinelTransport")):
+        path = f"{__name__}:{cls}"
         if transport.TRANSPORT_ALIASES.get(scheme) != path:
             transport.TRANSPORT_ALIASES[scheme] = path
             transport._transport_cache.pop(scheme, None)

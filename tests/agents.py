@@ -36,7 +36,7 @@ class AgentProcess:
     """``python -m app.cli agent`` on a config file, in its own data directory."""
 
     def __init__(self, tmp: Path, conf_text: str, name: str = "a1", broker_url: str | None = None,
-                 role: str = "all", extra: list[str] | None = None, env: dict | None = None):
+                 role: str = "all", extra: list[str] | None = None, env: dict | None = None, cwd: Path = REPO):
         self.tmp = tmp
         self.conf = tmp / f"{name}.conf"
         self.conf.write_text(conf_text)
@@ -50,11 +50,12 @@ class AgentProcess:
         self.env = {**os.environ, "FLUMERY_VISIBILITY_TIMEOUT_S": "5", **(env or {})}
         self.env.pop("FLUMERY_BROKER_URL", None)
         self.env.pop("REDIS_URL", None)
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "AgentProcess":
         self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self.log,
+        self.process = subprocess.Popen(self.args, cwd=self.cwd, env=self.env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         return self
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import REPO, AgentProcess, port_open, read_lines, wait_until  # noqa: E402
 from app.broker import free_port  # noqa: E402
 from conftest import RedisServer  # noqa: E402
+from sentinel import SentinelDeployment  # noqa: E402
 from stores import ElasticsearchProbe, HBaseProbe, MongoProbe  # noqa: E402
 
 PER_REQUEST = 10
@@ -225,15 +227,16 @@ def settle(result: Result, load: Load, recovery: Recovery, out: Path, timeout_s:
     """Wait for the load to end and everything acknowledged to be delivered; record the worst recovery."""
     load.join()
     recovery.wait_all(timeout_s)
-    wait_delivered(out, load, timeout_s)
+    wait_delivered(recovery.outputs, load, timeout_s)
     result.recover_s = recovery.worst()
 
 
-def wait_delivered(out: Path, load: Load, timeout_s: float) -> None:
+def wait_delivered(outputs, load: Load, timeout_s: float) -> None:
+    """Until ``outputs()`` (the lines delivered) holds every acknowledged event, or ``timeout_s``."""
     sent = load.all_sent()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if sent <= set(read_lines(out)):
+        if sent <= set(outputs()):
             return
         time.sleep(0.25)
 
@@ -448,6 +451,67 @@ def redis_restart(tmp: Path, total: int, rate: float, appendfsync: str) -> Resul
     return count(result, load, out)
 
 
+def sentinel_failover(tmp: Path, total: int, rate: float) -> Result:
+    """kill -9 of the Redis master under Sentinel mid-flow (a master, two replicas, three sentinels); the
+    sentinels promote a replica and the agent's sources and workers follow.  Puts into the file channel wait for
+    a replica (WAIT), so the failover loses nothing the source acknowledged; the promoted master keeps the other
+    replica, so puts are confirmed again once the sentinels have re-pointed it."""
+    port, out = free_port(), tmp / "out"
+    deployment = SentinelDeployment(tmp / "sentinel", replicas=2).start()
+    agent = AgentProcess(tmp, agent_conf(port, out), broker_url=deployment.url(),
+                         env={"FLUMERY_REPLICA_TIMEOUT_MS": "500"}).start()
+    result = Result("kill -9 Redis master under Sentinel", faults=1)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        wait_until(lambda: load.acked, 60, what="the first acknowledged request")
+        time.sleep(2)
+        recovery.fault()
+        killed_at = time.monotonic()
+        promoted_s = deployment.kill_master()
+        settle(result, load, recovery, out)
+        times = [t for t, _ in load.acked]
+        pause_s = max((b - a for a, b in zip(times, times[1:]) if b > killed_at), default=0.0)
+        result.notes.append(f"replica promoted {promoted_s:.1f} s after the kill; the flow paused {pause_s:.1f} s "
+                            f"(longest gap between acknowledgements); {load.refused} requests answered 503, "
+                            f"{load.errors} failed, all retried")
+    finally:
+        agent.stop()
+        deployment.stop()
+    return count(result, load, out)
+
+
+def hot_reloads(tmp: Path, total: int, rate: float, every_s: float) -> Result:
+    """The agent file changes every ``every_s`` seconds (SIGHUP) between two valid versions that differ in the
+    source (an interceptor) and the sink (its batch size): each reload replaces the HTTP source and restarts the
+    sink worker while the load runs."""
+    port, out = free_port(), tmp / "out"
+    first = agent_conf(port, out)
+    second = first.replace("a1.sinks.k1.sink.batchSize = 500", "a1.sinks.k1.sink.batchSize = 200") + (
+        "a1.sources.r1.interceptors = i1\na1.sources.r1.interceptors.i1.type = timestamp\n")
+    agent = AgentProcess(tmp, first, extra=["--reload-interval", "0"]).start()
+    result = Result(f"hot reload every {every_s:.0f} s (source and sink replaced)")
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        while load.thread.is_alive():
+            if load.stop.wait(every_s) or not load.thread.is_alive():
+                break
+            agent.conf.write_text(second if result.faults % 2 == 0 else first)
+            agent.process.send_signal(signal.SIGHUP)
+            result.faults += 1
+            recovery.fault()
+        settle(result, load, recovery, out)
+        reloads = agent.output().count("reloaded ")
+        result.notes.append(f"{reloads} reloads applied; {load.refused} requests answered 503, {load.errors} "
+                            f"failed, all retried")
+    finally:
+        agent.stop()
+    return count(result, load, out)
+
+
 def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
     """The file_roll directory disappears (a regular file takes its path) for ``outage_s``, then comes back."""
     port, out = free_port(), tmp / "out"
@@ -470,6 +534,42 @@ def store_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
     finally:
         agent.stop()
     return count(result, load, out)
+
+
+def store_removed(tmp: Path, total: int, rate: float) -> Result:
+    """``rm -rf`` of the file_roll directory mid-flow, with ``rollInterval = 0`` (one file, kept open).  The
+    directory is renamed away, read (what the sink wrote before the removal counts as delivered), then removed; the
+    sink must recreate it and write there everything it had not yet written into a file at its path."""
+    port, out = free_port(), tmp / "out"
+    sinks = f"""
+a1.sinks.k1.type = file_roll
+a1.sinks.k1.sink.directory = {out}
+a1.sinks.k1.sink.rollInterval = 0
+a1.sinks.k1.sink.batchSize = 500
+a1.sinks.k1.channel = c1
+"""
+    agent = AgentProcess(tmp, agent_conf(port, out, sinks=sinks)).start()
+    result = Result("store directory removed mid-flow", faults=1)
+    kept: list[bytes] = []
+    merged = tmp / "merged"
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load, outputs=lambda: kept + read_lines(out))
+        wait_until(lambda: out.exists() and any(out.iterdir()), 60, what="first output")
+        time.sleep(2)
+        removed = tmp / "out-removed"
+        out.rename(removed)
+        recovery.fault()
+        kept += read_lines(removed)
+        shutil.rmtree(removed)
+        settle(result, load, recovery, out)
+        result.notes.append(f"{len(kept)} events were in the directory when it was removed")
+    finally:
+        agent.stop()
+    merged.mkdir()
+    (merged / "all").write_bytes(b"".join(line + b"\n" for line in kept + read_lines(out)))
+    return count(result, load, merged)
 
 
 def failover_outage(tmp: Path, total: int, rate: float, outage_s: float) -> Result:
@@ -657,7 +757,10 @@ def scenarios(long: bool) -> dict:
             "agent-taildir": lambda t: taildir_agent_kill(t, 100_000, 2500),
             "redis-always": lambda t: redis_restart(t, 100_000, 2500, "always"),
             "redis-everysec": lambda t: redis_restart(t, 100_000, 2500, "everysec"),
+            "sentinel": lambda t: sentinel_failover(t, 200_000, 2500),
+            "reload": lambda t: hot_reloads(t, 200_000, 2500, every_s=10),
             "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
+            "store-removed": lambda t: store_removed(t, 150_000, 2500),
             "failover": lambda t: failover_outage(t, 150_000, 2500, outage_s=30),
             "full": lambda t: channel_full(t, 40_000, 2500, hold_s=60),
         }
@@ -670,7 +773,10 @@ def scenarios(long: bool) -> dict:
         "agent": lambda t: agent_kill(t, 6_000, 1000),
         "agent-taildir": lambda t: taildir_agent_kill(t, 6_000, 1000),
         "redis-always": lambda t: redis_restart(t, 6_000, 1000, "always"),
+        "sentinel": lambda t: sentinel_failover(t, 8_000, 1000),
+        "reload": lambda t: hot_reloads(t, 8_000, 1000, every_s=2),
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
+        "store-removed": lambda t: store_removed(t, 6_000, 1000),
         "failover": lambda t: failover_outage(t, 8_000, 1000, outage_s=3),
         "full": lambda t: channel_full(t, 6_000, 1000, hold_s=3),
     }

@@ -44,7 +44,7 @@ class RedisServer:
                 return self
             except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("test redis-server did not start")
+                    raise RuntimeError("test redis-server did not start") from None
                 time.sleep(0.05)
 
     def stop(self, kill: bool = False) -> None:

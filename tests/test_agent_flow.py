@@ -225,8 +225,12 @@ a1.sinks.k1.channel = c1
                 raise AssertionError(f"{method} {path} should fail")
             except urllib.error.HTTPError as exc:
                 assert exc.code == status
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/prometheus", timeout=5) as response:
-            assert b'flumery_event_drain_success_count{agent="a1",type="SINK",component="k1"} 300' in response.read()
+        for path in ("/prometheus", "/metrics/prometheus"):        # prometheus_client's exposition
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                text = response.read()
+            assert b'flumery_event_drain_success_total{agent="a1",component="k1",type="SINK"} 300.0' in text
+            assert b'flumery_channel_size{agent="a1",component="c1",type="CHANNEL"} 0.0' in text
+            assert b'flumery_sink_worker_restarts_total{agent="a1",unit="k1"} 0.0' in text
     finally:
         assert agent.stop() == 0
 
@@ -348,3 +352,57 @@ def test_a_port_in_use_is_a_clear_error(tmp_path, redis_server):
         assert agent.process.wait(60) == 1
     assert "a1.sources.r1: source 'r1' (http) could not start: [Errno 98] Address already in use" in agent.output()
     assert "Traceback" not in agent.output()
+
+
+def test_global_keyprefix_reaches_every_key_and_the_flow_still_delivers(tmp_path, redis_server):
+    """FLUMERY_KEY_PREFIX (kombu's global_keyprefix): sources, workers (idle on their bells, then fetching),
+    metrics and kombu's own keys all live under the prefix; nothing unprefixed is left in Redis."""
+    out, port, metrics_port = tmp_path / "out", free_port(), free_port()
+    agent = AgentProcess(tmp_path, HTTP_CONF.format(port=port, out=out), broker_url=redis_server.url,
+                         extra=["--metrics-port", str(metrics_port)], env={"FLUMERY_KEY_PREFIX": "tenant1:"}).start()
+    try:
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        assert post(port, [{"body": f"first-{i}"} for i in range(5)]) == 200
+        wait_until(lambda: len(read_lines(out)) >= 5, 60, what="the first 5 events")
+        assert post(port, [{"body": f"second-{i}"} for i in range(5)]) == 200      # the worker was idle
+        wait_until(lambda: len(read_lines(out)) >= 10, 60, what="the next 5 events")
+
+        def drained():
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+                doc = json.load(response)
+            return doc if doc["SINK.k1"]["EventDrainSuccessCount"] == "10" else None
+
+        doc = wait_until(drained, 30, what="the sink's counters")
+    finally:
+        code = agent.stop()
+    assert code == 0
+    assert doc["CHANNEL.c1"]["EventPutSuccessCount"] == "10" and doc["CHANNEL.c1"]["ChannelSize"] == "0"
+    assert sorted(read_lines(out)) == sorted([f"first-{i}".encode() for i in range(5)]
+                                             + [f"second-{i}".encode() for i in range(5)])
+    keys = sorted(k.decode() for k in redis_server.client().scan_iter(count=1000))
+    assert [k for k in keys if not k.startswith("tenant1:")] == []
+    assert {"tenant1:flumery.a1:sizes", "tenant1:flumery.a1:bytes", "tenant1:flumery.a1:metrics:SINK.k1",
+            "tenant1:_kombu.binding.flumery.a1"} <= set(keys)
+
+
+def test_byte_capacity_answers_503_for_a_large_request_then_200_once_drained(tmp_path, redis_server):
+    out, port = tmp_path / "out", free_port()
+    conf = HTTP_CONF.format(port=port, out=out) + ("a1.channels.c1.byteCapacity = 1000\n"
+                                                   "a1.channels.c1.byteCapacityBufferPercentage = 20\n")
+    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
+    sinks = None
+    big = [{"body": "a" * 500}]                  # the channel takes 800 bytes of bodies (1000 less 20 %)
+    try:
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        assert post(port, big) == 200
+        assert post(port, [{"body": "b" * 500}]) == 503                     # 1000 > 800: full, nothing put
+        assert post(port, [{"body": "c" * 801}]) == 413                     # could never fit
+        assert redis_server.client().hget("flumery.a1:sizes", "c1") == b"1"
+        sinks = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks").start()
+        wait_until(lambda: redis_server.client().hget("flumery.a1:bytes", "c1") == b"0", 60, what="a drained channel")
+        assert post(port, [{"body": "b" * 500}]) == 200                     # the same request, once drained
+        wait_until(lambda: len(read_lines(out)) >= 2, 60, what="both accepted events")
+    finally:
+        codes = [sources.stop(), sinks.stop() if sinks else 0]
+    assert codes == [0, 0]
+    assert sorted(read_lines(out)) == [b"a" * 500, b"b" * 500]

@@ -37,6 +37,10 @@ SAMPLES = {
                             "positionFile": "{tmp}/position.json"},
     ("source", "spooldir"): {"spoolDir": "{tmp}"},
     ("source", "seq"): {"totalEvents": "5"},
+    ("source", "syslogtcp"): {"host": "127.0.0.1", "port": "0"},
+    ("source", "multiport_syslogtcp"): {"host": "127.0.0.1", "ports": "0 0"},
+    ("source", "syslogudp"): {"host": "127.0.0.1", "port": "0"},
+    ("source", "netcatudp"): {"bind": "127.0.0.1", "port": "0"},
     ("sink", "file_roll"): {"sink.directory": "{tmp}"},
     # Store sinks point at a port where nothing listens (see test_sink_writes_a_batch).
     ("sink", "elasticsearch"): {"hostNames": "127.0.0.1:1"},

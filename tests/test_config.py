@@ -7,6 +7,8 @@ import pytest
 
 from core.errors import ConfigInvalid
 from core.config import AgentConfig, load_agent, parse_agent
+from core.event import Event
+from workers.interceptors.base import InterceptorContext
 from routing.channels import FileChannel, MemoryChannel
 from routing.selectors import MultiplexingSelector, ReplicatingSelector
 from workers.processors.default import DefaultSinkProcessor
@@ -141,6 +143,36 @@ def test_channel_defaults_follow_flume():
     assert config.channels["c2"].config.transaction_capacity == 10_000
 
 
+
+def test_byte_capacity_is_real_with_flumery_defaults():
+    config = parse(with_lines(SEQ_NULL, "a1.channels = c1 c2", "a1.channels.c2.type = file"))
+    assert config.channels["c1"].config.body_byte_limit() == 128 * 1024 * 1024 * 80 // 100
+    assert config.channels["c2"].config.body_byte_limit() == 1024 * 1024 * 1024
+    assert not any("byteCapacity" in n for n in config.notices)
+
+
+def test_byte_capacity_and_buffer_percentage_as_flume_computes_them():
+    config = parse(with_lines(SEQ_NULL, "a1.channels.c1.byteCapacity = 800000",
+                              "a1.channels.c1.byteCapacityBufferPercentage = 25"))
+    assert config.channels["c1"].config.body_byte_limit() == 600000
+    assert not any("byteCapacity" in n for n in config.notices)           # no longer "accepted, no effect"
+
+
+def test_byte_capacity_zero_means_no_byte_bound():
+    config = parse(with_lines(SEQ_NULL, "a1.channels = c1 c2", "a1.channels.c1.byteCapacity = 0",
+                              "a1.channels.c2.type = file", "a1.channels.c2.byteCapacity = 0"))
+    assert config.channels["c1"].config.body_byte_limit() == 0
+    assert config.channels["c2"].config.body_byte_limit() == 0
+
+
+def test_bad_byte_capacities_are_errors():
+    exc = invalid(with_lines(SEQ_NULL, "a1.channels.c1.byteCapacity = -1",
+                             "a1.channels.c1.byteCapacityBufferPercentage = 100"))
+    assert "must be 0 or more" in error_for(exc, "a1.channels.c1.byteCapacity")
+    assert "must be from 0 to 99" in error_for(exc, "a1.channels.c1.byteCapacityBufferPercentage")
+    exc = invalid(with_lines(SEQ_NULL, "a1.channels.c1.byteCapacity = 1g"))
+    assert "expected a whole number" in error_for(exc, "a1.channels.c1.byteCapacity")
+
 def test_unused_channel_is_a_notice():
     config = parse(with_lines(SEQ_NULL, "a1.channels = c1 c2", "a1.channels.c2.type = memory"))
     assert any("c2" in n and "not used" in n for n in config.notices)
@@ -196,7 +228,7 @@ def test_other_agent_errors_only_mention_that_agent():
     assert all(e.key.startswith("a2.") for e in exc.errors), messages(exc)
     assert "unknown channel 'c7'" in error_for(exc, "a2.sources.r9.channels")
     assert "did you mean 'logger'" in error_for(exc, "a2.sinks.k1.type")
-    assert "empty value" in error_for(exc, "a2.channels.c1.bogus")
+    assert "unknown property" in error_for(exc, "a2.channels.c1.bogus")       # empty, and unknown above all
 
 
 def test_unknown_agent_lists_agents():
@@ -317,8 +349,8 @@ def _with_type(key: str, type_name: str, base: str = NETCAT_LOGGER) -> str:
     ("a1.sinks.k1.type", "hdfs"),
     ("a1.sinks.k1.type", "avro"),
     ("a1.sinks.k1.type", "org.apache.flume.sink.hdfs.HDFSEventSink"),
-    ("a1.sources.r1.type", "syslogtcp"),
-    ("a1.sources.r1.type", "SYSLOGTCP"),
+    ("a1.sources.r1.type", "jms"),
+    ("a1.sources.r1.type", "JMS"),
     ("a1.sources.r1.type", "avro"),
     ("a1.sources.r1.type", "thrift"),
     ("a1.sources.r1.type", "org.apache.flume.source.AvroSource"),
@@ -384,7 +416,7 @@ def test_unknown_property_did_you_mean():
     message = error_for(exc, "a1.sources.r1.max-line-lenght")
     assert message.startswith("unknown property")
     assert "did you mean 'max-line-length'?" in message
-    assert "known: bind, port, max-line-length, ack-every-event" in message
+    assert "known: type, channels, selector.type, interceptors, bind, port, max-line-length, ack-every-event" in message
 
 
 def test_unknown_property_on_component_without_properties():
@@ -589,7 +621,8 @@ def test_env_substitution_missing_variable():
 def test_env_substitution_then_type_check():
     text = NETCAT_LOGGER.replace("port = 44444", "port = ${env:PORT}")
     exc = invalid(text, environ={"PORT": "http"})
-    assert "expected a whole number (got 'http')" in error_for(exc, "a1.sources.r1.port")
+    # The value came from the environment: it may be a secret, so the error says where it came from instead.
+    assert "expected a whole number (got '<from ${env:PORT}>')" in error_for(exc, "a1.sources.r1.port")
 
 
 def test_unsupported_reference_is_an_error():
@@ -874,3 +907,86 @@ def test_sink_group_over_two_channels():
     """
     exc = invalid(text)
     assert "one channel" in error_for(exc, "a1.sinkgroups.g1.sinks")
+
+
+# --- what a newcomer trips on (issue 9) ----------------------------------------------------------------------------
+
+def test_a_misspelt_channel_key_of_a_sink_gets_a_did_you_mean():
+    exc = invalid(NETCAT_LOGGER.replace("a1.sinks.k1.channel = c1", "a1.sinks.k1.chanel = c1"))
+    message = error_for(exc, "a1.sinks.k1.chanel")
+    assert message.startswith("unknown property; did you mean 'channel'?"), message
+    assert "known: type, channel, maxAttempts, maxBytesToLog, batchSize" in message
+    assert "required property is missing" in error_for(exc, "a1.sinks.k1.channel")
+
+
+@pytest.mark.parametrize("line,key,meant", [
+    ("a1.sources.r1.chanels = c1", "a1.sources.r1.chanels", "channels"),
+    ("a1.sources.r1.interceptor = i1", "a1.sources.r1.interceptor", "interceptors"),
+    ("a1.sinks.k1.maxAttempt = 3", "a1.sinks.k1.maxAttempt", "maxAttempts"),
+    ("a1.channels.c1.typ = memory", "a1.channels.c1.typ", "type"),
+])
+def test_keys_the_builder_reads_are_did_you_mean_candidates(line, key, meant):
+    exc = invalid(with_lines(NETCAT_LOGGER, line))
+    assert f"did you mean '{meant}'?" in error_for(exc, key)
+
+
+SEARCH_REPLACE = with_lines(NETCAT_LOGGER, "a1.sources.r1.interceptors = i1",
+                            "a1.sources.r1.interceptors.i1.type = search_replace",
+                            "a1.sources.r1.interceptors.i1.searchPattern = ^prefix:",
+                            "a1.sources.r1.interceptors.i1.replaceString =")
+
+
+def test_an_empty_replace_string_removes_what_the_pattern_matched():
+    """Flume: "replaceString ... empty is OK" (its TestSearchAndReplaceInterceptor removes a prefix this way)."""
+    spec = parse(SEARCH_REPLACE).sources["r1"].interceptors[0]
+    interceptor = spec.cls(spec.name, spec.config, InterceptorContext("a1", "r1"))
+    assert spec.config.replace_string == ""
+    assert interceptor.intercept(Event(b"prefix:the rest")).body == b"the rest"
+
+
+@pytest.mark.parametrize("line,field,value", [
+    ("a1.sinks.k1.sink.pathManager.prefix =", "prefix", ""),
+    ("a1.sinks.k1.sink.pathManager.extension =", "extension", ""),
+])
+def test_empty_values_are_accepted_where_flume_means_the_empty_default(line, field, value):
+    text = NETCAT_LOGGER.replace("a1.sinks.k1.type = logger", "a1.sinks.k1.type = file_roll\n"
+                                 "a1.sinks.k1.sink.directory = /tmp/out")
+    assert getattr(parse(with_lines(text, line)).sinks["k1"].config, field) == value
+
+
+def test_an_empty_optional_header_name_means_unset():
+    text = with_lines(NETCAT_LOGGER, "a1.sources.r1.interceptors = i1",
+                      "a1.sources.r1.interceptors.i1.type = remove_header",
+                      "a1.sources.r1.interceptors.i1.withName =",
+                      "a1.sources.r1.interceptors.i1.fromList = a,b")
+    assert parse(text).sources["r1"].interceptors[0].config.with_name is None
+
+
+def test_an_empty_required_property_is_still_an_error_with_its_line():
+    exc = invalid(SEARCH_REPLACE.replace("searchPattern = ^prefix:", "searchPattern ="))
+    assert error_for(exc, "a1.sources.r1.interceptors.i1.searchPattern") == "empty value (flume.conf:16)"
+
+
+def test_an_empty_value_flume_would_replace_by_a_default_is_an_error_naming_that_default():
+    exc = invalid(with_lines(NETCAT_LOGGER, "a1.sources.r1.interceptors = i1",
+                             "a1.sources.r1.interceptors.i1.type = static",
+                             "a1.sources.r1.interceptors.i1.value ="))
+    message = error_for(exc, "a1.sources.r1.interceptors.i1.value")
+    assert message == ("empty value; Flume ignores the line and uses the default 'value': give a value, or "
+                       "remove the line (flume.conf:16)")
+
+
+@pytest.mark.parametrize("line,key", [
+    ("a1.sinks.k1.maxAttempts =", "a1.sinks.k1.maxAttempts"),
+    ("a1.sources.r1.interceptors =", "a1.sources.r1.interceptors"),
+    ("a1.sources.r1.selector.type =", "a1.sources.r1.selector.type"),
+])
+def test_structural_keys_are_never_empty(line, key):
+    assert error_for(invalid(with_lines(NETCAT_LOGGER, line)), key).startswith("empty value (flume.conf:")
+
+
+def test_an_empty_value_under_a_prefix_is_an_error():
+    exc = invalid(with_lines(NETCAT_LOGGER, "a1.sources.r1.selector.type = multiplexing",
+                             "a1.sources.r1.selector.header = h", "a1.sources.r1.selector.mapping.x =",
+                             "a1.sources.r1.selector.default = c1"))
+    assert error_for(exc, "a1.sources.r1.selector.mapping.x").startswith("empty value (flume.conf:")

@@ -71,7 +71,7 @@ def test_max_attempts_isolates_the_failing_event_and_replay_brings_it_back(tmp_p
         assert "store refuses this batch" in json.loads(listed.stdout.splitlines()[0])["reason"]
         (out / "broken").unlink()                             # the store is fixed
         replayed = dlq(agent, "replay", "--broker-url", redis_server.url)
-        assert replayed.returncode == 0 and "replayed 1 events" in replayed.stdout, replayed.stderr
+        assert replayed.returncode == 0 and "replayed 1 event\n" == replayed.stdout, replayed.stderr
         wait_until(lambda: len(read_lines(out)) >= 8, 30, what="the replayed event")
         assert dlq(agent, "list", "--json", "--broker-url", redis_server.url).stdout == ""
     finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 
@@ -169,3 +170,43 @@ def test_two_processes_of_one_sink_never_share_a_file(tmp_path):
     b.stop()
     contents = sorted(p.read_bytes() for p in (tmp_path / "out").iterdir())
     assert contents == [b"from a\n", b"from b\n"]
+
+
+def test_directory_removed_between_writes_is_recreated_and_the_batch_written_again(tmp_path, caplog):
+    """rm -rf of sink.directory with rollInterval = 0: the open file is gone from its path, so the next batch
+    must not be acknowledged into it; it goes into a new file in the recreated directory, with one warning."""
+    caplog.set_level("WARNING")
+    sink = file_roll(tmp_path, **{"sink.rollInterval": "0"})
+    sink.write(Batch([b"before"]))
+    shutil.rmtree(tmp_path / "out")
+    sink.write(Batch([b"after-1", b"after-2"]))
+    sink.write(Batch([b"after-3"]))
+    sink.stop()
+    assert [p.read_bytes() for p in (tmp_path / "out").iterdir()] == [b"after-1\nafter-2\nafter-3\n"]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "no longer at" in warnings[0].getMessage(), caplog.text
+
+
+def test_directory_renamed_away_keeps_no_copy_of_the_rewritten_batch(tmp_path):
+    """The directory moved away (as by a careless rotation): the batch written into the moved file is cut back
+    there and written into a new file at the configured path, so it is neither lost nor duplicated."""
+    sink = file_roll(tmp_path, **{"sink.rollInterval": "0"})
+    sink.write(Batch([b"before"]))
+    (tmp_path / "out").rename(tmp_path / "moved")
+    sink.write(Batch([b"after"]))
+    sink.stop()
+    assert [p.read_bytes() for p in (tmp_path / "moved").iterdir()] == [b"before\n"]
+    assert [p.read_bytes() for p in (tmp_path / "out").iterdir()] == [b"after\n"]
+
+
+def test_file_replaced_at_its_path_is_not_written_into(tmp_path):
+    """Another file took the name (deleted and recreated by someone else): ours is no longer the file at its
+    path, so the batch goes into a fresh file of the series instead."""
+    sink = file_roll(tmp_path, **{"sink.rollInterval": "0"})
+    sink.write(Batch([b"before"]))
+    [path] = (tmp_path / "out").iterdir()
+    path.unlink()
+    path.write_bytes(b"someone else's\n")
+    sink.write(Batch([b"after"]))
+    sink.stop()
+    assert sorted(p.read_bytes() for p in (tmp_path / "out").iterdir()) == [b"after\n", b"someone else's\n"]

@@ -280,7 +280,7 @@ def test_bad_boolean_is_an_error():
 
 def test_search_replace_errors():
     errors = build_errors(SearchAndReplaceInterceptor, {"searchPattern": ""})
-    assert str(errors[0]) == f"{PREFIX}searchPattern: must not be empty (got '')"
+    assert str(errors[0]) == f"{PREFIX}searchPattern: empty value"          # required, so never empty
     errors = build_errors(SearchAndReplaceInterceptor, {"searchPattern": "(b)", "replaceString": "$2"})
     assert str(errors[0]) == f"{PREFIX}replaceString: No group 2 (got '$2')"
     errors = build_errors(SearchAndReplaceInterceptor, {"searchPattern": "b", "replaceString": "$x"})

@@ -581,7 +581,7 @@ def test_round_robin_start_moves_over_active_sinks_only():
     sinks = [FakeSink(f"s{i}") for i in range(1, 5)]
     processor = balancer(sinks, clock, backoff=True)
     orders = []
-    for i in range(3):
+    for _ in range(3):
         orders.append([s.name for s in processor.selector.order()])
     assert orders == [["s1", "s2", "s3", "s4"], ["s2", "s3", "s4", "s1"], ["s3", "s4", "s1", "s2"]]
     processor.selector.inform_failure(sinks[3])

@@ -17,7 +17,7 @@ STATUSES = [200] * 80 + [304] * 4 + [404] * 6 + [500] * 4 + [502] * 2 + [503] * 
 
 
 def access_lines(start: int, count: int, rnd: random.Random) -> list[tuple[bytes, int | None]]:
-    """(line, status) in the format of ../shared/bench/make_access_log.py, with a few traps for the regex."""
+    """(line, status) in the format of bench/make_access_log.py, with a few traps for the regex."""
     out = []
     for i in range(start, start + count):
         status = STATUSES[rnd.randrange(len(STATUSES))]

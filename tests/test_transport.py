@@ -1,6 +1,7 @@
 """The channel transactions (routing.scripts via routing.transport) against a real redis-server."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -13,7 +14,8 @@ from core.event import Batch
 from core.settings import Settings
 from routing import codec
 from routing.processor import ChannelWriter
-from routing.transport import Transport, read_sizes
+from routing.transport import Transport, owner_prefix, read_bytes, read_sizes
+from agents import wait_until
 
 CONF = """
 a1.sources = r1
@@ -153,3 +155,156 @@ def test_binary_bodies_and_headers_survive_the_channel(writer, consumer):
     [message] = consumer.fetch("flumery.a1.c2")
     got = codec.decode_stored(message)[1]
     assert list(got) == [Event(bytes(range(256)), {"k": "v\u00e9"}), Event(b"\x00\n\xff", {})]
+
+
+# --- kombu's global_keyprefix reaches every key ------------------------------------------------------------------
+
+PREFIX = "tenant1:"
+
+
+def test_every_key_of_every_transaction_lives_under_global_keyprefix(redis_server):
+    settings = Settings(broker_url=redis_server.url, visibility_timeout_s=0.2, key_prefix=PREFIX)
+    options = settings.transport_options()
+    assert options["global_keyprefix"] == PREFIX
+    w = ChannelWriter(create_app(settings), parse_agent(CONF, "a1"), redis_server.url, options)
+    conn = Connection(redis_server.url, transport=Transport, transport_options=options)
+    consumer = conn.default_channel
+    try:
+        w.put({"c1": batch(8), "c2": batch(3)})                      # PUT: two messages in c1, one in c2
+        [first] = consumer.fetch("flumery.a1.c1")                     # FETCH
+        assert consumer.give_back(first["properties"]["delivery_tag"])   # GIVEBACK
+        assert [len(bodies([m])) for m in consumer.peek("flumery.a1.c1", 10)] == [4, 4]
+        [held] = consumer.fetch("flumery.a1.c1")
+        tag = held["properties"]["delivery_tag"]
+        assert consumer.touch([tag]) == 1                              # TOUCH
+        wait_until(lambda: consumer.reclaim() == 1, 10, what="the lease to expire")   # RECLAIM
+        taken = consumer.fetch("flumery.a1.c1", max_events=100)
+        assert bodies(taken) == [f"e{i}".encode() for i in range(8)]
+        assert consumer.ack_tag(*[m["properties"]["delivery_tag"] for m in taken]) == 2   # ACK
+        assert consumer._purge("flumery.a1.c2") == 1                    # PURGE
+        assert consumer.channel_sizes("flumery.a1") == {"c1": 0, "c2": 0}
+        assert consumer.channel_bytes("flumery.a1") == {"c1": 0, "c2": 0}
+    finally:
+        w.close()
+        conn.release()
+    client = redis_server.client()
+    keys = sorted(k.decode() for k in client.scan_iter(count=1000))
+    assert keys and all(k.startswith(PREFIX) for k in keys), keys
+    assert f"{PREFIX}flumery.a1:sizes" in keys and f"{PREFIX}flumery.a1:bytes" in keys
+    assert read_sizes(client, "flumery.a1", PREFIX) == {"c1": 0, "c2": 0}
+
+
+def test_a_consumer_under_one_prefix_does_not_see_another_prefix_s_channel(writer, redis_server):
+    writer.put({"c1": batch(4)})                                      # no prefix
+    other = Connection(redis_server.url, transport=Transport,
+                       transport_options={"global_keyprefix": PREFIX}).default_channel
+    assert other.fetch("flumery.a1.c1") == []
+    assert other.channel_sizes("flumery.a1") == {}
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 4}
+
+
+# --- byte capacity ----------------------------------------------------------------------------------------------
+
+BYTES_CONF = """
+a1.sources = r1
+a1.channels = c1 c2
+a1.sinks = k1
+a1.sources.r1.type = seq
+a1.sources.r1.channels = c1 c2
+a1.channels.c1.type = memory
+a1.channels.c1.capacity = 100
+a1.channels.c1.byteCapacity = 100
+a1.channels.c1.byteCapacityBufferPercentage = 20
+a1.channels.c1.transactionCapacity = 2
+a1.channels.c2.type = file
+a1.channels.c2.byteCapacity = 50
+a1.sinks.k1.type = null
+a1.sinks.k1.channel = c1
+a1.sinks.k1.batchSize = 2
+"""
+
+
+@pytest.fixture
+def bytes_writer(redis_server):
+    settings = Settings(broker_url=redis_server.url, visibility_timeout_s=1.0)
+    w = ChannelWriter(create_app(settings), parse_agent(BYTES_CONF, "a1"), redis_server.url,
+                      {"visibility_timeout": 1.0})
+    yield w
+    w.close()
+
+
+def sized(*lengths: int) -> Batch:
+    return Batch([b"x" * n for n in lengths])
+
+
+def test_put_over_the_byte_capacity_is_refused_with_nothing_written(bytes_writer, redis_server):
+    client = redis_server.client()
+    bytes_writer.put({"c1": sized(30, 30)})                          # 60 of 80 body bytes (100 less 20 %)
+    with pytest.raises(ChannelFullError) as info:
+        bytes_writer.put({"c2": sized(10), "c1": sized(15, 10)})     # c2 has room, c1 does not: 60 + 25 > 80
+    assert (info.value.channel, info.value.unit, info.value.size, info.value.capacity, info.value.needed) == \
+        ("c1", "bytes", 60, 80, 25)
+    assert "60 of 80 bytes of event bodies held, 25 more offered" in str(info.value)
+    assert read_sizes(client, "flumery.a1") == {"c1": 2}
+    assert read_bytes(client, "flumery.a1") == {"c1": 60}
+    assert client.llen("flumery.a1.c1") == 1 and client.llen("flumery.a1.c2") == 0
+    bytes_writer.put({"c1": sized(20)})                               # exactly full is allowed
+    assert read_bytes(client, "flumery.a1") == {"c1": 80}
+
+
+def test_file_channel_byte_capacity_has_no_buffer(bytes_writer, redis_server):
+    bytes_writer.put({"c2": sized(50)})
+    with pytest.raises(ChannelFullError) as info:
+        bytes_writer.put({"c2": sized(1)})
+    assert (info.value.channel, info.value.unit, info.value.capacity) == ("c2", "bytes", 50)
+
+
+def test_taking_and_acking_releases_the_bytes(bytes_writer, consumer, redis_server):
+    client = redis_server.client()
+    bytes_writer.put({"c1": sized(40, 30, 10)})                      # messages of 70 and 10 bytes
+    taken = consumer.fetch("flumery.a1.c1", max_events=100)
+    assert read_bytes(client, "flumery.a1") == {"c1": 80}             # taken, not committed: still held
+    with pytest.raises(ChannelFullError):
+        bytes_writer.put({"c1": sized(1)})
+    assert consumer.ack_tag(taken[0]["properties"]["delivery_tag"]) == 1
+    assert read_bytes(client, "flumery.a1") == {"c1": 10}
+    bytes_writer.put({"c1": sized(70)})                               # room again
+    assert consumer.ack_tag(taken[1]["properties"]["delivery_tag"]) == 1
+    assert read_bytes(client, "flumery.a1") == {"c1": 70}
+    assert consumer._purge("flumery.a1.c1") == 1                       # PURGE releases too
+    assert read_bytes(client, "flumery.a1") == {"c1": 0}
+    assert read_sizes(client, "flumery.a1") == {"c1": 0}
+
+
+def test_bodies_larger_than_the_whole_byte_capacity_are_too_large(bytes_writer, redis_server):
+    with pytest.raises(BatchTooLarge, match="81 bytes of event bodies for channel 'c1' exceed its byte capacity"):
+        bytes_writer.put({"c1": sized(41, 40)})
+    assert read_sizes(redis_server.client(), "flumery.a1") == {}
+
+
+def test_empty_bodies_are_put_taken_and_acknowledged(writer, consumer, redis_server):
+    writer.put({"c1": Batch([b"", b""])})
+    [message] = consumer.fetch("flumery.a1.c1")
+    assert consumer.ack_tag(message["properties"]["delivery_tag"]) == 1
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 0}
+    assert read_bytes(redis_server.client(), "flumery.a1") == {"c1": 0}
+
+
+def test_give_back_held_by_a_dead_process_under_global_keyprefix(redis_server):
+    options = {"visibility_timeout": 600, "global_keyprefix": PREFIX}
+    settings = Settings(broker_url=redis_server.url, key_prefix=PREFIX)
+    w = ChannelWriter(create_app(settings), parse_agent(CONF, "a1"), redis_server.url, options)
+    holder = Connection(redis_server.url, transport=Transport, transport_options=options)
+    agent = Connection(redis_server.url, transport=Transport, transport_options=options)
+    try:
+        w.put({"c1": batch(4)})
+        [held] = holder.default_channel.fetch("flumery.a1.c1")
+        assert agent.default_channel.give_back_held_by(owner_prefix(os.getpid() + 1)) == 0   # another process
+        assert agent.default_channel.give_back_held_by(owner_prefix(os.getpid())) == 1
+        [again] = agent.default_channel.fetch("flumery.a1.c1")
+        assert again["properties"]["delivery_tag"] == held["properties"]["delivery_tag"]
+    finally:
+        w.close()
+        holder.release()
+        agent.release()
+    assert all(k.startswith(PREFIX.encode()) for k in redis_server.client().scan_iter(count=1000))

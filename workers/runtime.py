@@ -24,19 +24,17 @@ import threading
 import time
 from functools import lru_cache
 
-import redis
 from celery.worker import state as worker_state
-from kombu import Connection
 
 from core.config import AgentConfig, load_agent
 from core.counters import (EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, EVENT_PUT_SUCCESS, MetricsStore)
 from core.errors import Requeue, SettingsError, UndecodableMessage
 from core.event import Batch
+from core.keys import queue_name
 from core.settings import Settings
 from routing import codec, deadletter
-from routing.channels import queue_name
 from routing.processor import ChannelWriter
-from routing.transport import Transport
+from routing.transport import connect, redis_client
 from workers.processors.base import ProcessorContext
 from workers.processors.default import DefaultSinkProcessor
 from workers.runner import SinkRunner
@@ -133,10 +131,12 @@ class WorkerRuntime:
         self.should_stop = should_stop
         self.config = agent_config(settings)
         url = settings.resolved_broker_url()
-        self.connection = Connection(url, transport=Transport, transport_options=settings.transport_options())
+        self.connection = connect(url, settings.transport_options())
         self.channel = self.connection.default_channel
-        self.writer = ChannelWriter(app, self.config, url, settings.transport_options())
-        self.metrics = MetricsStore(redis.Redis.from_url(url), self.config.name).start()
+        self.writer = ChannelWriter(app, self.config, url, settings.transport_options(),
+                                    settings.replicas_for_durable_puts(), settings.replica_timeout_ms)
+        self.metrics = MetricsStore(redis_client(url, settings.transport_options()), self.config.name,
+                                    key_prefix=settings.key_prefix).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         context = SinkContext(self.config.name, settings.data_path(), self.metrics)
         self.runners: dict[str, itertools.cycle] = {}

@@ -2,7 +2,10 @@
 
 Durability: a batch is written with one ``write`` and fsynced (and a new file's directory entry too) before the
 channel messages are acknowledged.  A failed write is cut back to where the batch began, so a retried batch
-does not leave a torn or doubled line behind.
+does not leave a torn or doubled line behind.  After the fsync the sink checks that the open file is still the
+file at its path (device and inode): if the directory or the file was removed, renamed or replaced meanwhile,
+the batch is cut back from the old file and written again into a new file (the directory is recreated), with a
+warning.  So no batch is acknowledged into a file nobody can find again.
 
 Files are named as by Flume's path managers: ``DEFAULT`` gives ``<prefix><start-ms>-<n>[.<ext>]`` and ``ROLLTIME``
 gives ``<prefix><yyyyMMddHHmmss>-<n>[.<ext>]``.  Every worker process that serves the sink writes its own series
@@ -23,6 +26,8 @@ from workers.sinks.base import Sink
 from workers.sinks.logger import java_map
 
 log = logging.getLogger(__name__)
+
+REWRITE_ATTEMPTS = 3          # a path that vanishes again at once fails the write (the runner retries it later)
 
 
 @dataclass(frozen=True)
@@ -60,14 +65,36 @@ class FileRollSink(Sink):
 
     def write(self, batch) -> None:
         data = self.serialize(batch)
-        fd = self._current_file()
-        offset = os.lseek(fd, 0, os.SEEK_END)
+        for _ in range(REWRITE_ATTEMPTS):
+            fd = self._current_file()
+            offset = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                write_all(fd, data)
+                os.fsync(fd)
+            except OSError:
+                self._cut_back(fd, offset)
+                raise
+            vanished = self._vanished(fd)
+            if vanished is None:
+                return
+            log.warning("file_roll sink %s: %s is no longer at its path (%s); writing the batch of %d events again "
+                        "into a new file", self.name, self.path, vanished, len(batch))
+            self._cut_back(fd, offset)      # the moved file (if it still exists) must not keep a second copy
+            self._close()
+        raise OSError(f"file_roll sink {self.name}: {self.directory} keeps vanishing; the batch is not written")
+
+    def _vanished(self, fd: int) -> str | None:
+        """Why the open file is not the file at ``self.path`` any more, or None if it still is."""
         try:
-            write_all(fd, data)
-            os.fsync(fd)
-        except OSError:
-            self._cut_back(fd, offset)
-            raise
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            return "removed"
+        except NotADirectoryError:
+            return "its directory was replaced by a file"
+        opened = os.fstat(fd)
+        if (at_path.st_dev, at_path.st_ino) != (opened.st_dev, opened.st_ino):
+            return "another file took its name"
+        return None
 
     def _cut_back(self, fd: int, offset: int) -> None:
         try:
@@ -94,7 +121,9 @@ class FileRollSink(Sink):
         return f"{self.config.prefix}{stamp}-{self.index}{ext}"
 
     def _open_next(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self.directory.parent)     # the directory's own entry must survive a crash too
         while True:
             path = self.directory / self._next_name()
             try:

@@ -93,10 +93,12 @@ class Source(Component):
 
     # -- delivery --------------------------------------------------------------------------------------------
     def put(self, batch: Batch) -> None:
-        """One put attempt.  Raises ChannelFullError, BatchTooLarge, or a broker error; in every case nothing
-        of the batch is in any required channel."""
+        """One put attempt (one append batch, e.g. one HTTP request).  Raises ChannelFullError, BatchTooLarge,
+        or a broker error; in every case nothing of the batch is in any required channel."""
         self.counters.add(names.EVENT_RECEIVED, len(batch))
+        self.counters.add(names.APPEND_BATCH_RECEIVED)
         self._attempt(batch)
+        self.counters.add(names.APPEND_BATCH_ACCEPTED)
 
     def _attempt(self, batch: Batch) -> None:
         try:

