@@ -12,8 +12,10 @@ from collections import Counter
 from agents import REPO, AgentProcess, wait_until
 from app.broker import free_port
 from core.config import load_agent
-from stores import osmem  # noqa: F401  (session fixture: the stand-in server)
+from stores import osmem
 from test_routing_example import access_lines
+
+STAND_INS = (osmem,)        # session fixtures of tests/stores.py: the stand-in servers
 
 EXAMPLE = REPO / "deploy" / "access-log-elasticsearch.conf"
 

@@ -15,7 +15,9 @@ from core.event import Batch
 from workers.sinks.base import SinkContext
 from workers.sinks.elasticsearch import ElasticsearchSink, date_pattern_to_strftime
 
-from stores import osmem  # noqa: F401  (session fixture: the stand-in server)
+from stores import osmem
+
+STAND_INS = (osmem,)        # session fixtures of tests/stores.py: the stand-in servers
 
 _names = itertools.count()
 DAY_MS = 1_700_000_000_000            # 2023-11-14T22:13:20Z

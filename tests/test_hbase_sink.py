@@ -15,9 +15,11 @@ from core.event import Batch
 from workers.sinks.base import SinkContext
 from workers.sinks.hbase import HBaseSink
 
-from stores import HBaseGateway, hbase_gateway  # noqa: F401  (session fixture: the stand-in gateway)
+from stores import HBaseGateway, hbase_gateway
 from agents import wait_until
 from test_elasticsearch_sink import Metrics
+
+STAND_INS = (hbase_gateway,)        # session fixtures of tests/stores.py: the stand-in servers
 
 _names = itertools.count()
 ACCESS = rb'(\S+) (\S+) \[([^\]]+)\] "(\S+) (\S+)" (\d{3})'

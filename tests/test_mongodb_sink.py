@@ -15,8 +15,10 @@ from core.event import Batch
 from workers.sinks.base import SinkContext
 from workers.sinks.mongodb import MongoSink
 
-from stores import secantus  # noqa: F401  (session fixture: the stand-in server)
+from stores import secantus
 from test_elasticsearch_sink import Metrics
+
+STAND_INS = (secantus,)        # session fixtures of tests/stores.py: the stand-in servers
 
 _names = itertools.count()
 
