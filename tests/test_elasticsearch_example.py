@@ -59,10 +59,10 @@ def test_access_log_lines_are_searchable_by_status_and_vhost(osmem, tmp_path, re
     assert indexed() == len(written)
     statuses = Counter(status for _, status in written if status is not None)
     for status in (503, 404, 200):
-        found = client.count(index="web-*", body={"query": {"term": {"status": str(status)}}})["count"]
+        found = client.count(index="web-*", q=f"status:{status}")["count"]
         assert found == statuses[status], status
     vhost_lines = sum(1 for line, _ in written if line.startswith(b"site1.example.com:443 "))
-    found = client.count(index="web-*", body={"query": {"match": {"vhost": "site1.example.com"}}})["count"]
+    found = client.count(index="web-*", q="vhost.keyword:site1.example.com")["count"]
     assert found == vhost_lines > 0
     hit = client.search(index="web-*", body={"query": {"term": {"status": "503"}}, "size": 1})["hits"]["hits"][0]
     assert hit["_index"].startswith("web-20") and b" 503 " in hit["_source"]["body"].encode()
