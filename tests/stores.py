@@ -85,8 +85,22 @@ class StoreServer:
                 self.process.wait(10)
 
     def pause(self) -> None:
-        """SIGSTOP: the server holds its connections and answers nothing until :meth:`resume`."""
+        """SIGSTOP: the server holds its connections and answers nothing until :meth:`resume`.  Returns once the
+        kernel reports every thread of it stopped (the signal alone returns before)."""
         os.kill(self.process.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while not self._all_stopped():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not stop")
+            time.sleep(0.01)
+
+    def _all_stopped(self) -> bool:
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        try:
+            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+        except (OSError, IndexError):
+            return False
+        return all(state in ("T", "t") for state in states)
 
     def resume(self) -> None:
         if self.process is not None and self.process.poll() is None:

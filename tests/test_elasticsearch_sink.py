@@ -172,9 +172,10 @@ def test_a_store_that_stops_answering_fails_the_write_then_the_retry_reconnects(
     """The server is paused (SIGSTOP) mid-flow: the request times out, the client is dropped and counted as a
     failed connection; after SIGCONT the next write reconnects and overwrites whatever had arrived."""
     name = unique("paused")
+    osmem.client().indices.create(index=name)
     metrics = Metrics()
     sink = make_sink(tmp_path, osmem.url, metrics, indexName=name, indexNameBuilder="SimpleIndexNameBuilder",
-                     requestTimeout=500)
+                     requestTimeout=3000)
     sink.write(Batch([b"before"], None, ["s0"]))
     osmem.pause()
     try:
