@@ -38,3 +38,9 @@ class Component:
     def check(cls, config: Any, refs: tuple[str, ...] = ()) -> list[tuple[str, str]]:
         """``(property, message)`` for each problem that single-property checks cannot see; [] if none."""
         return []
+
+    @classmethod
+    def advice(cls, config: Any) -> list[tuple[str, str]]:
+        """``(property, message)`` for settings that are valid but likely unwanted (``flumery validate`` and the
+        agent show them as notices); [] if none."""
+        return []

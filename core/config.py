@@ -439,6 +439,8 @@ def build_config(cls: type, props: dict[str, str], prefix: str, refs: tuple[str,
     if config is None:
         return None, errors, notices
     problems = [ConfigError(f"{prefix}{prop}", message) for prop, message in cls.check(config, tuple(refs))]
+    if not problems:
+        notices = notices + [f"{prefix}{prop} {message}" for prop, message in cls.advice(config)]
     return (None if problems else config), problems, notices
 
 

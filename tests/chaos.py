@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import REPO, AgentProcess, port_open, read_lines, wait_until  # noqa: E402
 from app.broker import free_port  # noqa: E402
 from conftest import RedisServer  # noqa: E402
+from hadoop import HadoopCluster  # noqa: E402
 from sentinel import SentinelDeployment  # noqa: E402
 from stores import ElasticsearchProbe, HBaseProbe, MongoProbe  # noqa: E402
 
@@ -54,6 +55,7 @@ class Result:
     recover_s: float = 0.0
     faults: int = 0
     peak_growth_kib: int = 0
+    tmp_left: int = 0
     notes: list[str] = field(default_factory=list)
 
     def row(self) -> str:
@@ -119,7 +121,7 @@ class Load:
         while first < self.total and not self.stop.is_set():
             due = start + first / self.rate
             if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+                time.sleep(max(0.0, due - time.monotonic()))   # the clock moved since the test
             status = self._post(first)
             if status == 200:
                 self.acked.append((time.monotonic(), first))
@@ -154,7 +156,7 @@ class FileLoad(Load):
             while first < self.total and not self.stop.is_set():
                 due = start + first / self.rate
                 if due > time.monotonic():
-                    time.sleep(due - time.monotonic())
+                    time.sleep(max(0.0, due - time.monotonic()))   # the clock moved since the test
                 log.write(b"".join(f"e{first + j}\n".encode() for j in range(PER_REQUEST)))
                 log.flush()
                 self.acked.append((time.monotonic(), first))
@@ -663,6 +665,409 @@ def channel_full(tmp: Path, total: int, rate: float, hold_s: float) -> Result:
     return count(result, load, out)
 
 
+# --- avro hops: three tier-1 agents -> collector(s) -> file_roll ----------------------------------------------------
+
+class TaggedLoad(Load):
+    """A Load whose events are ``<tag>e0``, ``<tag>e1``, ...: several tier-1 agents send distinct events."""
+
+    def __init__(self, port: int, total: int, rate: float, tag: str):
+        super().__init__(port, total, rate)
+        self.tag = tag
+
+    def _post(self, first: int) -> int | None:
+        body = json.dumps([{"body": f"{self.tag}e{first + j}"} for j in range(PER_REQUEST)]).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    def sent_before(self, moment: float) -> set[bytes]:
+        return {f"{self.tag}e{first + j}".encode() for t, first in self.acked if t <= moment
+                for j in range(PER_REQUEST)}
+
+
+class Loads:
+    """Several loads seen as one (by Recovery, settle and count)."""
+
+    def __init__(self, loads: list[Load]):
+        self.loads = loads
+        self.thread = self
+
+    def is_alive(self) -> bool:
+        return any(load.thread.is_alive() for load in self.loads)
+
+    def start(self) -> "Loads":
+        for load in self.loads:
+            load.start()
+        return self
+
+    def join(self, timeout_s: float = 600) -> None:
+        for load in self.loads:
+            load.join(timeout_s)
+
+    def sent_before(self, moment: float) -> set[bytes]:
+        return set().union(*(load.sent_before(moment) for load in self.loads))
+
+    def all_sent(self) -> set[bytes]:
+        return self.sent_before(float("inf"))
+
+    @property
+    def errors(self) -> int:
+        return sum(load.errors + load.refused for load in self.loads)
+
+
+def collector_conf(port: int, out: Path) -> str:
+    return f"""
+c.sources = r1
+c.channels = ch
+c.sinks = k1
+c.sources.r1.type = avro
+c.sources.r1.bind = 127.0.0.1
+c.sources.r1.port = {port}
+c.sources.r1.channels = ch
+c.channels.ch.type = file
+c.channels.ch.capacity = 1000000
+c.channels.ch.transactionCapacity = 1000
+c.sinks.k1.type = file_roll
+c.sinks.k1.sink.directory = {out}
+c.sinks.k1.sink.rollInterval = 1
+c.sinks.k1.sink.batchSize = 1000
+c.sinks.k1.channel = ch
+"""
+
+
+def tier1_conf(http_port: int, collector_ports: list[int]) -> str:
+    """http -> file channel -> one avro sink, or a load_balance group (backoff) of one avro sink per collector."""
+    names = [f"k{i + 1}" for i in range(len(collector_ports))]
+    text = f"""
+t.sources = r1
+t.channels = c1
+t.sinks = {' '.join(names)}
+t.sources.r1.type = http
+t.sources.r1.bind = 127.0.0.1
+t.sources.r1.port = {http_port}
+t.sources.r1.channels = c1
+t.channels.c1.type = file
+t.channels.c1.capacity = 1000000
+t.channels.c1.transactionCapacity = 1000
+"""
+    for name, port in zip(names, collector_ports, strict=True):
+        text += f"""t.sinks.{name}.type = avro
+t.sinks.{name}.hostname = 127.0.0.1
+t.sinks.{name}.port = {port}
+t.sinks.{name}.batch-size = 500
+t.sinks.{name}.connect-timeout = 2000
+t.sinks.{name}.request-timeout = 3000
+t.sinks.{name}.channel = c1
+"""
+    if len(names) > 1:
+        text += f"""t.sinkgroups = g1
+t.sinkgroups.g1.sinks = {' '.join(names)}
+t.sinkgroups.g1.processor.type = load_balance
+t.sinkgroups.g1.processor.backoff = true
+t.sinkgroups.g1.processor.selector = round_robin
+"""
+    return text
+
+
+class HopFleet:
+    """Collectors (avro -> file channel -> file_roll, each its own agent and embedded broker) and three tier-1
+    agents (HTTP -> file channel -> avro sink(s)), each tier-1 agent fed by its own load of distinct events."""
+
+    def __init__(self, tmp: Path, collectors: int, total: int, rate: float):
+        self.tmp = tmp
+        self.ports = [free_port() for _ in range(collectors)]
+        self.outs = [tmp / f"out{i}" for i in range(collectors)]
+        self.collectors = [self._collector(i) for i in range(collectors)]
+        self.tiers = []
+        self.loads = []
+        for n in range(3):
+            http = free_port()
+            home = tmp / f"tier{n}"
+            home.mkdir()
+            self.tiers.append(AgentProcess(home, tier1_conf(http, self.ports), name="t"))
+            self.loads.append(TaggedLoad(http, total, rate, f"t{n}-"))
+        self.load = Loads(self.loads)
+
+    def _collector(self, i: int) -> AgentProcess:
+        home = self.tmp / f"collector{i}"
+        home.mkdir(exist_ok=True)
+        return AgentProcess(home, collector_conf(self.ports[i], self.outs[i]), name="c")
+
+    def start(self) -> "HopFleet":
+        for agent in self.collectors + self.tiers:
+            agent.start()
+        wait_until(lambda: all(port_open(p) for p in self.ports + [load.port for load in self.loads]), 90,
+                   what="the fleet's sources")
+        self.load.start()
+        return self
+
+    def outputs(self) -> list[bytes]:
+        return [line for out in self.outs for line in read_lines(out)]
+
+    def kill_collector(self, i: int) -> None:
+        """kill -9 of the collector agent and of its embedded broker (and so of its sink worker)."""
+        agent = self.collectors[i]
+        redis_pid = int((agent.data_dir / "redis" / "redis.pid").read_text())
+        workers = children(agent.process.pid)
+        for pid in [agent.process.pid, redis_pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        agent.process.wait(30)
+        agent.log.close()
+
+    def restart_collector(self, i: int) -> None:
+        self.collectors[i] = self._collector(i).start()
+        wait_until(lambda: port_open(self.ports[i]), 90, what="the restarted collector")
+
+    def stop(self) -> None:
+        for load in self.loads:
+            load.stop.set()
+        for agent in self.tiers + self.collectors:
+            if agent.process is not None and agent.process.poll() is None:
+                agent.stop()
+
+    def merged(self) -> Path:
+        merged = self.tmp / "merged"
+        merged.mkdir(exist_ok=True)
+        (merged / "all").write_bytes(b"".join(line + b"\n" for line in self.outputs()))
+        return merged
+
+
+def hop_settle(result: Result, fleet: HopFleet, recovery: Recovery) -> Result:
+    fleet.load.join()
+    recovery.wait_all(240)
+    sent = fleet.load.all_sent()
+    wait_until(lambda: sent <= set(fleet.outputs()), 240, 0.25, what="every acknowledged event at the collectors")
+    result.recover_s = recovery.worst()
+    return result
+
+
+def hop_collector_kill(tmp: Path, total: int, rate: float, down_s: float) -> Result:
+    """kill -9 of the collector (agent, embedded broker, sink worker) mid-flow; restarted ``down_s`` later on the
+    same data directory: what it had answered OK to is in its append-only file and is delivered."""
+    fleet = HopFleet(tmp, 1, total, rate)
+    result = Result("avro hop: kill -9 collector (with its broker) + restart", faults=1)
+    try:
+        fleet.start()
+        recovery = Recovery(tmp, fleet.load, fleet.outputs)
+        wait_until(lambda: len(fleet.outputs()) > rate, 90, what="the first events at the collector")
+        recovery.fault()
+        fleet.kill_collector(0)
+        time.sleep(down_s)
+        fleet.restart_collector(0)
+        recovery.fault()                 # and from the restart until the tier-1 backlog is delivered
+        hop_settle(result, fleet, recovery)
+        result.notes.append(f"collector down {down_s:.0f} s; recovery counted from the kill and from the restart")
+    finally:
+        fleet.stop()
+    return count(result, fleet.load, fleet.merged())
+
+
+def hop_collector_frozen(tmp: Path, total: int, rate: float, frozen_s: float) -> Result:
+    """The collector is unreachable for ``frozen_s``: SIGSTOP of its agent (its avro source accepts connections in
+    the kernel but answers nothing, so the tier-1 sinks time out and retry), then SIGCONT.  Calls answered late are
+    sent again by then: duplicates, no loss."""
+    fleet = HopFleet(tmp, 1, total, rate)
+    result = Result(f"avro hop: collector unreachable (SIGSTOP) for {frozen_s:.0f} s", faults=1)
+    try:
+        fleet.start()
+        recovery = Recovery(tmp, fleet.load, fleet.outputs)
+        wait_until(lambda: len(fleet.outputs()) > rate, 90, what="the first events at the collector")
+        agent = fleet.collectors[0].process
+        os.kill(agent.pid, signal.SIGSTOP)
+        time.sleep(frozen_s)
+        os.kill(agent.pid, signal.SIGCONT)
+        recovery.fault()                     # recovery: from the collector's return to the backlog delivered
+        hop_settle(result, fleet, recovery)
+        result.notes.append("recovery from SIGCONT")
+    finally:
+        fleet.stop()
+    return count(result, fleet.load, fleet.merged())
+
+
+def hop_tier1_worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float) -> Result:
+    """kill -9 of the avro sink worker of a tier-1 agent, repeatedly (its agent gives back what it held and
+    restarts it)."""
+    fleet = HopFleet(tmp, 1, total, rate)
+    result = Result("avro hop: kill -9 tier-1 avro sink worker", faults=kills)
+    try:
+        fleet.start()
+        recovery = Recovery(tmp, fleet.load, fleet.outputs)
+        for k in range(kills):
+            time.sleep(interval_s)
+            tier = fleet.tiers[k % len(fleet.tiers)]
+            pid = sink_worker_pid(tier)
+            recovery.fault()
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda tier=tier, pid=pid: sink_worker_pid(tier) != pid, 60, what="the restarted worker")
+        hop_settle(result, fleet, recovery)
+    finally:
+        fleet.stop()
+    return count(result, fleet.load, fleet.merged())
+
+
+def hop_balanced_collector_kill(tmp: Path, total: int, rate: float, down_s: float) -> Result:
+    """Three tier-1 agents, each with a load_balance group (backoff) of two avro sinks, one per collector; kill -9
+    of one collector (with its broker) mid-flow: its share goes to the other; restarted ``down_s`` later it
+    delivers what it had acknowledged.  recover_s is until that is delivered too."""
+    fleet = HopFleet(tmp, 2, total, rate)
+    result = Result("avro hop: one of two load-balanced collectors kill -9 + restart", faults=1)
+    try:
+        fleet.start()
+        recovery = Recovery(tmp, fleet.load, fleet.outputs)
+        wait_until(lambda: read_lines(fleet.outs[1]) and read_lines(fleet.outs[0]), 90,
+                   what="events at both collectors")
+        recovery.fault()
+        killed_at = time.monotonic()
+        fleet.kill_collector(1)
+        before = len(read_lines(fleet.outs[0]))
+        wait_until(lambda: len(read_lines(fleet.outs[0])) > before + rate, 60, what="the other collector going on")
+        went_on = time.monotonic() - killed_at
+        time.sleep(max(0.0, down_s - went_on))
+        fleet.restart_collector(1)
+        recovery.fault()
+        hop_settle(result, fleet, recovery)
+        result.notes.append(f"the other collector took the traffic within {went_on:.1f} s; killed one down "
+                            f"{down_s:.0f} s")
+    finally:
+        fleet.stop()
+    return count(result, fleet.load, fleet.merged())
+
+
+# --- the hdfs sink on a real HDFS -----------------------------------------------------------------------------------
+
+def hdfs_sink_conf(cluster: HadoopCluster, root: str) -> str:
+    return f"""
+a1.sinks.k1.type = hdfs
+a1.sinks.k1.channel = c1
+a1.sinks.k1.hdfs.path = {cluster.fs_uri}{root}
+a1.sinks.k1.hdfs.webHdfsAddress = {cluster.http_address}
+a1.sinks.k1.hdfs.fileType = DataStream
+a1.sinks.k1.hdfs.rollCount = 0
+a1.sinks.k1.hdfs.rollSize = 0
+a1.sinks.k1.hdfs.rollInterval = 5
+a1.sinks.k1.hdfs.batchSize = 1000
+a1.sinks.k1.hdfs.callTimeout = 10000
+a1.sinks.k1.hdfs.retryInterval = 2
+"""
+
+
+class HdfsOutput:
+    """Every line of every file under ``root`` in HDFS (in-use files too: their appends are confirmed)."""
+
+    def __init__(self, cluster: HadoopCluster, root: str):
+        self.cluster, self.root = cluster, root
+
+    def files(self) -> list[str]:
+        try:
+            return self.cluster.list_files(self.root)
+        except OSError:
+            return []
+
+    def lines(self) -> list[bytes]:
+        out: list[bytes] = []
+        for path in self.files():
+            try:
+                data = self.cluster.read(path)
+            except OSError:                # renamed meanwhile, or HDFS down: the next poll sees it
+                continue
+            out += data.split(b"\n")[:-1]
+        return out
+
+
+def hdfs_faults(tmp: Path, total: int, rate: float, name: str, fault) -> Result:
+    """Drive ``total`` events through http -> file channel -> hdfs on a private Hadoop, calling ``fault(agent,
+    cluster, recovery)`` while the load runs; then a clean stop.  Reports duplicates at rest and in-use files
+    left after the clean stop."""
+    cluster = HadoopCluster(tmp / "hadoop").start()
+    port, root = free_port(), "/chaos"
+    output = HdfsOutput(cluster, root)
+    merged = tmp / "merged"
+    conf = agent_conf(port, merged, sinks=hdfs_sink_conf(cluster, root))
+    agent = AgentProcess(tmp, conf, env={"FLUMERY_VISIBILITY_TIMEOUT_S": "10"}).start()
+    result = Result(name)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(merged, load, outputs=output.lines)
+        wait_until(lambda: output.files(), 60, what="the first file in HDFS")
+        result.faults = fault(agent, cluster, recovery)
+        load.join()
+        recovery.wait_all(300)
+        result.recover_s = recovery.worst()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not load.all_sent() <= set(output.lines()):
+            time.sleep(0.5)
+    finally:
+        stopped = agent.stop()
+        try:
+            files = output.files()
+            in_use = [f for f in files if f.endswith(".tmp")]
+            if in_use:
+                # A file HDFS still holds under the lease of a writer that died with the DataNode cannot be
+                # settled before HDFS's 60 s lease limit: the next start of the sink finishes it.
+                again = AgentProcess(tmp, conf, env={"FLUMERY_VISIBILITY_TIMEOUT_S": "10"}).start()
+                try:
+                    # A sink starts with its first batch: send one (numbered past the load, so not counted).
+                    wait_until(lambda: port_open(port), 60, what="the restarted http source")
+                    assert Load(port, 0, 1)._post(total + 1000) == 200
+                    wait_until(lambda: not any(f.endswith(".tmp") for f in output.files()), 240,
+                               interval_s=1, what="the next start to finish the in-use files")
+                finally:
+                    again.stop()
+            merged.mkdir(exist_ok=True)
+            (merged / "all").write_bytes(b"".join(line + b"\n" for line in output.lines()))
+            after_restart = [f for f in output.files() if f.endswith(".tmp")]
+        finally:
+            cluster.stop()
+    result.tmp_left = len(after_restart)
+    result.notes.append(f"{len(files)} files; in-use (.tmp) files left: {len(in_use)} after the clean stop "
+                        f"(agent exit {stopped}), {len(after_restart)} after the next start")
+    return count(result, load, merged)
+
+
+def hdfs_worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float) -> Result:
+    def fault(agent, cluster, recovery):
+        for _ in range(kills):
+            time.sleep(interval_s)
+            pid = sink_worker_pid(agent)
+            recovery.fault()
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
+        return kills
+    return hdfs_faults(tmp, total, rate, f"hdfs: kill -9 sink worker x{kills}", fault)
+
+
+def hdfs_datanode_stop(tmp: Path, total: int, rate: float, down_s: float) -> Result:
+    def fault(agent, cluster, recovery):
+        time.sleep(2)
+        cluster.stop_role("datanode")
+        time.sleep(down_s)
+        cluster.start_datanode()
+        recovery.fault()                      # recovery: from the DataNode's return to the backlog written
+        return 1
+    return hdfs_faults(tmp, total, rate, f"hdfs: DataNode stopped {down_s:.0f} s", fault)
+
+
+def hdfs_namenode_restart(tmp: Path, total: int, rate: float) -> Result:
+    def fault(agent, cluster, recovery):
+        time.sleep(2)
+        recovery.fault()
+        cluster.stop_role("namenode")
+        cluster.start_namenode()
+        cluster.wait_ready(120)
+        return 1
+    return hdfs_faults(tmp, total, rate, "hdfs: NameNode restarted", fault)
+
+
 # --- keyed stores: no duplicates at rest --------------------------------------------------------------------
 
 PROBES = {"elasticsearch": ElasticsearchProbe, "mongodb": MongoProbe, "hbase": HBaseProbe}
@@ -763,6 +1168,13 @@ def scenarios(long: bool) -> dict:
             "store-removed": lambda t: store_removed(t, 150_000, 2500),
             "failover": lambda t: failover_outage(t, 150_000, 2500, outage_s=30),
             "full": lambda t: channel_full(t, 40_000, 2500, hold_s=60),
+            "hop-collector-kill": lambda t: hop_collector_kill(t, 40_000, 800, down_s=10),
+            "hop-collector-frozen": lambda t: hop_collector_frozen(t, 40_000, 800, frozen_s=30),
+            "hop-tier1-worker": lambda t: hop_tier1_worker_kills(t, 40_000, 800, kills=5, interval_s=8),
+            "hop-balanced-collector-kill": lambda t: hop_balanced_collector_kill(t, 40_000, 800, down_s=15),
+            "hdfs-worker": lambda t: hdfs_worker_kills(t, 200_000, 2500, kills=5, interval_s=12),
+            "hdfs-datanode": lambda t: hdfs_datanode_stop(t, 150_000, 2500, down_s=30),
+            "hdfs-namenode": lambda t: hdfs_namenode_restart(t, 100_000, 2500),
         }
     return {
         "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
@@ -779,6 +1191,13 @@ def scenarios(long: bool) -> dict:
         "store-removed": lambda t: store_removed(t, 6_000, 1000),
         "failover": lambda t: failover_outage(t, 8_000, 1000, outage_s=3),
         "full": lambda t: channel_full(t, 6_000, 1000, hold_s=3),
+        "hop-collector-kill": lambda t: hop_collector_kill(t, 3_000, 300, down_s=2),
+        "hop-collector-frozen": lambda t: hop_collector_frozen(t, 3_000, 300, frozen_s=5),
+        "hop-tier1-worker": lambda t: hop_tier1_worker_kills(t, 3_000, 300, kills=2, interval_s=2),
+        "hop-balanced-collector-kill": lambda t: hop_balanced_collector_kill(t, 3_000, 300, down_s=3),
+        "hdfs-worker": lambda t: hdfs_worker_kills(t, 8_000, 1000, kills=2, interval_s=2),
+        "hdfs-datanode": lambda t: hdfs_datanode_stop(t, 8_000, 1000, down_s=5),
+        "hdfs-namenode": lambda t: hdfs_namenode_restart(t, 6_000, 1000),
     }
 
 

@@ -19,6 +19,9 @@ def test_no_acknowledged_event_is_lost(name, tmp_path):
     assert result.sent > 0
     assert result.lost == 0, result.row()
     assert result.delivered == result.sent
+    if name.startswith("hdfs-"):
+        assert result.duplicated == 0, f"duplicates at rest: {result.row()}"
+        assert result.tmp_left == 0, f"in-use files left after the next start: {result.row()}"
     if name == "reload":
         # A replaced source finishes its in-flight requests, a replaced worker its batch: nothing is doubled.
         assert result.duplicated == 0, result.row()

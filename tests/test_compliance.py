@@ -41,7 +41,13 @@ SAMPLES = {
     ("source", "multiport_syslogtcp"): {"host": "127.0.0.1", "ports": "0 0"},
     ("source", "syslogudp"): {"host": "127.0.0.1", "port": "0"},
     ("source", "netcatudp"): {"bind": "127.0.0.1", "port": "0"},
+    ("source", "avro"): {"bind": "127.0.0.1", "port": "0"},
+    ("source", "thrift"): {"bind": "127.0.0.1", "port": "0"},
     ("sink", "file_roll"): {"sink.directory": "{tmp}"},
+    # A write is confirmed by the next hop: the next_hop fixture's avro and thrift sources, in-process.
+    ("sink", "avro"): {"hostname": "127.0.0.1", "port": "{avro_port}", "request-timeout": "5000"},
+    ("sink", "thrift"): {"hostname": "127.0.0.1", "port": "{thrift_port}", "request-timeout": "5000"},
+    ("sink", "hdfs"): {"hdfs.path": "file://{tmp}/hdfs/%{h}"},
     # Store sinks point at a port where nothing listens (see test_sink_writes_a_batch).
     ("sink", "elasticsearch"): {"hostNames": "127.0.0.1:1"},
     ("sink", "mongodb"): {"host": "127.0.0.1", "port": "1", "timeout": "300"},
@@ -90,9 +96,12 @@ class RecordingSink:
         self.written.append(batch)
 
 
-def build(kind: str, alias: str, tmp_path, refs: tuple[str, ...] = ()):
+def build(kind: str, alias: str, tmp_path, refs: tuple[str, ...] = (), values: dict | None = None):
     cls = ALL[kind].resolve(alias)
-    props = {k: v.replace("{tmp}", str(tmp_path)) for k, v in SAMPLES.get((kind, alias), {}).items()}
+    values = {"tmp": str(tmp_path), **(values or {})}
+    props = dict(SAMPLES.get((kind, alias), {}))
+    for name, value in values.items():
+        props = {k: v.replace("{" + name + "}", value) for k, v in props.items()}
     config, errors, _notices = build_config(cls, props, f"a1.{kind}s.x.", refs)
     assert errors == [], errors
     return cls, config
@@ -143,9 +152,24 @@ def test_source_lifecycle(alias, tmp_path):
         assert isinstance(batch, Batch)
 
 
+@pytest.fixture(scope="module")
+def next_hop():
+    """For sinks whose write only returns once a next hop confirmed it (avro, thrift): Flumery's avro and thrift
+    sources, in-process, recording; their ports are the ``{avro_port}`` and ``{thrift_port}`` of SAMPLES."""
+    sources = {}
+    for kind in ("avro", "thrift"):
+        cls = ALL["source"].resolve(kind)
+        recorder = Recorder()
+        sources[kind] = cls("next", cls.Config(bind="127.0.0.1", port=0), SourceContext("a2", recorder, recorder))
+        sources[kind].start()
+    yield {f"{kind}_port": str(source.port) for kind, source in sources.items()}
+    for source in sources.values():
+        source.stop()
+
+
 @pytest.mark.parametrize("alias", list(ALL["sink"].types))
-def test_sink_writes_a_batch(alias, tmp_path):
-    cls, config = build("sink", alias, tmp_path)
+def test_sink_writes_a_batch(alias, tmp_path, next_hop):
+    cls, config = build("sink", alias, tmp_path, values=next_hop)
     assert cls.write is not Sink.write
     sink = cls("k1", config, SinkContext("a1", tmp_path))
     sink.start()

@@ -346,14 +346,14 @@ def _with_type(key: str, type_name: str, base: str = NETCAT_LOGGER) -> str:
 
 
 @pytest.mark.parametrize("key,type_name", [
-    ("a1.sinks.k1.type", "hdfs"),
-    ("a1.sinks.k1.type", "avro"),
-    ("a1.sinks.k1.type", "org.apache.flume.sink.hdfs.HDFSEventSink"),
+    ("a1.sinks.k1.type", "hbase"),
+    ("a1.sinks.k1.type", "hbase2"),
+    ("a1.sinks.k1.type", "org.apache.flume.sink.hbase.HBaseSink"),
     ("a1.sources.r1.type", "jms"),
     ("a1.sources.r1.type", "JMS"),
-    ("a1.sources.r1.type", "avro"),
-    ("a1.sources.r1.type", "thrift"),
-    ("a1.sources.r1.type", "org.apache.flume.source.AvroSource"),
+    ("a1.sources.r1.type", "kafka"),
+    ("a1.sources.r1.type", "org.apache.flume.source.StressSource"),
+    ("a1.sources.r1.type", "org.apache.flume.source.kafka.KafkaSource"),
     ("a1.channels.c1.type", "SPILLABLEMEMORY"),
     ("a1.channels.c1.type", "jdbc"),
 ])
