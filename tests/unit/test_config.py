@@ -346,9 +346,9 @@ def _with_type(key: str, type_name: str, base: str = NETCAT_LOGGER) -> str:
 
 
 @pytest.mark.parametrize("key,type_name", [
-    ("a1.sinks.k1.type", "hbase"),
-    ("a1.sinks.k1.type", "hbase2"),
-    ("a1.sinks.k1.type", "org.apache.flume.sink.hbase.HBaseSink"),
+    ("a1.sinks.k1.type", "hive"),
+    ("a1.sinks.k1.type", "irc"),
+    ("a1.sinks.k1.type", "org.apache.flume.sink.hive.HiveSink"),
     ("a1.sources.r1.type", "jms"),
     ("a1.sources.r1.type", "JMS"),
     ("a1.sources.r1.type", "kafka"),
