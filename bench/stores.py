@@ -31,8 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
-from app.broker import free_port  # noqa: E402
 from stores import ElasticsearchProbe, HBaseProbe, MongoProbe  # noqa: E402
+
+from app.broker import free_port  # noqa: E402
 
 PROBES = {"elasticsearch": ElasticsearchProbe, "mongodb": MongoProbe, "hbase": HBaseProbe}
 

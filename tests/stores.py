@@ -42,9 +42,9 @@ def _wait_port(port: int, process: subprocess.Popen, what: str, timeout_s: float
             return
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError(f"{what} exited with {process.returncode} before it listened")
+                raise RuntimeError(f"{what} exited with {process.returncode} before it listened") from None
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s:.0f} s")
+                raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s:.0f} s") from None
             time.sleep(0.05)
 
 

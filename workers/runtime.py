@@ -27,7 +27,7 @@ from functools import lru_cache
 from celery.worker import state as worker_state
 
 from core.config import AgentConfig, load_agent
-from core.counters import (EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, EVENT_PUT_SUCCESS, MetricsStore)
+from core.counters import EVENT_PUT_SUCCESS, EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, MetricsStore
 from core.errors import Requeue, SettingsError, UndecodableMessage
 from core.event import Batch
 from core.keys import queue_name

@@ -38,12 +38,13 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent))
 
 from agents import REPO, AgentProcess, port_open, read_lines  # noqa: E402
-from app.broker import free_port  # noqa: E402
 from conftest import RedisServer  # noqa: E402
 from hadoop import HadoopCluster  # noqa: E402
 from helpers import ReportingThread, wait_until  # noqa: E402
 from sentinel import SentinelDeployment  # noqa: E402
 from stores import ElasticsearchProbe, HBaseProbe, MongoProbe  # noqa: E402
+
+from app.broker import free_port  # noqa: E402
 
 PER_REQUEST = 10
 
@@ -333,7 +334,7 @@ def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: flo
             pid = sink_worker_pid(agent)
             recovery.fault()
             os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
+            wait_until(lambda pid=pid: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
         settle(result, load, recovery, out)
     finally:
         agent.stop()
@@ -398,7 +399,7 @@ def pool_child_kills(tmp: Path, total: int, rate: float, kills: int, interval_s:
             child = wait_until(lambda: (children(worker.pid) or [None])[0], 60, what="the pool child")
             recovery.fault()
             os.kill(child, signal.SIGKILL)
-            wait_until(lambda: (children(worker.pid) or [child])[0] != child, 60, what="a new pool child")
+            wait_until(lambda child=child: (children(worker.pid) or [child])[0] != child, 60, what="a new pool child")
         settle(result, load, recovery, out)
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -1086,7 +1087,7 @@ def hdfs_worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s
             pid = sink_worker_pid(agent)
             recovery.fault()
             os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
+            wait_until(lambda pid=pid: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
         return kills
     return hdfs_faults(tmp, total, rate, f"hdfs: kill -9 sink worker x{kills}", fault)
 
@@ -1161,7 +1162,7 @@ def store_worker_kills(tmp: Path, kind: str, total: int, rate: float, kills: int
             pid = sink_worker_pid(agent)
             recovery.fault()
             os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
+            wait_until(lambda pid=pid: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
         settle_store(result, load, recovery, probe)
         count_store(result, load, probe)
     finally:

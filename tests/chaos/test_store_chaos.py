@@ -5,9 +5,8 @@ Keyed writes make redeliveries overwrites, so beyond losing nothing these must s
 """
 from __future__ import annotations
 
-import pytest
-
 import chaos
+import pytest
 
 pytestmark = pytest.mark.chaos
 SHORT = chaos.store_scenarios(long=False)

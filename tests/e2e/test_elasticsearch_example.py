@@ -10,10 +10,11 @@ import urllib.request
 from collections import Counter
 
 from agents import REPO, AgentProcess, wait_until
-from app.broker import free_port
-from core.config import load_agent
 from stores import osmem
 from test_routing_example import access_lines
+
+from app.broker import free_port
+from core.config import load_agent
 
 STAND_INS = (osmem,)        # session fixtures of tests/stores.py: the stand-in servers
 

@@ -7,6 +7,7 @@ import itertools
 import threading
 
 import pytest
+from stores import osmem
 
 from core import counters as names
 from core.config import build_config, parse_agent
@@ -14,8 +15,6 @@ from core.errors import RejectedEvents
 from core.event import Batch
 from workers.sinks.base import SinkContext
 from workers.sinks.elasticsearch import ElasticsearchSink, date_pattern_to_strftime
-
-from stores import osmem
 
 STAND_INS = (osmem,)        # session fixtures of tests/stores.py: the stand-in servers
 

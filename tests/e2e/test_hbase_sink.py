@@ -7,6 +7,9 @@ import itertools
 import time
 
 import pytest
+from agents import wait_until
+from stores import HBaseGateway, hbase_gateway
+from test_elasticsearch_sink import Metrics
 
 from core import counters as names
 from core.config import build_config, parse_agent
@@ -14,10 +17,6 @@ from core.errors import RejectedEvents
 from core.event import Batch
 from workers.sinks.base import SinkContext
 from workers.sinks.hbase import HBaseSink
-
-from stores import HBaseGateway, hbase_gateway
-from agents import wait_until
-from test_elasticsearch_sink import Metrics
 
 STAND_INS = (hbase_gateway,)        # session fixtures of tests/stores.py: the stand-in servers
 

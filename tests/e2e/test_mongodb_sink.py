@@ -7,6 +7,8 @@ import datetime as dt
 import itertools
 
 import pytest
+from stores import secantus
+from test_elasticsearch_sink import Metrics
 
 from core import counters as names
 from core.config import build_config
@@ -14,9 +16,6 @@ from core.errors import RejectedEvents
 from core.event import Batch
 from workers.sinks.base import SinkContext
 from workers.sinks.mongodb import MongoSink
-
-from stores import secantus
-from test_elasticsearch_sink import Metrics
 
 STAND_INS = (secantus,)        # session fixtures of tests/stores.py: the stand-in servers
 
