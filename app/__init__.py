@@ -18,8 +18,8 @@ def __getattr__(name: str):
     global _app
     if name in ("app", "celery"):
         if _app is None:
-            from app import worker_hooks             # lazy: see the module docstring
-            from app.celery_app import create_app   # lazy: see the module docstring
+            from app import worker_hooks  # lazy: see the module docstring
+            from app.celery_app import create_app  # lazy: see the module docstring
             try:
                 _app = create_app()
             except ConfigInvalid as exc:

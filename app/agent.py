@@ -30,14 +30,14 @@ from prometheus_client.core import CounterMetricFamily
 from app import running
 from app.broker import EmbeddedRedis, die_with_parent, maxmemory_bytes, reachable
 from app.celery_app import create_app
+from app.metrics import MetricsServer, snapshot
 from app.reload import FileWatch
 from app.reload import plan as reload_plan
-from core.config import AgentConfig, read_agent
-from core.errors import ConfigInvalid
-from app.metrics import MetricsServer, snapshot
 from app.throughput import ThroughputLog
 from app.worker import BOOTSTRAP as WORKER_BOOTSTRAP
+from core.config import AgentConfig, read_agent
 from core.counters import MetricsStore
+from core.errors import ConfigInvalid
 from core.files import make_private_dir, write_atomically
 from core.keys import exchange_name, queue_name
 from core.settings import BROKER_URL_FILE, Settings

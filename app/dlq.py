@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from app import running
 from app.broker import EmbeddedRedis, reachable
 from app.celery_app import create_app

@@ -33,6 +33,6 @@ def main() -> None:
     the worker's status."""
     # Celery's import_from_cwd / find_module look this name up in their module when called.
     celery.utils.imports.cwd_in_path = _cwd_not_in_path
-    from app import app as celery_app      # built from the FLUMERY_* environment, after the patch above
+    from app import app as celery_app  # built from the FLUMERY_* environment, after the patch above
 
     sys.exit(celery_app.start(sys.argv[1:]))

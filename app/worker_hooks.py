@@ -26,7 +26,6 @@ from routing.channels import channel_queues
 from routing.deadletter import DEAD_CHANNEL
 from workers.runtime import WorkerRuntime
 
-
 PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 DEAD_LETTER_NOTE = "dead-letter channel, not consumed"
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import avro_peer  # noqa: E402
 from agents import AgentProcess, port_open, wait_until  # noqa: E402
+
 from app.broker import free_port  # noqa: E402
 
 COLLECTOR = """

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import make_access_log          # bench/make_access_log.py: the workload (this script's folder is on sys.path)
+import make_access_log  # bench/make_access_log.py: the workload (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigFileUnreadable, ConfigInvalid, UnknownType
 from core import options, properties, registries
+from core.errors import ConfigFileUnreadable, ConfigInvalid, UnknownType
 from core.options import ConfigError
 from core.registry import did_you_mean
 

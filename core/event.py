@@ -19,8 +19,8 @@ also expose ``bodies`` directly.
 from __future__ import annotations
 
 import uuid
-from itertools import repeat
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Mapping, NamedTuple
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from core.errors import UnknownType
 
 
-
 @dataclass
 class Registry:
     kind: str                                   # "source", "sink", ... (used in messages)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-
 from core import counters as names
 from core.errors import BatchTooLarge, ChannelFullError, NotReplicated
 from core.event import Batch
 from core.keys import exchange_name, queue_name
-from routing.selectors import SelectorContext
-from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
 from routing import codec
+from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
+from routing.selectors import SelectorContext
 from routing.transport import PutTarget, connect
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from helpers import wait_until  # noqa: F401  (re-exported: tests import it from here too)
+
 from core.keys import metrics_prefix
 from routing.transport import read_sizes
 
@@ -132,7 +133,7 @@ def drained(redis_server, agent: str = "a1") -> bool:
 def taildir_caught_up(position_file: Path) -> bool:
     """Every file in a TAILDIR source's position file is read to its end (the source rewrites the file every
     ``writePosInterval``): with :func:`drained`, the source has nothing left to send."""
-    from workers.sources.taildir_position import parse        # (only the TAILDIR tests need it)
+    from workers.sources.taildir_position import parse  # (only the TAILDIR tests need it)
     try:
         entries = parse(Path(position_file).read_bytes())
         return bool(entries) and all(e.pos == os.path.getsize(e.file) for e in entries if os.path.exists(e.file))

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import redis
-
 from agents import wait_until
-from app.broker import free_port, redis_server_binary
 from conftest import RedisServer
+
+from app.broker import free_port, redis_server_binary
 
 MASTER_NAME = "mymaster"
 

@@ -27,7 +27,7 @@ from functools import lru_cache
 from celery.worker import state as worker_state
 
 from core.config import AgentConfig, load_agent
-from core.counters import (EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, EVENT_PUT_SUCCESS, MetricsStore)
+from core.counters import EVENT_PUT_SUCCESS, EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, MetricsStore
 from core.errors import Requeue, SettingsError, UndecodableMessage
 from core.event import Batch
 from core.keys import queue_name
@@ -138,7 +138,7 @@ class WorkerRuntime:
         self.metrics = MetricsStore(redis_client(url, settings.transport_options()), self.config.name,
                                     key_prefix=settings.key_prefix).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
-        context = SinkContext(self.config.name, settings.data_path())
+        context = SinkContext(self.config.name, settings.data_path(), self.metrics)
         self.runners: dict[str, itertools.cycle] = {}
         self.all_runners: list[SinkRunner] = []
         for unit, sinks in served_units(settings, self.config):

@@ -38,11 +38,13 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent))
 
 from agents import REPO, AgentProcess, port_open, read_lines  # noqa: E402
-from app.broker import free_port  # noqa: E402
 from conftest import RedisServer  # noqa: E402
 from hadoop import HadoopCluster  # noqa: E402
 from helpers import ReportingThread, wait_until  # noqa: E402
 from sentinel import SentinelDeployment  # noqa: E402
+from stores import ElasticsearchProbe, HBaseProbe, MongoProbe  # noqa: E402
+
+from app.broker import free_port  # noqa: E402
 
 PER_REQUEST = 10
 
@@ -332,7 +334,7 @@ def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: flo
             pid = sink_worker_pid(agent)
             recovery.fault()
             os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
+            wait_until(lambda pid=pid: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
         settle(result, load, recovery, out)
     finally:
         agent.stop()
@@ -397,7 +399,7 @@ def pool_child_kills(tmp: Path, total: int, rate: float, kills: int, interval_s:
             child = wait_until(lambda: (children(worker.pid) or [None])[0], 60, what="the pool child")
             recovery.fault()
             os.kill(child, signal.SIGKILL)
-            wait_until(lambda: (children(worker.pid) or [child])[0] != child, 60, what="a new pool child")
+            wait_until(lambda child=child: (children(worker.pid) or [child])[0] != child, 60, what="a new pool child")
         settle(result, load, recovery, out)
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -1085,7 +1087,7 @@ def hdfs_worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s
             pid = sink_worker_pid(agent)
             recovery.fault()
             os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
+            wait_until(lambda pid=pid: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
         return kills
     return hdfs_faults(tmp, total, rate, f"hdfs: kill -9 sink worker x{kills}", fault)
 
@@ -1110,6 +1112,88 @@ def hdfs_namenode_restart(tmp: Path, total: int, rate: float) -> Result:
         cluster.wait_ready(120)
         return 1
     return hdfs_faults(tmp, total, rate, "hdfs: NameNode restarted", fault)
+
+
+# --- keyed stores: no duplicates at rest --------------------------------------------------------------------
+
+PROBES = {"elasticsearch": ElasticsearchProbe, "mongodb": MongoProbe, "hbase": HBaseProbe}
+
+
+def count_store(result: Result, load: Load, probe) -> Result:
+    """lost = acknowledged events whose body is in no stored document/row; duplicated = stored documents/rows
+    beyond one per body (an event stored twice under different ids).  The store is read by id: one body per
+    document or row."""
+    stored = Counter(probe.bodies())
+    sent = load.all_sent()
+    result.sent = len(sent)
+    result.delivered = len(sent & set(stored))
+    result.lost = result.sent - result.delivered
+    result.duplicated = sum(n - 1 for n in stored.values() if n > 1)
+    result.notes.append(f"{sum(stored.values())} documents/rows in the store")
+    result.notes += probe.notes()
+    return result
+
+
+def settle_store(result: Result, load: Load, recovery: Recovery, probe, timeout_s: float = 180) -> None:
+    """settle() for a store: wait until everything acknowledged is stored; record the worst recovery."""
+    load.join()
+    recovery.wait_all(timeout_s)
+    sent = load.all_sent()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not sent <= set(probe.bodies()):
+        time.sleep(0.5)
+    result.recover_s = recovery.worst()
+
+
+def store_worker_kills(tmp: Path, kind: str, total: int, rate: float, kills: int, interval_s: float) -> Result:
+    """kill -9 of the agent's sink worker writing to a keyed store, repeatedly: batches written but not yet
+    acknowledged are written again, and must overwrite (duplicated at rest 0)."""
+    port = free_port()
+    probe = PROBES[kind](tmp).start()
+    conf = agent_conf(port, tmp / "unused", sinks=probe.sink_conf())
+    agent = AgentProcess(tmp, conf).start()
+    result = Result(f"{kind}: kill -9 sink worker", faults=kills)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(tmp, load, outputs=probe.bodies)
+        for _ in range(kills):
+            time.sleep(interval_s)
+            pid = sink_worker_pid(agent)
+            recovery.fault()
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda pid=pid: sink_worker_pid(agent) != pid, 60, what="the restarted worker")
+        settle_store(result, load, recovery, probe)
+        count_store(result, load, probe)
+    finally:
+        agent.stop()
+        probe.stop()
+    return result
+
+
+def store_outage_keyed(tmp: Path, kind: str, total: int, rate: float, outage_s: float) -> Result:
+    """The store is unavailable for ``outage_s`` mid-flow (how depends on the stand-in: see each probe's
+    ``outage_note``), then back with its data; recovery is measured from its return."""
+    port = free_port()
+    probe = PROBES[kind](tmp).start()
+    conf = agent_conf(port, tmp / "unused", sinks=probe.sink_conf())
+    agent = AgentProcess(tmp, conf).start()
+    result = Result(f"{kind}: store unavailable for {outage_s:.0f} s", faults=1)
+    result.notes.append(probe.outage_note)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(tmp, load, outputs=probe.bodies)
+        wait_until(lambda: probe.count() > 0, 60, what="first documents")
+        time.sleep(2)
+        probe.outage(outage_s)
+        recovery.fault()
+        settle_store(result, load, recovery, probe)
+        count_store(result, load, probe)
+    finally:
+        agent.stop()
+        probe.stop()
+    return result
 
 
 def scenarios(long: bool) -> dict:
@@ -1163,6 +1247,16 @@ def scenarios(long: bool) -> dict:
     }
 
 
+def store_scenarios(long: bool) -> dict:
+    """The keyed stores' scenarios (tests/test_store_chaos.py runs the short ones): name -> callable(tmp)."""
+    total, rate, kills, interval_s, outage_s = (100_000, 2500, 5, 7, 30) if long else (6_000, 1000, 2, 2, 3)
+    chosen = {}
+    for kind in PROBES:
+        chosen[f"{kind}-worker"] = (lambda t, k=kind: store_worker_kills(t, k, total, rate, kills, interval_s))
+        chosen[f"{kind}-outage"] = (lambda t, k=kind: store_outage_keyed(t, k, total, rate, outage_s))
+    return chosen
+
+
 def main() -> int:
     import tempfile
 
@@ -1171,7 +1265,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="scenario names to run")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    chosen = scenarios(args.long)
+    chosen = {**scenarios(args.long), **store_scenarios(args.long)}
     results = []
     for name, run in chosen.items():
         if args.only and name not in args.only:

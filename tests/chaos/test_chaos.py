@@ -4,9 +4,8 @@ Every scenario must lose no acknowledged event.  Duplicates are allowed (deliver
 """
 from __future__ import annotations
 
-import pytest
-
 import chaos
+import pytest
 
 pytestmark = pytest.mark.chaos
 SHORT = chaos.scenarios(long=False)

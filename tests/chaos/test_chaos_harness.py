@@ -3,9 +3,8 @@ stopped short, and the generator survives a clock that moves between two reads (
 ``ValueError: sleep length must be non-negative`` and the scenarios passed with no load)."""
 from __future__ import annotations
 
-import pytest
-
 import chaos
+import pytest
 from helpers import ThreadFailed
 
 

@@ -9,9 +9,10 @@ import urllib.error
 import urllib.request
 from contextlib import ExitStack
 
-from app.broker import free_port
 from agents import AgentProcess, port_open, read_lines, wait_until
 from helpers import ReportingThread
+
+from app.broker import free_port
 
 
 def post(port: int, events: list[dict], timeout_s: float = 10) -> int:

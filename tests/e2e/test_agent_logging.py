@@ -6,6 +6,7 @@ import re
 import signal
 
 from agents import AgentProcess, wait_until
+
 from app.throughput import summary
 
 CONF = """

@@ -12,14 +12,14 @@ import threading
 import zlib
 from pathlib import Path
 
-import pytest
-
 import avro_peer
+import pytest
 from agents import wait_until
+from test_compliance import Recorder
+
 from core.config import build_config
 from core.errors import ChannelFullError
 from core.event import Batch
-from test_compliance import Recorder
 from workers.rpc import avro_ipc
 from workers.rpc.avro_client import AvroClient
 from workers.rpc.ip_filter import allowed, parse_rules
@@ -435,8 +435,8 @@ def test_wrong_keystore_password_is_a_config_error(keystores):
 
 
 def test_truststore_types_and_a_wrong_truststore_password(keystores):
-    from workers.rpc.tls import trusted_pem
     from core.errors import KeystoreError
+    from workers.rpc.tls import trusted_pem
     jks = trusted_pem(str(keystores / "truststore.jks"), "secret2", "JKS")
     assert jks == trusted_pem(str(keystores / "truststore.jks"), "", "JKS")      # no password: digest unchecked
     assert jks.count("BEGIN CERTIFICATE") == 1

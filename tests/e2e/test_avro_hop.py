@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 import avro_peer
+import pytest
 from agents import AgentProcess, port_open, read_lines, wait_until
-from app.broker import free_port
 from conftest import EXAMPLES
 from test_agent_flow import post
+
+from app.broker import free_port
 
 
 def example(name: str, ports: dict[int, int]) -> str:

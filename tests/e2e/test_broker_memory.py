@@ -8,16 +8,16 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from agents import AgentProcess, port_open, read_lines, wait_until
+
 from app.broker import free_port
 from app.celery_app import create_app
 from core.config import parse_agent
 from core.errors import BrokerOutOfMemory, ChannelFullError
 from core.event import Batch
 from core.settings import Settings
-from routing.processor import ChannelWriter
 from routing import transport
+from routing.processor import ChannelWriter
 from routing.transport import read_sizes
 
 

@@ -11,11 +11,11 @@ import time
 
 import pytest
 import redis
+from agents import wait_until
+from conftest import RedisServer
 from redis.cluster import RedisCluster
 
-from agents import wait_until
 from app.broker import free_port
-from conftest import RedisServer
 from core import keys
 from routing import scripts
 

@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 from agents import REPO, AgentProcess, port_open, read_lines, wait_until
-from app.broker import free_port
 from test_agent_flow import post
+
+from app.broker import free_port
 
 CONF = """
 a1.sources = r1

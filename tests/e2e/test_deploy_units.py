@@ -14,8 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from agents import REPO, port_open, read_lines, wait_until
+
 from app.broker import free_port
 
 UNITS = REPO / "deploy" / "systemd"

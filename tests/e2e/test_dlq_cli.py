@@ -8,17 +8,18 @@ import sys
 from pathlib import Path
 
 from agents import REPO, AgentProcess, port_open, read_lines, wait_until
+from test_agent_flow import post
+from test_deadletters import CONF
+
 from app.broker import free_port
 from app.celery_app import create_app
 from core.config import load_agent
 from core.event import Event
+from core.keys import exchange_name
 from core.settings import Settings
 from routing import deadletter
-from core.keys import exchange_name
 from routing.processor import ChannelWriter
 from routing.transport import read_sizes
-from test_agent_flow import post
-from test_deadletters import CONF
 
 
 def flumery(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

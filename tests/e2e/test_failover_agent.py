@@ -5,8 +5,8 @@ import json
 import urllib.request
 
 from agents import AgentProcess, drained, port_open, read_lines, wait_until
-from app.broker import free_port
 
+from app.broker import free_port
 
 # --- end to end ---------------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 from agents import REPO, wait_until
+
 from app.broker import free_port
 
 CONF = """

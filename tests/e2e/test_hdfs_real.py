@@ -14,9 +14,9 @@ import uuid
 
 import fastavro
 import pytest
-
 from agents import AgentProcess, wait_until
 from conftest import EXAMPLES
+
 from core.config import build_config
 from core.event import Batch
 from core.registries import SINKS

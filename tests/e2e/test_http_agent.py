@@ -9,6 +9,7 @@ import urllib.request
 
 from agents import AgentProcess, port_open, wait_until
 from helpers import ReportingThread
+
 from app.broker import free_port
 
 CONF = """

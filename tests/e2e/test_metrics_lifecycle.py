@@ -8,8 +8,9 @@ import time
 import urllib.request
 
 from agents import AgentProcess, port_open, wait_until
-from app.broker import free_port
 from test_agent_flow import post
+
+from app.broker import free_port
 
 CONF = """
 a1.sources = r1

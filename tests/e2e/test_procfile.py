@@ -12,6 +12,7 @@ import subprocess
 import urllib.request
 
 from agents import REPO, read_lines, wait_until
+
 from app.broker import free_port
 
 HONCHO = REPO / ".venv" / "bin" / "honcho"

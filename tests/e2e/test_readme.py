@@ -4,6 +4,7 @@ import shutil
 import subprocess
 
 from agents import AgentProcess, port_open, read_lines, wait_until
+
 from app.broker import free_port
 from app.reference import README, markdown, readme_block
 

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 from agents import AgentProcess, port_open, read_lines, wait_until
+
 from app.broker import free_port
 from app.reload import plan
 from core.config import parse_agent

@@ -9,6 +9,7 @@ import random
 import re
 
 from agents import REPO, AgentProcess, drained, read_lines, taildir_caught_up, wait_until
+
 from core.config import load_agent
 
 EXAMPLE = REPO / "deploy" / "access-log-routing.conf"
@@ -64,7 +65,7 @@ def test_server_errors_go_to_errors_and_the_rest_to_all_exactly_once(tmp_path, r
                 log.write(b"".join(line + b"\n" for line, _ in more))
                 log.flush()
                 written += more
-                wait_until(lambda: delivered() >= len(written), 60, what=f"{len(written)} lines")
+                wait_until(lambda written=written: delivered() >= len(written), 60, what=f"{len(written)} lines")
         wait_until(lambda: taildir_caught_up(routed / "taildir_position.json") and drained(redis_server, "access"),
                    60, what="the source at the end of the log and the channels empty (no duplicate still to come)")
 

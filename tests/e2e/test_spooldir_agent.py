@@ -10,10 +10,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-
 from agents import AgentProcess, counter, drained, read_lines, wait_until
 from test_spooldir import drop, lines, metas
-
 
 # --- end to end: real Redis, real agent processes, real Celery workers -------------------------------------------
 

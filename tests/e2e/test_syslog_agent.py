@@ -8,8 +8,9 @@ import socket
 import urllib.request
 
 from agents import AgentProcess, read_lines, wait_until
-from app.broker import free_port
 from conftest import VECTORS
+
+from app.broker import free_port
 
 ALL_VECTORS = json.loads(VECTORS.read_text())
 UTILS = [c for c in ALL_VECTORS["SyslogUtils"]

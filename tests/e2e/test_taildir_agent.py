@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from agents import REPO, AgentProcess, drained, read_lines, taildir_caught_up, wait_until
 from helpers import ReportingThread
 from test_taildir import TAILDIR_CONF
-from workers.sources.taildir_position import parse
 
+from workers.sources.taildir_position import parse
 
 # --- end to end: real agents, real Redis, real workers -----------------------------------------------------------
 
@@ -143,10 +142,10 @@ def test_rotation_while_a_writer_appends_delivers_every_line_once(tmp_path, redi
         writer.start()
         rotations, generation_start = 0, 0
         while True:
-            wait_until(lambda: writer.written >= generation_start + every or not writer.is_alive(), 60,
+            wait_until(lambda generation_start=generation_start: writer.written >= generation_start + every or not writer.is_alive(), 60,
                        what=f"{every} more lines written")
             if writer.written > generation_start:
-                wait_until(lambda: line_of("app.log", generation_start) in set(read_lines(out)), 60,
+                wait_until(lambda generation_start=generation_start: line_of("app.log", generation_start) in set(read_lines(out)), 60,
                            what=f"line {generation_start}, the first of the current generation, delivered")
             if not writer.is_alive():
                 break
@@ -156,7 +155,7 @@ def test_rotation_while_a_writer_appends_delivers_every_line_once(tmp_path, redi
                 os.rename(path, target)              # the writer keeps writing to the old file for a while
                 path.touch()
                 moved_at = writer.written
-                wait_until(lambda: writer.written >= moved_at + 20 or not writer.is_alive(), 30,
+                wait_until(lambda moved_at=moved_at: writer.written >= moved_at + 20 or not writer.is_alive(), 30,
                            what="the writer to write into the renamed file")
                 with writer.lock:
                     writer.reopen.set()
@@ -224,13 +223,13 @@ def test_sigkill_mid_file_loses_nothing_and_a_keyed_store_holds_every_line_once(
     kills = 0
     for stop_at in (20_000, 80_000, 140_000):
         agent = AgentProcess(tmp_path, conf, broker_url=redis_server.url).start()
-        wait_until(lambda: len(delivered()) >= stop_at, 120, what=f"{stop_at} lines")
+        wait_until(lambda stop_at=stop_at: len(delivered()) >= stop_at, 120, what=f"{stop_at} lines")
         position = parse((tmp_path / "pos.json").read_bytes())[0].pos
         workers = children(agent.process.pid)
         assert agent.stop(signal.SIGKILL) == -signal.SIGKILL
         assert position < (logs / "app.log").stat().st_size, "the source had finished the file: not mid-file"
         kills += 1
-        wait_until(lambda: all(gone(pid) for pid in workers), 60, what="the killed agent's sink workers to end")
+        wait_until(lambda workers=workers: all(gone(pid) for pid in workers), 60, what="the killed agent's sink workers to end")
     with AgentProcess(tmp_path, conf, broker_url=redis_server.url):
         wait_until(lambda: len({body for _, body in delivered()}) >= total, 120, what="every line")
         wait_until(lambda: taildir_caught_up(tmp_path / "pos.json") and drained(redis_server), 60,

@@ -7,15 +7,15 @@ import socket
 import struct
 
 import pytest
-
 import thrift_peer
 from agents import AgentProcess, port_open, read_lines, wait_until
+from test_avro import Refusing, closed_by_peer, keystores, received  # noqa: F401 (keystores: a fixture)
+from test_compliance import Recorder
+
 from app.broker import free_port
 from core.config import build_config
 from core.errors import ChannelFullError
 from core.event import Batch
-from test_avro import Refusing, closed_by_peer, keystores, received  # noqa: F401 (keystores: a fixture)
-from test_compliance import Recorder
 from workers.sinks.base import SinkContext
 from workers.sinks.rpc import DeliveryFailed
 from workers.sinks.thrift import ThriftSink

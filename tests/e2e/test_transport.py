@@ -4,17 +4,17 @@ from __future__ import annotations
 import os
 
 import pytest
+from agents import wait_until
 from kombu import Connection
 
-from core.errors import BatchTooLarge, ChannelFullError
 from app.celery_app import create_app
 from core.config import parse_agent
+from core.errors import BatchTooLarge, ChannelFullError
 from core.event import Batch
 from core.settings import Settings
 from routing import codec
 from routing.processor import ChannelWriter
 from routing.transport import Transport, owner_prefix, read_bytes, read_sizes
-from agents import wait_until
 
 CONF = """
 a1.sources = r1

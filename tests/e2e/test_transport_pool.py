@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import threading
 
+from helpers import ReportingThread
+
 from app.celery_app import create_app
 from core.config import parse_agent
 from core.event import Batch
 from core.settings import Settings
-from helpers import ReportingThread
 from routing.processor import ChannelWriter
 from routing.transport import read_sizes
 

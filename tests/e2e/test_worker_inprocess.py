@@ -11,12 +11,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from agents import drained, read_lines, wait_until
 from celery import signals
+from conftest import flow
 from kombu.serialization import dumps as serialize
 
-from agents import drained, read_lines, wait_until
 from app.celery_app import create_app
-from conftest import flow
 from core.config import load_agent
 from core.event import Batch
 from core.settings import Settings

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import REPO
+
 from core.config import load_agent
 from core.event import Event
 from workers.interceptors.base import InterceptorContext

@@ -6,9 +6,9 @@ import json
 import zoneinfo
 
 import pytest
+from conftest import VECTORS
 
 from core.bucket_path import BadTimestamp, BucketPath, MissingTimestamp, host_values
-from conftest import VECTORS
 
 CASES = json.loads(VECTORS.read_text())["BucketPath"]
 

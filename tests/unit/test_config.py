@@ -5,18 +5,17 @@ import textwrap
 
 import pytest
 
-from core.errors import ConfigInvalid
 from core.config import AgentConfig, load_agent, parse_agent
+from core.errors import ConfigInvalid
 from core.event import Event
-from workers.interceptors.base import InterceptorContext
 from routing.channels import FileChannel, MemoryChannel
-from routing.selectors import MultiplexingSelector, ReplicatingSelector
+from routing.selectors import MultiplexingSelector, ReplicatingSelector, SelectorContext
+from workers.interceptors.base import InterceptorContext
 from workers.processors.default import DefaultSinkProcessor
 from workers.sinks.file_roll import FileRollSink
 from workers.sinks.logger import LoggerSink
 from workers.sinks.null import NullSink
 from workers.sources.netcat import NetcatSource
-from routing.selectors import SelectorContext
 
 NETCAT_LOGGER = """\
 # example.conf: A single-node Flume configuration
@@ -346,9 +345,9 @@ def _with_type(key: str, type_name: str, base: str = NETCAT_LOGGER) -> str:
 
 
 @pytest.mark.parametrize("key,type_name", [
-    ("a1.sinks.k1.type", "hbase"),
-    ("a1.sinks.k1.type", "hbase2"),
-    ("a1.sinks.k1.type", "org.apache.flume.sink.hbase.HBaseSink"),
+    ("a1.sinks.k1.type", "hive"),
+    ("a1.sinks.k1.type", "irc"),
+    ("a1.sinks.k1.type", "org.apache.flume.sink.hive.HiveSink"),
     ("a1.sources.r1.type", "jms"),
     ("a1.sources.r1.type", "JMS"),
     ("a1.sources.r1.type", "kafka"),

@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES
 
-from core.errors import ConfigInvalid
 from core import properties
 from core.config import load_agent
+from core.errors import ConfigInvalid
 from routing.selectors import SelectorContext
-from conftest import EXAMPLES
 
 FILES = sorted(EXAMPLES.glob("*.conf"))
 

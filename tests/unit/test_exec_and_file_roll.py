@@ -7,15 +7,15 @@ import threading
 import time
 
 import pytest
-
 from agents import wait_until
 from conftest import FakeCounters
+
 from core.event import Batch, Event
 from core.options import build
 from workers.sinks.base import SinkContext
 from workers.sinks.file_roll import FileRollSink
-from workers.sources.exec import ExecSource
 from workers.sources.base import SourceContext
+from workers.sources.exec import ExecSource
 
 
 class Recorder:

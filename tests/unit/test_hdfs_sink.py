@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from agents import wait_until
 from conftest import VECTORS
+
 from core.config import build_config, parse_agent
 from core.errors import ConfigInvalid, RejectedEvents
 from core.event import Batch

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from conftest import FakeCounters, flow
-from core.config import parse_agent
 from helpers import ReportingThread, ThreadFailed, record_waits, wait_until
+
+from core.config import parse_agent
 
 
 def test_join_raises_what_the_thread_raised():

@@ -6,14 +6,21 @@ import http.client
 import json
 
 import pytest
+from conftest import VECTORS, FakeCounters
 
-from core.errors import BatchTooLarge, ChannelFullError
 from core import options
+from core.errors import BatchTooLarge, ChannelFullError
 from core.event import Event
-from conftest import FakeCounters, VECTORS
 from workers.sources.base import SourceContext
-from workers.sources.http import (HANDLERS, BadRequest, HttpSource, UnsupportedCharset, blob_handler,
-                                  json_handler, request_charset)
+from workers.sources.http import (
+    HANDLERS,
+    BadRequest,
+    HttpSource,
+    UnsupportedCharset,
+    blob_handler,
+    json_handler,
+    request_charset,
+)
 
 VECTOR_DATA = json.loads(VECTORS.read_text())
 GROUP = VECTOR_DATA["HTTPSource_JSONHandler"]

@@ -9,7 +9,6 @@ import socket
 import threading
 
 import pytest
-
 from test_http_handler import make_source
 
 HIDDEN = b'[{"body": "smuggled"}]'

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
-
-from core.config import build_config
 from test_http_handler import make_source
 from test_http_server import EVENT, Client, post_head
+
+from core.config import build_config
 from workers.sources.http import HttpSource
 from workers.sources.keystore import read_keystore
 

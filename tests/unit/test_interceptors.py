@@ -13,25 +13,29 @@ import time
 import uuid
 
 import pytest
-
-from core.errors import ConfigInvalid
-from core import options
-from core.config import build_config, parse_agent
-from core.event import Event
 from conftest import EXAMPLES, VECTORS
-from routing.processor import ChannelProcessor
-from core import java_regex, joda
+
+from core import java_regex, joda, options
+from core.config import build_config, parse_agent
+from core.errors import ConfigInvalid
+from core.event import Event
 from core.registries import INTERCEPTORS
+from routing.processor import ChannelProcessor
+from workers.interceptors.base import InterceptorContext
 from workers.interceptors.host import HostInterceptor, java_host_address
-from workers.interceptors.regex_extractor import (MILLIS_CLASS, PASS_THROUGH_CLASS, MillisSerializer,
-                                                  PassThroughSerializer, RegexExtractorInterceptor)
+from workers.interceptors.regex_extractor import (
+    MILLIS_CLASS,
+    PASS_THROUGH_CLASS,
+    MillisSerializer,
+    PassThroughSerializer,
+    RegexExtractorInterceptor,
+)
 from workers.interceptors.regex_filter import RegexFilteringInterceptor
 from workers.interceptors.remove_header import RemoveHeaderInterceptor
 from workers.interceptors.search_replace import SearchAndReplaceInterceptor
 from workers.interceptors.static import StaticInterceptor
 from workers.interceptors.timestamp import TimestampInterceptor
 from workers.interceptors.uuid_header import UUIDInterceptor
-from workers.interceptors.base import InterceptorContext
 
 VECTOR_DATA = json.loads(VECTORS.read_text())
 PREFIX = "a1.sources.r1.interceptors.i1."

@@ -6,14 +6,13 @@ import random
 from collections import Counter
 
 import pytest
+from conftest import VECTORS
 
 from core.config import parse_agent
 from core.event import Batch
 from core.options import build
-from conftest import VECTORS
 from routing.processor import ChannelProcessor
-from routing.selectors import LoadBalancingSelector
-from routing.selectors import SelectorContext
+from routing.selectors import LoadBalancingSelector, SelectorContext
 
 CASES = json.loads(VECTORS.read_text())["LoadBalancingChannelSelector"]
 

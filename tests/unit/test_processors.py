@@ -38,14 +38,14 @@ import re
 import pytest
 from conftest import EXAMPLES, VECTORS
 
-from core.errors import AllSinksFailed, ConfigInvalid, RejectedEvents
 from core.config import load_agent, parse_agent
+from core.errors import AllSinksFailed, ConfigInvalid, RejectedEvents
 from core.event import Batch, Event
 from workers.processors import failover as fo
 from workers.processors import load_balance as lb
+from workers.processors.base import ProcessorContext
 from workers.processors.failover import FailoverSinkProcessor
 from workers.processors.load_balance import LoadBalancingSinkProcessor, SinkSelector
-from workers.processors.base import ProcessorContext
 
 ALL_VECTORS = json.loads(VECTORS.read_text())
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import VECTORS
 
-from core.errors import ConfigInvalid
 from core import options
 from core.config import build_config, parse_agent
+from core.errors import ConfigInvalid
 from core.registries import SELECTORS
-from routing.selectors import DEFAULT_HEADER, MultiplexingSelector, ReplicatingSelector
-from routing.selectors import SelectorContext
-from conftest import VECTORS
+from routing.selectors import DEFAULT_HEADER, MultiplexingSelector, ReplicatingSelector, SelectorContext
 
 VECTOR_DATA = json.loads(VECTORS.read_text())
 MUX_GROUP = VECTOR_DATA["MultiplexingChannelSelector"]

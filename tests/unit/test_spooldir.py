@@ -11,18 +11,24 @@ import time
 from pathlib import Path
 
 import pytest
-
 from agents import wait_until
-from helpers import ReportingThread, record_waits
 from conftest import FakeCounters
-from core.errors import ChannelFullError, ConfigInvalid
+from helpers import ReportingThread, record_waits
+
 from core.config import parse_agent
+from core.errors import ChannelFullError, ConfigInvalid
 from workers.sources import spooldir_reader
-from workers.sources.spooldir import SpoolDirectorySource
-from workers.sources.spooldir_reader import (BlobDeserializer, LineDeserializer, ReadProblem, Undecodable,
-                                             newline_is_0x0a, units16)
-from workers.sources.spooldir_tracker import META_PREFIX, FileProblem, SetupError, SpoolTracker
 from workers.sources.base import SourceContext
+from workers.sources.spooldir import SpoolDirectorySource
+from workers.sources.spooldir_reader import (
+    BlobDeserializer,
+    LineDeserializer,
+    ReadProblem,
+    Undecodable,
+    newline_is_0x0a,
+    units16,
+)
+from workers.sources.spooldir_tracker import META_PREFIX, FileProblem, SetupError, SpoolTracker
 
 ROOT = os.geteuid() == 0
 

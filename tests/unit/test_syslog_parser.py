@@ -10,11 +10,22 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-
 from conftest import VECTORS
-from workers.sources.syslog_parser import (KEEP_ALL, INCOMPLETE, INVALID, STATUS, LineSplitter, SyslogDecoder,
-                                           SyslogFormatError, check_keep_fields, keep_fields, multiport_3164_ms,
-                                           multiport_5424_ms, parse_message)
+
+from workers.sources.syslog_parser import (
+    INCOMPLETE,
+    INVALID,
+    KEEP_ALL,
+    STATUS,
+    LineSplitter,
+    SyslogDecoder,
+    SyslogFormatError,
+    check_keep_fields,
+    keep_fields,
+    multiport_3164_ms,
+    multiport_5424_ms,
+    parse_message,
+)
 
 ALL_VECTORS = json.loads(VECTORS.read_text())
 UTILS = [c for c in ALL_VECTORS["SyslogUtils"] if "input" in c]

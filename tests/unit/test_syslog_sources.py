@@ -16,9 +16,9 @@ import threading
 import time
 
 import pytest
-
 from agents import wait_until
 from conftest import VECTORS
+
 from core import counters as names
 from core.config import build_config
 from core.errors import ChannelFullError

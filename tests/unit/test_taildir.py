@@ -11,18 +11,18 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from agents import wait_until
+from conftest import VECTORS, FakeCounters
 from helpers import record_waits
-from core.errors import ChannelFullError, ConfigInvalid
+
 from core.config import parse_agent
-from core.options import build
-from conftest import FakeCounters, VECTORS
+from core.errors import ChannelFullError, ConfigInvalid
 from core.java_regex import compile_java
+from core.options import build
+from workers.sources.base import SourceContext
 from workers.sources.taildir import TaildirConfig, TaildirSource
 from workers.sources.taildir_position import JOURNAL_SUFFIX, PositionEntry, PositionStore, parse, to_json
 from workers.sources.taildir_reader import FileGroup, TaildirReader
-from workers.sources.base import SourceContext
 
 VECTOR_DATA = json.loads(VECTORS.read_text())["TaildirSource"]
 
@@ -308,7 +308,7 @@ def test_copytruncate_restarts_at_zero_and_reads_the_copy_s_unread_tail(tmp_path
     (logs / "app.log").write_bytes(b"\n".join(lines) + b"\n")
     reader.start()
     tf = tracked(reader, "app.log")
-    for batch, end, tail in reader.batches(tf, 50):
+    for _batch, end, tail in reader.batches(tf, 50):
         reader.commit(tf, end, tail)
         break                                                    # the source lags: 50 lines unread
     shutil.copyfile(logs / "app.log", logs / "app.log.1")        # logrotate copytruncate

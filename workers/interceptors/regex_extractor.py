@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core import java_regex, joda
 from core.event import Event
 from core.options import opt
 from core.registry import did_you_mean
-from core import java_regex, joda
 from workers.interceptors.base import Interceptor, InterceptorContext
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core import java_regex
 from core.event import Event
 from core.options import opt
-from core import java_regex
 from workers.interceptors.base import Interceptor, InterceptorContext
 
 DEFAULT_SEPARATOR = r"\s*,\s*"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
+from core import java_regex
 from core.event import Event
 from core.options import opt
-from core import java_regex
 from workers.interceptors.base import Interceptor, InterceptorContext
 
 

@@ -23,10 +23,19 @@ from dataclasses import dataclass
 
 from core import counters as names
 from core.options import one_of, opt, port_number, positive
-from workers.sources.syslog_net import ClientNames, StreamSource, client_headers
-from workers.sources.syslog_parser import (DEFAULT_SIZE, INCOMPLETE, INVALID, STATUS, LineSplitter,
-                                           SyslogFormatError, check_keep_fields, keep_fields, parse_message)
 from workers.sources.keystore import KEYSTORE_TYPES
+from workers.sources.syslog_net import ClientNames, StreamSource, client_headers
+from workers.sources.syslog_parser import (
+    DEFAULT_SIZE,
+    INCOMPLETE,
+    INVALID,
+    STATUS,
+    LineSplitter,
+    SyslogFormatError,
+    check_keep_fields,
+    keep_fields,
+    parse_message,
+)
 from workers.sources.syslogtcp import TLS_DOCS, check_protocols, check_tls, tls_context
 
 log = logging.getLogger(__name__)

@@ -40,10 +40,10 @@ import os
 from dataclasses import dataclass, replace
 
 from core import counters as names
+from core import java_regex
 from core.event import Batch
 from core.options import one_of, opt, positive
 from core.registry import did_you_mean
-from core import java_regex
 from workers.sources.base import Source, SourceContext
 from workers.sources.spooldir_reader import BlobDeserializer, LineDeserializer, ReadProblem, newline_is_0x0a
 from workers.sources.spooldir_tracker import Candidate, FileId, FileProblem, SetupError, SpoolTracker

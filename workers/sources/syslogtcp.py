@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from core import counters as names
 from core.errors import KeystoreError
 from core.options import one_of, opt, port_number, positive
+from workers.sources.keystore import KEYSTORE_TYPES, PROTOCOLS, keystore_context, pem_context
 from workers.sources.syslog_net import ClientNames, StreamSource, client_headers
 from workers.sources.syslog_parser import DEFAULT_SIZE, SyslogDecoder, check_keep_fields, keep_fields
-from workers.sources.keystore import KEYSTORE_TYPES, PROTOCOLS, keystore_context, pem_context
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ import time
 from dataclasses import dataclass
 
 from core import counters as names
+from core import java_regex
 from core.options import opt, positive
 from core.registry import did_you_mean
-from core import java_regex
 from workers.sources.base import Source
 from workers.sources.taildir_position import PositionStore
 from workers.sources.taildir_reader import FileGroup, TaildirReader

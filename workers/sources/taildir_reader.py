@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import re
+import resource
 import stat
 import time
 import zlib

@@ -37,8 +37,7 @@ from workers.sinks.hdfs.config import HdfsConfig
 from workers.sinks.hdfs.filesystems import FileSystems
 from workers.sinks.hdfs.formats import EventError, FileFormat, codec_name, serializer_name
 from workers.sinks.hdfs.journal import Journal, read_records, replay
-from workers.sinks.hdfs.writer import (BucketWriter, Naming, OpenFile, close_file, finish_orphan_files,
-                                      repair_file)
+from workers.sinks.hdfs.writer import BucketWriter, Naming, OpenFile, close_file, finish_orphan_files, repair_file
 
 log = logging.getLogger(__name__)
 
