@@ -19,6 +19,8 @@ import ssl
 import struct
 from pathlib import Path
 
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+
 from core.errors import KeystoreError
 
 STORE_TYPES = ("JKS", "PKCS12", "PEM")
@@ -76,7 +78,6 @@ def trusted_pem(path: str, password: str, store_type: str) -> str:
 
 
 def _pkcs12_certificates(data: bytes, password: str, path: str) -> list[bytes]:
-    from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
     try:
         store = pkcs12.load_pkcs12(data, password.encode() or None)
     except ValueError:
