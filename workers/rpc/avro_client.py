@@ -13,6 +13,7 @@ import time
 
 from workers.rpc.avro_ipc import ClientSession, ProtocolError
 from workers.rpc.netty_frames import FrameDecoder, FrameEncoder
+from workers.rpc.sockets import open_connection
 
 READ_SIZE = 64 * 1024
 MAX_RESPONSE_BYTES = 1024 * 1024          # a Status answer is a few bytes; an error text a few hundred
@@ -33,14 +34,7 @@ class AvroClient:
         return self.sock is not None
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
+        sock = open_connection(self.host, self.port, self.connect_timeout_s, self.ssl_context)
         self.sock = sock
         self.session = ClientSession()
         self.encoder = FrameEncoder(self.deflate_level)

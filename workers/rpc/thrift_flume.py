@@ -21,6 +21,8 @@ from thriftpy2.protocol import TBinaryProtocol, TCompactProtocol
 from thriftpy2.thrift import TApplicationException, TMessageType, TProcessor
 from thriftpy2.transport import TMemoryBuffer
 
+from workers.rpc.sockets import open_connection
+
 FLUME_THRIFT = """
 namespace java org.apache.flume.thrift
 
@@ -158,14 +160,7 @@ class ThriftClient:
         return self.sock is not None
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
+        sock = open_connection(self.host, self.port, self.connect_timeout_s, self.ssl_context)
         self.sock, self.seqid, self.decoder = sock, 0, FrameDecoder(MAX_RESPONSE_BYTES)
         self.connected_at = time.monotonic()
 
