@@ -155,7 +155,25 @@ class TaildirReader:
         ``positions`` (``{(inode, path): pos}``) is given once, at start: the loaded position file.
         """
         now = self.clock()
-        first = positions is not None
+        seen = self._look()
+        new = []
+        for key, (path, group, st) in seen.items():
+            tf = self.files.get(key)
+            if tf is None:
+                new.append((key, path, group, st))
+            else:
+                self._reconcile(tf, path, group, st, now)
+        for tf in [f for k, f in self.files.items() if k not in seen]:
+            self._lost(tf, now)
+        if positions is not None:
+            self._adopt(new, positions, now)
+        else:
+            for key, path, group, st in sorted(new, key=lambda n: n[3].st_mtime_ns):
+                if key not in self.files:                     # (a copy found meanwhile is tracked already)
+                    self._track(key, path, group, st, self._copy_origin(path, st), now)
+
+    def _look(self) -> dict[tuple[int, int], tuple[str, FileGroup, os.stat_result]]:
+        """The regular files matching the groups now, by (device, inode): the first group's match wins."""
         seen: dict[tuple[int, int], tuple[str, FileGroup, os.stat_result]] = {}
         for group in self.groups:
             for path in group.matching():
@@ -163,33 +181,22 @@ class TaildirReader:
                     st = os.stat(path)
                 except OSError:
                     continue                                  # deleted meanwhile
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                seen.setdefault((st.st_dev, st.st_ino), (path, group, st))
-        new = []
-        for key, (path, group, st) in seen.items():
-            tf = self.files.get(key)
-            if tf is None:
-                new.append((key, path, group, st))
-                continue
-            same = tf.fd is not None or self._same_file(tf, path, st)
-            if tf.path != path or tf.state != MATCHED or tf.group is not group:
-                if tf.path != path and same:
-                    log.info("taildir: %s (inode %d) is now %s; keeping its position %d", tf.path, tf.ino, path,
-                             tf.pos)
-                self._moved(tf, path, MATCHED, group)
-            if not same:          # truncated and rewritten while closed, or a new file that got a freed inode
-                tf.size, tf.mtime = st.st_size, st.st_mtime_ns
-                self._truncated(tf, "its first bytes changed")
-            self._observe(tf, st, now)
-        for tf in [f for k, f in self.files.items() if k not in seen]:
-            self._lost(tf, now)
-        if first:
-            self._adopt(new, positions, now)
-        else:
-            for key, path, group, st in sorted(new, key=lambda n: n[3].st_mtime_ns):
-                if key not in self.files:                     # (a copy found meanwhile is tracked already)
-                    self._track(key, path, group, st, self._copy_origin(path, st), now)
+                if stat.S_ISREG(st.st_mode):
+                    seen.setdefault((st.st_dev, st.st_ino), (path, group, st))
+        return seen
+
+    def _reconcile(self, tf: TailFile, path: str, group: FileGroup, st: os.stat_result, now: float) -> None:
+        """A tracked file seen again at ``path``: follow a rename, notice a truncation or a reused inode."""
+        same = tf.fd is not None or self._same_file(tf, path, st)
+        if tf.path != path or tf.state != MATCHED or tf.group is not group:
+            if tf.path != path and same:
+                log.info("taildir: %s (inode %d) is now %s; keeping its position %d", tf.path, tf.ino, path,
+                         tf.pos)
+            self._moved(tf, path, MATCHED, group)
+        if not same:              # truncated and rewritten while closed, or a new file that got a freed inode
+            tf.size, tf.mtime = st.st_size, st.st_mtime_ns
+            self._truncated(tf, "its first bytes changed")
+        self._observe(tf, st, now)
 
     @staticmethod
     def _same_file(tf: TailFile, path: str, st: os.stat_result) -> bool:
@@ -243,40 +250,52 @@ class TaildirReader:
                 used.add((key[1], path))
             else:
                 pos = self._renamed_while_down(key, path, st, by_inode.get(key[1], ()), used)
-            if pos is None:
-                pos = st.st_size if self.skip_to_end else 0
-            elif pos > st.st_size:
-                log.info("taildir: position %d of %s is beyond its size %d; reading it from 0", pos, path,
-                         st.st_size)
-                pos = 0
+            pos = self._start_position(path, st, pos)
             tf = self._track(key, path, group, st, pos, now)
             tracked.add((key[1], path))
             if pos:                        # fingerprints, to recognise truncation and copies from the start
-                try:
-                    with open(path, "rb") as f:
-                        tf.head = f.read(FINGERPRINT)
-                        f.seek(max(0, pos - FINGERPRINT))
-                        tf.tail = f.read(min(pos, FINGERPRINT))
-                except OSError:
-                    pass
+                self._fingerprint(tf, path, pos)
         # Entries whose file now has a name outside the pattern (rotated while the agent was down): finish them.
         for (ino, path), pos in positions.items():
-            if (ino, path) in used or (ino, path) in tracked:
-                continue
-            found = self._find_by_inode(os.path.dirname(path), ino, preferred=path)
-            if found is None:
-                log.info("taildir: %s (inode %d) from the position file is gone; forgetting it", path, ino)
-                continue
-            fpath, st = found
-            if (st.st_dev, st.st_ino) in self.files or pos > st.st_size or not self._line_end_before(fpath, pos):
-                continue
-            group = self._group_of_dir(os.path.dirname(path))
-            if group is None:
-                continue
-            tf = self._track((st.st_dev, st.st_ino), fpath, group, st, pos, now)
-            self._moved(tf, fpath, ROTATED)
-            log.info("taildir: %s (inode %d) was rotated to %s; reading it from %d to its end", path, ino,
-                     fpath, pos)
+            if (ino, path) not in used and (ino, path) not in tracked:
+                self._adopt_rotated(ino, path, pos, now)
+
+    def _start_position(self, path: str, st: os.stat_result, pos: int | None) -> int:
+        """Where a file found at start is read from: its recorded position, else its start (or its end with
+        ``skipToEnd``); a position beyond its size means another file: read it from 0."""
+        if pos is None:
+            return st.st_size if self.skip_to_end else 0
+        if pos > st.st_size:
+            log.info("taildir: position %d of %s is beyond its size %d; reading it from 0", pos, path, st.st_size)
+            return 0
+        return pos
+
+    @staticmethod
+    def _fingerprint(tf: TailFile, path: str, pos: int) -> None:
+        try:
+            with open(path, "rb") as f:
+                tf.head = f.read(FINGERPRINT)
+                f.seek(max(0, pos - FINGERPRINT))
+                tf.tail = f.read(min(pos, FINGERPRINT))
+        except OSError:
+            pass
+
+    def _adopt_rotated(self, ino: int, path: str, pos: int, now: float) -> None:
+        """A position-file entry whose file was renamed outside the pattern while the agent was down: read it
+        from ``pos`` to its end, if it is still there and ``pos`` is a line boundary."""
+        found = self._find_by_inode(os.path.dirname(path), ino, preferred=path)
+        if found is None:
+            log.info("taildir: %s (inode %d) from the position file is gone; forgetting it", path, ino)
+            return
+        fpath, st = found
+        if (st.st_dev, st.st_ino) in self.files or pos > st.st_size or not self._line_end_before(fpath, pos):
+            return
+        group = self._group_of_dir(os.path.dirname(path))
+        if group is None:
+            return
+        tf = self._track((st.st_dev, st.st_ino), fpath, group, st, pos, now)
+        self._moved(tf, fpath, ROTATED)
+        log.info("taildir: %s (inode %d) was rotated to %s; reading it from %d to its end", path, ino, fpath, pos)
 
     def _renamed_while_down(self, key, path: str, st, candidates, used) -> int | None:
         for old_path, pos in candidates:
@@ -489,11 +508,19 @@ class TaildirReader:
         if not self.open(tf):
             tf.seen = (tf.size, tf.mtime)                    # not again until it changes
             return
+        head = self._check_position(tf)
+        if head is not None:
+            yield from self._read(tf, head, batch_size, final)
+
+    def _check_position(self, tf: TailFile) -> bytes | None:
+        """Before reading the open ``tf``: notice a truncation at or before the position, and fill in the
+        fingerprints a position from the position file lacks.  Returns the file's first bytes as they are now
+        (kept once a read confirms the generation), or None if the file cannot be looked at."""
         fd = tf.fd
         try:
             st = os.fstat(fd)
         except OSError:
-            return
+            return None
         tf.size, tf.mtime = st.st_size, st.st_mtime_ns
         if tf.size < tf.pos:
             self._truncated(tf, f"its size {tf.size} is below the position")
@@ -501,9 +528,14 @@ class TaildirReader:
             self._truncated(tf, "the bytes before the position changed")
         head = tf.head
         if len(head) < FINGERPRINT and tf.size > len(head):
-            head = os.pread(fd, FINGERPRINT, 0)              # kept once a read below confirms the generation
+            head = os.pread(fd, FINGERPRINT, 0)
         if tf.pos and not tf.tail:                           # a position from the position file
             tf.tail = os.pread(fd, min(tf.pos, FINGERPRINT), max(0, tf.pos - FINGERPRINT))
+        return head
+
+    def _read(self, tf: TailFile, head: bytes, batch_size: int, final: bool):
+        """The reading loop of :meth:`batches`, from ``tf.pos``."""
+        fd = tf.fd
         base = tf.pos                    # file offset of buf[0]
         buf = b""                        # the bytes after the last complete line read (a partial line)
         bodies: list[bytes] = []         # lines read, not yet yielded
@@ -544,12 +576,7 @@ class TaildirReader:
             if b"\n" not in data:
                 buf = data                                   # one line longer than READ_SIZE, so far
                 continue
-            lines = data.split(b"\n")
-            buf = lines.pop()
-            line_starts = list(accumulate(map((1).__add__, map(len, lines)), initial=data_off))
-            base = line_starts.pop()                         # where buf starts
-            if b"\r" in data:                                # \r\n ends a line too; a lone \r does not
-                lines = [line[:-1] if line[-1:] == b"\r" else line for line in lines]
+            lines, line_starts, buf, base = _split_lines(data, data_off)
             bodies += lines
             starts += line_starts
             while len(bodies) >= batch_size:
@@ -621,6 +648,19 @@ class TaildirReader:
         for tf in self.files.values():
             self.close(tf)
         self.store.close()
+
+
+def _split_lines(data: bytes, offset: int) -> tuple[list[bytes], list[int], bytes, int]:
+    """``data`` (read at file ``offset``, holding at least one newline) cut into its complete lines:
+    ``(lines, their start offsets, the partial line after the last newline, that partial line's offset)``.
+    ``\r\n`` ends a line too; a lone ``\r`` does not."""
+    lines = data.split(b"\n")
+    rest = lines.pop()
+    starts = list(accumulate(map((1).__add__, map(len, lines)), initial=offset))
+    rest_offset = starts.pop()
+    if b"\r" in data:
+        lines = [line[:-1] if line[-1:] == b"\r" else line for line in lines]
+    return lines, starts, rest, rest_offset
 
 
 def _fd_has_bytes(fd: int, offset: int, expected: bytes) -> bool:
