@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Mapping, NamedTuple
 
 
@@ -84,8 +84,45 @@ class IdRange(Sequence):
         return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
 
 
+class IdChain(Sequence):
+    """The ids of several batches one after another (a sink gathering channel messages into one write), kept as
+    their parts: no id string is made until a sink asks for one, and joining costs nothing per event."""
+
+    __slots__ = ("parts", "count")
+
+    def __init__(self, parts):
+        self.parts: list = []
+        for part in parts:
+            self.parts.extend(part.parts if isinstance(part, IdChain) else [part])
+        self.count = sum(map(len, self.parts))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return chain.from_iterable(self.parts)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        for part in self.parts:
+            if index < len(part):
+                return part[index]
+            index -= len(part)
+        raise IndexError(index)
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+
 def _ids_to_wire(ids):
-    return ids.to_wire() if isinstance(ids, IdRange) else ids
+    if isinstance(ids, IdRange):
+        return ids.to_wire()
+    return list(ids) if isinstance(ids, IdChain) else ids
 
 
 def _ids_from_wire(raw, count: int):
@@ -170,5 +207,5 @@ class Batch:
             theirs = other.headers if other.headers is not None else [NO_HEADERS] * len(other.bodies)
             self.headers = mine + theirs
         both = self.ids is not None and other.ids is not None
-        self.ids = list(self.ids) + list(other.ids) if both else None
+        self.ids = IdChain([self.ids, other.ids]) if both else None
         self.bodies = self.bodies + other.bodies

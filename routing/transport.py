@@ -223,6 +223,7 @@ class Channel(kombu_redis.Channel):
         self._script_lock = threading.Lock()
         self._scripts: dict[str, object] = {}
         self._memory = MemoryGauge()
+        self._plain: redis.Redis | None = None
 
     # -- consuming (the worker's event loop) -----------------------------------------------------------------
     def _flumery_queues(self) -> list[str] | None:
@@ -311,8 +312,12 @@ class Channel(kombu_redis.Channel):
 
     def _plain_client(self) -> redis.Redis:
         """A client on this channel's pool that sends keys as given.  Flumery prefixes its keys itself: kombu's
-        prefixing client would prefix the first key of a script a second time, and not HGETALL, LRANGE or HMGET."""
-        return redis.Redis(connection_pool=self.pool)
+        prefixing client would prefix the first key of a script a second time, and not HGETALL, LRANGE or HMGET.
+        Made once per pool (building a redis-py client costs as much as a small put's own Python work)."""
+        pool = self.pool
+        if self._plain is None or self._plain.connection_pool is not pool:
+            self._plain = redis.Redis(connection_pool=pool)
+        return self._plain
 
     # -- the transactions used by sources and sink runners --------------------------------------------------
     def _script(self, name: str, client: redis.Redis):
@@ -394,6 +399,12 @@ class Channel(kombu_redis.Channel):
         if not reply:
             return []
         return [message_from_redis(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
+
+    def ack_and_fetch(self, queue: str, tags: list[str], max_events: int) -> tuple[int, list[dict]]:
+        """:meth:`ack_tag` of ``tags``, then :meth:`fetch` from ``queue``, in one transaction: (how many were
+        still ours and are acknowledged, the messages taken)."""
+        reply = self._run("ACKFETCH", self._fetch_keys([queue]), [repr(time()), self.owner, max_events, *tags])
+        return int(reply[0]), [message_from_redis(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
 
     def ack_tag(self, *tags: str) -> int:
         """Commit takes: delete the messages and release their events.  Returns how many were still ours."""

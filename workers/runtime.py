@@ -11,9 +11,13 @@ transaction:
    is renewed, so no other worker receives it.
 3. Only after the write was confirmed does it acknowledge the gathered messages; the task's own message is
    acknowledged by Celery when the task returns (``acks_late``).
+4. While the batches come full (the channel holds more), the task keeps draining for up to ``DRAIN_MAX_S``:
+   the acknowledgement of each batch and the take of the next are one transaction, and no Celery delivery is
+   paid per batch.  The task's result counts every event and message it wrote.
 
 If the worker is asked to stop while the store is failing, the gathered messages are given back to the front of
-the channel and the task's message is rejected with requeue: nothing is acknowledged that was not written.
+the channel and the task's message is rejected with requeue (or, if the task's own batch was already written,
+acknowledged while the later batch goes back): nothing is acknowledged that was not written.
 """
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ from workers.sinks.base import SinkContext
 
 log = logging.getLogger(__name__)
 
+# A task keeps draining its channel (batch after batch, while they come full) at most this long, so that Celery's
+# event loop (remote control, the shutdown signal, other channels of the same worker) runs in between.
+DRAIN_MAX_S = 1.0
 
 
 @lru_cache(maxsize=8)
@@ -173,35 +180,64 @@ class WorkerRuntime:
 
     def take(self, channel: str, batch: Batch, tag: str) -> dict:
         """Process one channel message (and whatever else of the channel fits the sink's batch): write it,
-        then acknowledge what was gathered.  Returns ``{"events": written, "messages": messages}``."""
+        then acknowledge what was gathered.  While the batches come full (the channel holds more), keep draining
+        the channel, up to :data:`DRAIN_MAX_S`: each later batch is acknowledged by the same call that takes the
+        next one (:meth:`~routing.transport.Channel.ack_and_fetch`), without a Celery delivery per batch.
+        Returns ``{"events": written, "messages": messages}``."""
         runners = self.runners.get(channel)
         if runners is None:
             raise Requeue(f"this worker serves no sink of channel '{channel}'")
         runner = next(runners)
-        held = [tag]
-        extras: list[str] = []                    # tags of messages gathered beyond the task's own
-        self.housekeeper.hold(held)
+        extras: list[str] = []                    # tags of the messages of the batch beyond the task's own
+        self.housekeeper.hold([tag])
         try:
-            self._gather(channel, runner.batch_size, batch, extras, held)
-            channel_counters = self.metrics.group("CHANNEL", channel)
-            channel_counters.add(EVENT_TAKE_ATTEMPT, len(batch))
-            try:
-                runner.write(batch, self.should_stop, self.settings.sink_retry_max_s)
-            except Requeue:
-                for extra in extras:
-                    self.channel.give_back(extra, front=True)
-                raise
+            self._gather(channel, runner.batch_size, batch, extras)
+            self._write(runner, channel, batch, extras)           # Requeue: nothing written, the task goes back
+            events, messages = len(batch), 1 + len(extras)
+            deadline = time.monotonic() + DRAIN_MAX_S
+            while len(batch) >= runner.batch_size and not self.should_stop() and time.monotonic() < deadline:
+                _, taken = self.channel.ack_and_fetch(queue_name(self.config.name, channel), extras,
+                                                      runner.batch_size)
+                self.housekeeper.release(extras)
+                batch, extras = self._combine(channel, taken)
+                if batch is None:
+                    break
+                try:
+                    self._write(runner, channel, batch, extras)
+                except Requeue:
+                    return {"events": events, "messages": messages}    # the task's own batch was written
+                events, messages = events + len(batch), messages + len(extras)
             self.channel.ack_tag(*extras)
-            channel_counters.add(EVENT_TAKE_SUCCESS, len(batch))
-            return {"events": len(batch), "messages": 1 + len(extras)}
+            return {"events": events, "messages": messages}
         finally:
-            self.housekeeper.release(held)
+            self.housekeeper.release([tag, *extras])
 
-    def _gather(self, channel: str, wanted: int, batch: Batch, extras: list, held: list) -> None:
+    def _write(self, runner: SinkRunner, channel: str, batch: Batch, extras: list[str]) -> None:
+        """Write ``batch``; on Requeue (stopping while the store fails) give ``extras`` back first."""
+        channel_counters = self.metrics.group("CHANNEL", channel)
+        channel_counters.add(EVENT_TAKE_ATTEMPT, len(batch))
+        try:
+            runner.write(batch, self.should_stop, self.settings.sink_retry_max_s)
+        except Requeue:
+            for extra in extras:
+                self.channel.give_back(extra, front=True)
+            raise
+        channel_counters.add(EVENT_TAKE_SUCCESS, len(batch))
+
+    def _gather(self, channel: str, wanted: int, batch: Batch, extras: list) -> None:
         """Take more of ``channel`` (in one transaction) until ``batch`` holds ``wanted`` events."""
         if len(batch) >= wanted:
             return
-        taken = self.channel.fetch(queue_name(self.config.name, channel), wanted - len(batch))
+        more, tags = self._combine(channel, self.channel.fetch(queue_name(self.config.name, channel),
+                                                               wanted - len(batch)))
+        if more is not None:
+            batch.extend(more)
+            extras.extend(tags)
+
+    def _combine(self, channel: str, taken: list[dict]) -> tuple[Batch | None, list[str]]:
+        """The messages ``taken`` from ``channel`` as one batch (None if none could be decoded) and their tags,
+        held by the housekeeper from now on."""
+        batch, tags = None, []
         for payload in taken:
             tag = payload["properties"]["delivery_tag"]
             try:
@@ -211,10 +247,13 @@ class WorkerRuntime:
                 log.warning("channel %s: message %s cannot be combined (%s); giving it back", channel, tag, exc)
                 self.channel.give_back(tag, front=True)
                 continue
-            held.append(tag)
-            self.housekeeper.hold([tag])
-            extras.append(tag)
-            batch.extend(more)
+            tags.append(tag)
+            if batch is None:
+                batch = more
+            else:
+                batch.extend(more)
+        self.housekeeper.hold(tags)
+        return batch, tags
 
     def stop(self) -> None:
         for runner in self.all_runners:

@@ -160,6 +160,22 @@ def test_fetch_takes_whole_messages_up_to_the_event_budget(writer, consumer):
     assert [len(bodies([m])) for m in taken] == [4, 2]
 
 
+def test_ack_and_fetch_commits_what_the_caller_holds_then_takes_the_next_batch(writer, consumer, redis_server):
+    writer.put({"c1": batch(10)})                                     # messages of 4, 4, 2
+    first = consumer.fetch("flumery.a1.c1", max_events=4)
+    tags = [m["properties"]["delivery_tag"] for m in first]
+    other = Connection(redis_server.url, transport=Transport).default_channel
+    acked, taken = other.ack_and_fetch("flumery.a1.c1", tags, 4)     # not the holder: nothing acknowledged
+    assert acked == 0 and bodies(taken) == [b"e4", b"e5", b"e6", b"e7"]
+    acked, taken = consumer.ack_and_fetch("flumery.a1.c1", tags, 100)
+    assert acked == 1 and bodies(taken) == [b"e8", b"e9"]
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 6}   # the two messages still held
+    acked, taken = consumer.ack_and_fetch("flumery.a1.c1", [m["properties"]["delivery_tag"] for m in taken], 4)
+    assert (acked, taken) == (1, [])                                   # the channel is empty now
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 4}
+    assert other.reclaim() == 0 and redis_server.client().zcard("flumery.inflight") == 1
+
+
 def test_purge_deletes_queued_messages_and_releases_capacity(writer, consumer, redis_server):
     writer.put({"c1": batch(10)})
     assert consumer._purge("flumery.a1.c1") == 3
@@ -197,9 +213,10 @@ def test_every_key_of_every_transaction_lives_under_global_keyprefix(redis_serve
         tag = held["properties"]["delivery_tag"]
         assert consumer.touch([tag]) == 1                              # TOUCH
         wait_until(lambda: consumer.reclaim() == 1, 10, what="the lease to expire")   # RECLAIM
-        taken = consumer.fetch("flumery.a1.c1", max_events=100)
-        assert bodies(taken) == [f"e{i}".encode() for i in range(8)]
-        assert consumer.ack_tag(*[m["properties"]["delivery_tag"] for m in taken]) == 2   # ACK
+        taken = consumer.fetch("flumery.a1.c1", max_events=4)
+        acked, more = consumer.ack_and_fetch("flumery.a1.c1", [], 100)  # ACKFETCH
+        assert acked == 0 and bodies(taken + more) == [f"e{i}".encode() for i in range(8)]
+        assert consumer.ack_tag(*[m["properties"]["delivery_tag"] for m in taken + more]) == 2   # ACK
         assert consumer._purge("flumery.a1.c2") == 1                    # PURGE
         assert consumer.channel_sizes("flumery.a1") == {"c1": 0, "c2": 0}
         assert consumer.channel_bytes("flumery.a1") == {"c1": 0, "c2": 0}

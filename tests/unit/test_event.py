@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.event import NO_HEADERS, Batch, Event, IdRange
+from core.event import NO_HEADERS, Batch, Event, IdChain, IdRange
 from workers.sources.http import json_handler
 
 
@@ -45,6 +45,22 @@ def test_extend_keeps_headers_and_ids_aligned():
     b = Batch([b"2"], [{"h": "v"}], ["q-0"])
     a.extend(b)
     assert list(a) == [Event(b"1", NO_HEADERS, "p-0"), Event(b"2", {"h": "v"}, "q-0")]
+
+
+def test_gathered_ids_stay_parts_until_asked_for_and_go_on_the_wire_as_strings():
+    batch = Batch([b"a", b"b"], None, IdRange("p", 0, 2))
+    batch.extend(Batch([b"c"], None, ["x-9"]))
+    batch.extend(Batch([b"d", b"e"], None, IdRange("q", 5, 2)))
+    assert isinstance(batch.ids, IdChain) and len(batch.ids.parts) == 3       # no list of strings was built
+    expected = ["p-0", "p-1", "x-9", "q-5", "q-6"]
+    assert list(batch.ids) == expected and batch.ids == expected
+    assert [batch.ids[i] for i in range(-5, 5)] == expected * 2
+    with pytest.raises(IndexError):
+        batch.ids[5]
+    assert batch[1:4].ids == expected[1:4]
+    assert batch.to_wire()[2] == expected
+    assert Batch.from_wire(*batch.to_wire()).ids == expected
+    assert [e.id for e in batch] == expected
 
 
 def test_no_headers_is_immutable():
