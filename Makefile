@@ -68,9 +68,13 @@ test-fast: install rpc-peer-deps hadoop-deps
 chaos: install rpc-peer-deps hadoop-deps
 	$(BIN)/python tests/chaos/chaos.py --long
 
-# Throughput: 1,000,000 access-log lines (bench/make_access_log.py) exec -> file channel -> file_roll, beside
-# syslog-ng if it is installed.  `make bench INSTALL_SYSLOG_NG=1` (as root) first installs Debian's syslog-ng-core
-# to compare with; without it, nothing is installed.
+# Throughput: 1,000,000 access-log lines (bench/make_access_log.py) exec -> file channel(s) -> file_roll (sink batch
+# 1000, 10000, and replicated to 3 channels), beside syslog-ng and rsyslog if they are there.  Nothing is installed
+# unless asked (as root): `make bench INSTALL_SYSLOG_NG=1` installs Debian's syslog-ng-core; `INSTALL_RSYSLOG=1`
+# installs rsyslog's libraries and unpacks Debian's rsyslog package into var/peers/rsyslog (the package itself
+# conflicts with syslog-ng-core, and the benchmark runs rsyslogd as a plain process with its own configuration,
+# not as the system's logger).  BENCH_ARGS is passed on, e.g. BENCH_ARGS='--rounds 3'.
+RSYSLOG_DIR = var/peers/rsyslog
 bench: install
 ifeq ($(INSTALL_SYSLOG_NG),1)
 	@command -v syslog-ng >/dev/null || [ -x /usr/sbin/syslog-ng ] || { \
@@ -78,9 +82,18 @@ ifeq ($(INSTALL_SYSLOG_NG),1)
 		apt-get install -y -q syslog-ng-core >/dev/null; }
 else
 	@command -v syslog-ng >/dev/null || [ -x /usr/sbin/syslog-ng ] || \
-		echo "syslog-ng is not installed: benchmarking Flumery alone (make bench INSTALL_SYSLOG_NG=1, as root, installs Debian's syslog-ng-core to compare with)"
+		echo "syslog-ng is not installed: benchmarking without it (make bench INSTALL_SYSLOG_NG=1, as root, installs Debian's syslog-ng-core to compare with)"
 endif
-	$(BIN)/python bench/run.py
+ifeq ($(INSTALL_RSYSLOG),1)
+	@[ -x /usr/sbin/rsyslogd ] || [ -x $(RSYSLOG_DIR)/usr/sbin/rsyslogd ] || { \
+		echo "INSTALL_RSYSLOG=1: installing Debian's rsyslog to compare with: its libraries (apt-get install libestr0 libfastjson4 liblognorm5) and the package unpacked into $(RSYSLOG_DIR) (apt-get download rsyslog; dpkg-deb -x)"; \
+		apt-get install -y -q libestr0 libfastjson4 liblognorm5 >/dev/null && mkdir -p $(RSYSLOG_DIR) && \
+		cd $(RSYSLOG_DIR)/.. && apt-get download -q rsyslog >/dev/null 2>&1 && dpkg-deb -x rsyslog_*.deb rsyslog && rm -f rsyslog_*.deb; }
+else
+	@[ -x /usr/sbin/rsyslogd ] || [ -x $(RSYSLOG_DIR)/usr/sbin/rsyslogd ] || \
+		echo "rsyslog is not installed: benchmarking without it (make bench INSTALL_RSYSLOG=1, as root, unpacks Debian's rsyslog to compare with)"
+endif
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Events/s over one avro hop (tier-1 -> collector -> null sink), beside the Java peer client -> Java peer server.
 bench-avro: install rpc-peer-deps

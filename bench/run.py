@@ -1,13 +1,24 @@
 #!/usr/bin/env python3
-"""Benchmark: a web-server access log through a Flumery agent into files, beside syslog-ng on the same file.
+"""Benchmark: a web-server access log through a Flumery agent into files, beside syslog-ng and rsyslog.
 
-    python bench/run.py [--lines 1000000] [--source exec|taildir] [--work DIR] [--no-syslog-ng]
+    python bench/run.py [--lines 1000000] [--rounds 1] [--workloads file-1000,file-10000,replicating]
+                        [--source exec|taildir] [--work DIR] [--no-peers] [--flumery DIR]
 
-Flumery: ``exec`` (``cat LOG``) -> ``file`` channel (embedded Redis, appendfsync always) -> ``file_roll``
-(fsync per batch).  The clock starts when the agent command starts (broker and worker start-up included) and
-stops when every byte of the log is in the output files; the run then checks that every line arrived exactly
-once.  syslog-ng (Debian ``syslog-ng-core``) reads the same file with a ``file()`` source and writes it with a
-``file()`` destination, timed the same way.  Both are printed as events/s and MiB/s.
+Workloads (each run checks that every line arrived exactly once, in every output):
+
+* ``file-1000`` / ``file-10000``: ``exec`` (``cat LOG``, ``batchSize`` 1000) -> one ``file`` channel (embedded
+  Redis, appendfsync always) -> ``file_roll`` (fsync per batch) with sink ``batchSize`` 1000 / 10000;
+* ``replicating``: the same source replicated into 3 ``file`` channels, each drained by its own ``file_roll``
+  sink (batchSize 10000), timed against ``file-10000`` of the same round.
+
+Peers, on the same file in the same round: syslog-ng 3.38 (Debian ``syslog-ng-core``), tuned and with default
+options, and rsyslog 8 (Debian ``rsyslog``: ``imfile`` -> ``omfile``, run as a plain process with its own
+configuration), tuned.  Neither peer fsyncs.  Rounds run the same programs in the same order, so on a shared
+machine each round's ratios compare programs under the same load.
+
+Two figures per run: seconds from the launch of the program (its start-up included) until the last byte is in
+its output, and the steady rate: events/s while the output grew from 10 % to 90 % of the log.  ``--flumery DIR``
+runs the Flumery code of another checkout (a before/after comparison in the same run).
 """
 from __future__ import annotations
 
@@ -20,26 +31,32 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import make_access_log  # bench/make_access_log.py: the workload (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parent.parent
+# `make bench INSTALL_RSYSLOG=1` unpacks Debian's rsyslog here: its package conflicts with syslog-ng-core's.
+RSYSLOG_UNPACKED = REPO / "var" / "peers" / "rsyslog"
 
 FLUMERY_CONF = """\
 b.sources = r1
-b.channels = c1
-b.sinks = k1
-b.sources.r1.channels = c1
+b.channels = {channels}
+b.sinks = {sinks}
+b.sources.r1.channels = {channels}
 {source}
-b.channels.c1.type = file
-b.channels.c1.capacity = 200000
-b.channels.c1.transactionCapacity = 10000
-b.sinks.k1.type = file_roll
-b.sinks.k1.channel = c1
-b.sinks.k1.sink.directory = {out}
-b.sinks.k1.sink.rollInterval = 0
-b.sinks.k1.sink.batchSize = 10000
+"""
+
+CHANNEL_AND_SINK = """\
+b.channels.c{n}.type = file
+b.channels.c{n}.capacity = 200000
+b.channels.c{n}.transactionCapacity = 10000
+b.sinks.k{n}.type = file_roll
+b.sinks.k{n}.channel = c{n}
+b.sinks.k{n}.sink.directory = {out}
+b.sinks.k{n}.sink.rollInterval = 0
+b.sinks.k{n}.sink.batchSize = {sink_batch}
 """
 
 EXEC_SOURCE = """\
@@ -74,19 +91,46 @@ destination d_out {{ file("{out}" template("${{MSG}}\\n")); }};
 log {{ source(s_log); destination(d_out); }};
 """
 
+# rsyslog tuned for throughput: imfile reads the whole file (inotify), the main queue hands the action batches of
+# 1024 lines, omfile writes each batch with one write (a 1 MiB buffer, flushed at the end of the batch, as
+# syslog-ng flushes every 1000 lines); the line goes out unchanged.
+RSYSLOG_CONF = """\
+global(workDirectory="{state}" maxMessageSize="64k")
+module(load="imfile" mode="inotify")
+main_queue(queue.type="FixedArray" queue.size="200000" queue.dequeueBatchSize="1024")
+template(name="line" type="string" string="%rawmsg%\\n")
+input(type="imfile" file="{log}" tag="bench" freshStartTail="off" maxLinesAtOnce="0" maxSubmitAtOnce="1024")
+action(type="omfile" file="{out}" template="line" ioBufferSize="1m" flushOnTXEnd="on")
+"""
 
-def wait_for_bytes(paths_fn, total: int, timeout_s: float, process: subprocess.Popen) -> float:
-    """Seconds until the files given by ``paths_fn()`` hold ``total`` bytes."""
+WORKLOADS = ("file-1000", "file-10000", "replicating")
+
+
+@dataclass
+class Run:
+    name: str
+    seconds: float          # from launch until the last byte
+    steady: float           # events/s while the output grew from 10 % to 90 %
+
+
+def wait_for_bytes(paths_fn, total: int, timeout_s: float, process: subprocess.Popen, copies: int = 1):
+    """(seconds until the files given by ``paths_fn()`` hold ``copies * total`` bytes, seconds of the 10 % to 90 %
+    stretch), both from the call."""
     start = time.monotonic()
+    marks: dict[float, float] = {}
     while True:
         size = sum(p.stat().st_size for p in paths_fn() if p.exists())
-        if size >= total:
-            return time.monotonic() - start
+        now = time.monotonic() - start
+        for fraction in (0.1, 0.9):
+            if fraction not in marks and size >= fraction * copies * total:
+                marks[fraction] = now
+        if size >= copies * total:
+            return now, max(marks[0.9] - marks[0.1], 1e-3)
         if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} after {size} of {total} bytes")
-        if time.monotonic() - start > timeout_s:
-            raise RuntimeError(f"timed out with {size} of {total} bytes")
-        time.sleep(0.02)
+            raise RuntimeError(f"process exited with {process.returncode} after {size} of {copies * total} bytes")
+        if now > timeout_s:
+            raise RuntimeError(f"timed out with {size} of {copies * total} bytes")
+        time.sleep(0.005)
 
 
 def line_digest(paths) -> tuple[int, str]:
@@ -102,62 +146,180 @@ def line_digest(paths) -> tuple[int, str]:
     return len(lines), h.hexdigest()
 
 
-def run_flumery(log: Path, work: Path, source: str, total: int) -> float:
-    out = work / "flumery-out"
-    for stale in (out, work / "data"):
+def flumery_conf(log: Path, work: Path, source: str, copies: int, sink_batch: int) -> str:
+    source_conf = (EXEC_SOURCE if source == "exec" else TAILDIR_SOURCE).format(log=log, work=work)
+    names = range(1, copies + 1)
+    return (FLUMERY_CONF.format(channels=" ".join(f"c{n}" for n in names), sinks=" ".join(f"k{n}" for n in names),
+                                source=source_conf)
+            + "".join(CHANNEL_AND_SINK.format(n=n, out=work / f"flumery-out-{n}", sink_batch=sink_batch)
+                      for n in names))
+
+
+def run_flumery(log: Path, work: Path, source: str, total: int, expected, flumery: Path, copies: int = 1,
+                sink_batch: int = 10000) -> tuple[float, float]:
+    outs = [work / f"flumery-out-{n}" for n in range(1, copies + 1)]
+    for stale in (*outs, work / "data"):
         shutil.rmtree(stale, ignore_errors=True)
     (work / "taildir_position.json").unlink(missing_ok=True)
-    source_conf = (EXEC_SOURCE if source == "exec" else TAILDIR_SOURCE).format(log=log, work=work)
     conf = work / "bench.conf"
-    conf.write_text(FLUMERY_CONF.format(source=source_conf, out=out))
+    conf.write_text(flumery_conf(log, work, source, copies, sink_batch))
     cmd = [sys.executable, "-m", "app.cli", "agent", "-f", str(conf), "-n", "b", "--data-dir", str(work / "data"),
            "--log-level", "WARNING"]
-    started = time.monotonic()
-    agent = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(work / "agent.log", "w"))
+    env = {**os.environ, "PYTHONPATH": str(flumery)}     # the sink workers import the same checkout
+    agent = subprocess.Popen(cmd, cwd=flumery, env=env, stdout=subprocess.DEVNULL,
+                             stderr=open(work / "agent.log", "w"))
     try:
-        wait_for_bytes(lambda: list(out.glob("*")), total, 600, agent)
-        elapsed = time.monotonic() - started
+        seconds, stretch = wait_for_bytes(lambda: [f for out in outs for f in out.glob("*")], total, 600, agent,
+                                          copies)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(60)
-    return elapsed
+    for out in outs:
+        got = line_digest(sorted(out.glob("*")))
+        if got != expected:
+            raise RuntimeError(f"Flumery output {out} has {got[0]:,} lines, not the {expected[0]:,} of the log "
+                               "(or different lines)")
+    return seconds, stretch
 
 
-def run_syslog_ng(log: Path, work: Path, total: int, template: str = SYSLOG_NG_CONF) -> float | None:
+def run_peer(cmd: list[str], out: Path, work: Path, name: str, total: int) -> tuple[float, float]:
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "w"))
+    try:
+        return wait_for_bytes(lambda: [out], total, 120, process)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def syslog_ng_binary() -> str | None:
     binary = shutil.which("syslog-ng") or "/usr/sbin/syslog-ng"
-    if not os.path.exists(binary):
-        print("syslog-ng not found (apt-get install syslog-ng-core); skipping it", file=sys.stderr)
-        return None
+    return binary if os.path.exists(binary) else None
+
+
+def run_syslog_ng(log: Path, work: Path, total: int, template: str) -> tuple[float, float]:
     out = work / "syslog-ng-out.log"
     for stale in (out, work / "syslog-ng.persist"):
         stale.unlink(missing_ok=True)
     conf = work / "syslog-ng.conf"
     conf.write_text(template.format(log=log, out=out))
-    cmd = [binary, "-F", "--no-caps", "-f", str(conf), "-R", str(work / "syslog-ng.persist"),
+    cmd = [syslog_ng_binary(), "-F", "--no-caps", "-f", str(conf), "-R", str(work / "syslog-ng.persist"),
            "-p", str(work / "syslog-ng.pid"), "-c", str(work / "syslog-ng.ctl")]
-    started = time.monotonic()
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / "syslog-ng.log", "w"))
-    try:
-        elapsed = wait_for_bytes(lambda: [out], total, 600, process)
-        elapsed = time.monotonic() - started
-    finally:
-        process.terminate()
-        process.wait(30)
-    return elapsed
+    return run_peer(cmd, out, work, "syslog-ng", total)
 
 
-def report(name: str, seconds: float, lines: int, size: int) -> str:
-    return (f"{name:<28} {seconds:7.2f} s  {lines / seconds:10,.0f} events/s  "
-            f"{size / seconds / 2**20:7.1f} MiB/s")
+def rsyslogd() -> tuple[str, str] | None:
+    """(rsyslogd binary, its module directory): Debian's package if installed, else the one
+    ``make bench INSTALL_RSYSLOG=1`` unpacked."""
+    for root in (Path("/"), RSYSLOG_UNPACKED):
+        binary, modules = root / "usr/sbin/rsyslogd", root / "usr/lib/x86_64-linux-gnu/rsyslog"
+        if binary.exists() and modules.is_dir():
+            return str(binary), str(modules)
+    return None
+
+
+def run_rsyslog(log: Path, work: Path, total: int) -> tuple[float, float]:
+    out, state = work / "rsyslog-out.log", work / "rsyslog-state"
+    out.unlink(missing_ok=True)
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir()
+    conf = work / "rsyslog.conf"
+    conf.write_text(RSYSLOG_CONF.format(log=log, out=out, state=state))
+    binary, modules = rsyslogd()
+    cmd = [binary, "-n", "-f", str(conf), "-i", str(work / "rsyslog.pid"), "-M", modules]
+    return run_peer(cmd, out, work, "rsyslog", total)
+
+
+def one_round(args, log: Path, work: Path, size: int, expected, peers: dict) -> list[Run]:
+    runs = []
+
+    def record(name: str, result: tuple[float, float]) -> None:
+        seconds, stretch = result
+        runs.append(Run(name, seconds, 0.8 * args.lines / stretch))
+        print(f"  {name:<34} {seconds:6.2f} s from launch   steady {runs[-1].steady:10,.0f} events/s", flush=True)
+
+    flumery = Path(args.flumery).resolve()
+    for workload in args.workloads:
+        if workload == "replicating":
+            record("flumery replicating x3 (10000)",
+                   run_flumery(log, work, args.source, size, expected, flumery, copies=3, sink_batch=10000))
+        else:
+            batch = int(workload.split("-")[1])
+            record(f"flumery {args.source} ({batch})",
+                   run_flumery(log, work, args.source, size, expected, flumery, sink_batch=batch))
+    if "syslog-ng" in peers:
+        record("syslog-ng tuned", run_syslog_ng(log, work, size, SYSLOG_NG_CONF))
+    if "rsyslog" in peers:
+        record("rsyslog tuned", run_rsyslog(log, work, size))
+    if "syslog-ng" in peers:
+        record("syslog-ng defaults", run_syslog_ng(log, work, size, SYSLOG_NG_DEFAULT_CONF))
+    return runs
+
+
+def span(values, fmt: str) -> str:
+    low, high = min(values), max(values)
+    return format(low, fmt) if format(low, fmt) == format(high, fmt) else f"{format(low, fmt)}–{format(high, fmt)}"
+
+
+def summary(rounds: list[list[Run]], lines: int) -> None:
+    """Per program: the ranges over the rounds; then each round's ratios to the peers (same round, same load)."""
+    print(f"\n{len(rounds)} round(s), ranges over the rounds:")
+    print("| | seconds from launch | events/s from launch | steady events/s (10–90 %) |")
+    print("|---|---|---|---|")
+    for i, run in enumerate(rounds[0]):
+        same = [r[i] for r in rounds]
+        print(f"| {run.name} | {span([r.seconds for r in same], '.2f')} | "
+              f"{span([lines / r.seconds / 1000 for r in same], ',.0f')}k | "
+              f"{span([r.steady / 1000 for r in same], ',.0f')}k |")
+    names = [r.name for r in rounds[0]]
+    flumery = [n for n in names if n.startswith("flumery")]
+    for peer in ("syslog-ng tuned", "rsyslog tuned"):
+        if peer not in names:
+            continue
+        print(f"\nFlumery / {peer} (same round; >1: Flumery faster), from launch | steady:")
+        for name in flumery:
+            f, p = names.index(name), names.index(peer)
+            launch = [r[p].seconds / r[f].seconds for r in rounds]
+            steady = [r[f].steady / r[p].steady for r in rounds]
+            print(f"  {name:<34} {span(launch, '.2f')} | {span(steady, '.2f')}")
+    if "flumery replicating x3 (10000)" in names and any(n.endswith("(10000)") and "x3" not in n for n in names):
+        rep = names.index("flumery replicating x3 (10000)")
+        one = next(i for i, n in enumerate(names) if n.endswith("(10000)") and "x3" not in n)
+        print(f"\nreplicating to 3 channels and 3 sinks / one (time from launch): "
+              f"{span([r[rep].seconds / r[one].seconds for r in rounds], '.2f')}x; "
+              f"steady rate of one / of three: {span([r[one].steady / r[rep].steady for r in rounds], '.2f')}x")
+
+
+def available_peers(wanted: bool) -> dict:
+    peers = {}
+    if not wanted:
+        return peers
+    if syslog_ng_binary():
+        peers["syslog-ng"] = True
+    else:
+        print("syslog-ng not found (make bench INSTALL_SYSLOG_NG=1 installs it); skipping it", file=sys.stderr)
+    if rsyslogd():
+        peers["rsyslog"] = True
+    else:
+        print("rsyslog not found (make bench INSTALL_RSYSLOG=1 unpacks it); skipping it", file=sys.stderr)
+    return peers
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"comma-separated, of {', '.join(WORKLOADS)} (default: all)")
     parser.add_argument("--source", choices=("exec", "taildir"), default="exec")
     parser.add_argument("--work", help="working directory (default: a temporary one, removed afterwards)")
-    parser.add_argument("--no-syslog-ng", action="store_true")
+    parser.add_argument("--no-peers", "--no-syslog-ng", action="store_true", help="Flumery only")
+    parser.add_argument("--flumery", default=str(REPO), help="the Flumery checkout to run (default: this one)")
     args = parser.parse_args()
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown or args.rounds < 1:
+        parser.error(f"--workloads: unknown {unknown} (known: {', '.join(WORKLOADS)})" if unknown
+                     else "--rounds must be 1 or more")
 
     work = Path(args.work or tempfile.mkdtemp(prefix="flumery-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -165,27 +327,15 @@ def main() -> int:
     make_access_log.write(log, args.lines)
     size = log.stat().st_size
     expected = line_digest([log])
-    print(f"workload: {args.lines:,} lines, {size / 2**20:.1f} MiB ({log})")
-
-    results = []
-    seconds = run_flumery(log, work, args.source, size)
-    got = line_digest(sorted((work / "flumery-out").glob("*")))
-    if got != expected:
-        print(f"FAIL: Flumery output has {got[0]:,} lines, not the {expected[0]:,} of the log "
-              "(or different lines)", file=sys.stderr)
-        return 1
-    print(f"flumery: all {got[0]:,} lines arrived exactly once")
-    results.append(report(f"flumery ({args.source} -> file -> file_roll)", seconds, args.lines, size))
-
-    sng = None if args.no_syslog_ng else run_syslog_ng(log, work, size)
-    if sng is not None:
-        results.append(report("syslog-ng tuned (file -> file)", sng, args.lines, size))
-        default = run_syslog_ng(log, work, size, SYSLOG_NG_DEFAULT_CONF)
-        results.append(report("syslog-ng defaults (file -> file)", default, args.lines, size))
-    print("\n".join(results))
-    if sng is not None:
-        print(f"flumery throughput / syslog-ng tuned: {sng / seconds:.2f}; / syslog-ng defaults: "
-              f"{default / seconds:.2f}")
+    peers = available_peers(not args.no_peers)
+    print(f"workload: {args.lines:,} lines, {size / 2**20:.1f} MiB ({log}); load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
+    rounds = []
+    for n in range(args.rounds):
+        print(f"round {n + 1} of {args.rounds} (Flumery outputs checked line for line: every line exactly once)")
+        rounds.append(one_round(args, log, work, size, expected, peers))
+    summary(rounds, args.lines)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0
