@@ -237,15 +237,17 @@ def one_round(args, log: Path, work: Path, size: int, expected, peers: dict) -> 
         runs.append(Run(name, seconds, 0.8 * args.lines / stretch))
         print(f"  {name:<34} {seconds:6.2f} s from launch   steady {runs[-1].steady:10,.0f} events/s", flush=True)
 
-    flumery = Path(args.flumery).resolve()
-    for workload in args.workloads:
-        if workload == "replicating":
-            record("flumery replicating x3 (10000)",
-                   run_flumery(log, work, args.source, size, expected, flumery, copies=3, sink_batch=10000))
-        else:
-            batch = int(workload.split("-")[1])
-            record(f"flumery {args.source} ({batch})",
-                   run_flumery(log, work, args.source, size, expected, flumery, sink_batch=batch))
+    for checkout in args.flumery:
+        flumery = Path(checkout).resolve()
+        label = "" if len(args.flumery) == 1 else f"[{checkout}] "
+        for workload in args.workloads:
+            if workload == "replicating":
+                record(f"flumery {label}replicating x3 (10000)",
+                       run_flumery(log, work, args.source, size, expected, flumery, copies=3, sink_batch=10000))
+            else:
+                batch = int(workload.split("-")[1])
+                record(f"flumery {label}{args.source} ({batch})",
+                       run_flumery(log, work, args.source, size, expected, flumery, sink_batch=batch))
     if "syslog-ng" in peers:
         record("syslog-ng tuned", run_syslog_ng(log, work, size, SYSLOG_NG_CONF))
     if "rsyslog" in peers:
@@ -260,7 +262,7 @@ def span(values, fmt: str) -> str:
     return format(low, fmt) if format(low, fmt) == format(high, fmt) else f"{format(low, fmt)}–{format(high, fmt)}"
 
 
-def summary(rounds: list[list[Run]], lines: int) -> None:
+def summary(rounds: list[list[Run]], lines: int, source: str) -> None:
     """Per program: the ranges over the rounds; then each round's ratios to the peers (same round, same load)."""
     print(f"\n{len(rounds)} round(s), ranges over the rounds:")
     print("| | seconds from launch | events/s from launch | steady events/s (10–90 %) |")
@@ -281,10 +283,12 @@ def summary(rounds: list[list[Run]], lines: int) -> None:
             launch = [r[p].seconds / r[f].seconds for r in rounds]
             steady = [r[f].steady / r[p].steady for r in rounds]
             print(f"  {name:<34} {span(launch, '.2f')} | {span(steady, '.2f')}")
-    if "flumery replicating x3 (10000)" in names and any(n.endswith("(10000)") and "x3" not in n for n in names):
-        rep = names.index("flumery replicating x3 (10000)")
-        one = next(i for i, n in enumerate(names) if n.endswith("(10000)") and "x3" not in n)
-        print(f"\nreplicating to 3 channels and 3 sinks / one (time from launch): "
+    for rep, name in enumerate(names):
+        single = name.replace("replicating x3", source)
+        if "replicating" not in name or single not in names:
+            continue
+        one = names.index(single)
+        print(f"\n{name} / {single} (time from launch): "
               f"{span([r[rep].seconds / r[one].seconds for r in rounds], '.2f')}x; "
               f"steady rate of one / of three: {span([r[one].steady / r[rep].steady for r in rounds], '.2f')}x")
 
@@ -313,9 +317,11 @@ def main() -> int:
     parser.add_argument("--source", choices=("exec", "taildir"), default="exec")
     parser.add_argument("--work", help="working directory (default: a temporary one, removed afterwards)")
     parser.add_argument("--no-peers", "--no-syslog-ng", action="store_true", help="Flumery only")
-    parser.add_argument("--flumery", default=str(REPO), help="the Flumery checkout to run (default: this one)")
+    parser.add_argument("--flumery", action="append",
+                        help="a Flumery checkout to run (default: this one); repeat it to compare checkouts")
     args = parser.parse_args()
     args.workloads = [w for w in args.workloads.split(",") if w]
+    args.flumery = args.flumery or [str(REPO)]
     unknown = [w for w in args.workloads if w not in WORKLOADS]
     if unknown or args.rounds < 1:
         parser.error(f"--workloads: unknown {unknown} (known: {', '.join(WORKLOADS)})" if unknown
@@ -334,7 +340,7 @@ def main() -> int:
     for n in range(args.rounds):
         print(f"round {n + 1} of {args.rounds} (Flumery outputs checked line for line: every line exactly once)")
         rounds.append(one_round(args, log, work, size, expected, peers))
-    summary(rounds, args.lines)
+    summary(rounds, args.lines, args.source)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -89,22 +89,30 @@ end
 return {}
 """
 
-# The take of one queue, shared by FETCH and ACKFETCH: takes the first message of ``queue``, then more while
-# their events still fit in ``budget`` (0: just one).  Returns {envelope, body, ...} (empty if the queue was).
-_TAKE = """
-local function take(ns, inflight, queue, bell, now, owner, budget)
-  local out = {}
+# KEYS: message namespace, in-flight set, then per queue: queue, bell
+# ARGV: now, owner, start (rotation of the queue list), max_events
+# Takes the first message of the first non-empty queue, then more of the same queue while their events still fit
+# in max_events (0: just one).  Returns {i, envelope, body, envelope, body, ...} (i: the queue's position in the
+# order given, from 1) or nil.
+FETCH = """
+local ns, inflight = KEYS[1], KEYS[2]
+local nq = (#KEYS - 2) / 2
+local budget = tonumber(ARGV[4])
+for k = 0, nq - 1 do
+  local i = 1 + ((tonumber(ARGV[3]) + k) % nq)
+  local queue, bell = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local out = {i}
   local taken = 0
   while true do
     local tag = redis.call('LINDEX', queue, -1)
     if not tag then break end
     local key = ns .. tag
     local message = redis.call('HMGET', key, 'p', 'b', 'n')
-    if message[1] and #out > 0 and taken + tonumber(message[3]) > budget then break end
+    if message[1] and #out > 1 and taken + tonumber(message[3]) > budget then break end
     redis.call('RPOP', queue)
     if message[1] then
-      redis.call('HSET', key, 'o', owner)
-      redis.call('ZADD', inflight, now, tag)
+      redis.call('HSET', key, 'o', ARGV[2])
+      redis.call('ZADD', inflight, ARGV[1], tag)
       out[#out + 1] = message[1]
       out[#out + 1] = message[2]
       taken = taken + tonumber(message[3])
@@ -112,46 +120,10 @@ local function take(ns, inflight, queue, bell, now, owner, budget)
     end
     -- a tag without its message (purged meanwhile) is dropped
   end
-  if #out > 0 and redis.call('LLEN', queue) > 0 and redis.call('LLEN', bell) == 0 then
-    redis.call('LPUSH', bell, '1')
-  end
-  return out
-end
-"""
-
-# The commit of takes, shared by ACK and ACKFETCH: acknowledges ARGV[first..] that ``owner`` holds.
-_ACK = """
-local function ack(ns, inflight, owner, first)
-  local acked = 0
-  for i = first, #ARGV do
-    local key = ns .. ARGV[i]
-    local info = redis.call('HMGET', key, 'o', 's', 'f', 'n', 'y', 'z')
-    if info[1] == owner and redis.call('ZREM', inflight, ARGV[i]) == 1 then
-      redis.call('DEL', key)
-      -- 0 - n, not -n: -0 would reach Redis as '-0', which HINCRBY refuses (bodies may all be empty)
-      redis.call('HINCRBY', info[2], info[3], 0 - tonumber(info[4]))
-      if info[5] then
-        redis.call('HINCRBY', info[5], info[3], 0 - tonumber(info[6]))
-      end
-      acked = acked + 1
+  if #out > 1 then
+    if redis.call('LLEN', queue) > 0 and redis.call('LLEN', bell) == 0 then
+      redis.call('LPUSH', bell, '1')
     end
-  end
-  return acked
-end
-"""
-
-# KEYS: message namespace, in-flight set, then per queue: queue, bell
-# ARGV: now, owner, start (rotation of the queue list), max_events
-# Takes the first message of the first non-empty queue, then more of the same queue while their events still fit
-# in max_events (0: just one).  Returns {i, envelope, body, envelope, body, ...} (i: the queue's position in the
-# order given, from 1) or nil.
-FETCH = _TAKE + """
-local nq = (#KEYS - 2) / 2
-for k = 0, nq - 1 do
-  local i = 1 + ((tonumber(ARGV[3]) + k) % nq)
-  local out = take(KEYS[1], KEYS[2], KEYS[1 + 2 * i], KEYS[2 + 2 * i], ARGV[1], ARGV[2], tonumber(ARGV[4]))
-  if #out > 0 then
-    table.insert(out, 1, i)
     return out
   end
 end
@@ -161,20 +133,39 @@ return nil
 # KEYS: message namespace, in-flight set
 # ARGV: owner, tag...  Acknowledges every listed message this owner holds; returns how many it acknowledged
 # (a message no longer held, because its lease expired and it was given back, is left alone).
-ACK = _ACK + """
-return ack(KEYS[1], KEYS[2], ARGV[1], 2)
+ACK = """
+local acked = 0
+for i = 2, #ARGV do
+  local key = KEYS[1] .. ARGV[i]
+  local info = redis.call('HMGET', key, 'o', 's', 'f', 'n', 'y', 'z')
+  if info[1] == ARGV[1] and redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
+    redis.call('DEL', key)
+    -- 0 - n, not -n: -0 would reach Redis as '-0', which HINCRBY refuses (bodies may all be empty)
+    redis.call('HINCRBY', info[2], info[3], 0 - tonumber(info[4]))
+    if info[5] then
+      redis.call('HINCRBY', info[5], info[3], 0 - tonumber(info[6]))
+    end
+    acked = acked + 1
+  end
+end
+return acked
 """
 
 # KEYS: message namespace, in-flight set, queue, bell
-# ARGV: now, owner, max_events, tag...  ACK of the tags, then the take of FETCH from the one queue: a sink that
-# keeps draining its channel commits one batch and takes the next in one call (one round trip, one fsync).
-# Returns {acked, envelope, body, ...}.
-ACKFETCH = _ACK + _TAKE + """
-local acked = ack(KEYS[1], KEYS[2], ARGV[2], 4)
-local out = take(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], tonumber(ARGV[3]))
-table.insert(out, 1, acked)
+# ARGV: now, owner, max_events, tag...  ACK of the tags, then FETCH from the one queue: a sink worker that keeps
+# draining its channel commits one batch and takes the next in one call (one round trip, one fsync).  Made of the
+# two scripts above, each run as a function of its own KEYS and ARGV.  Returns {acked, envelope, body, ...}.
+ACKFETCH = (f"local function ack(KEYS, ARGV)\n{ACK}\nend\n"
+            f"local function fetch(KEYS, ARGV)\n{FETCH}\nend\n" """
+local tags = {ARGV[2]}
+for i = 4, #ARGV do
+  tags[#tags + 1] = ARGV[i]
+end
+local acked = ack({KEYS[1], KEYS[2]}, tags)
+local out = fetch(KEYS, {ARGV[1], ARGV[2], 0, ARGV[3]}) or {0}
+out[1] = acked
 return out
-"""
+""")
 
 # KEYS: message namespace, in-flight set
 # ARGV: tag, owner, where ('front' | 'back'), bell suffix.  Returns 1 if given back, 0 if not held by this owner.

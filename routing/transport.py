@@ -396,15 +396,18 @@ class Channel(kombu_redis.Channel):
         """Take the next message of ``queue``, and more while their events fit in ``max_events``: one take
         transaction.  They are in flight, held by this channel.  An empty list if the queue is empty."""
         reply = self._run("FETCH", self._fetch_keys([queue]), [repr(time()), self.owner, 0, max_events])
-        if not reply:
-            return []
+        return self._taken(reply) if reply else []
+
+    @staticmethod
+    def _taken(reply: list) -> list[dict]:
+        """The messages of a FETCH (or ACKFETCH) reply, after its first element."""
         return [message_from_redis(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
 
     def ack_and_fetch(self, queue: str, tags: list[str], max_events: int) -> tuple[int, list[dict]]:
         """:meth:`ack_tag` of ``tags``, then :meth:`fetch` from ``queue``, in one transaction: (how many were
         still ours and are acknowledged, the messages taken)."""
         reply = self._run("ACKFETCH", self._fetch_keys([queue]), [repr(time()), self.owner, max_events, *tags])
-        return int(reply[0]), [message_from_redis(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
+        return int(reply[0]), self._taken(reply)
 
     def ack_tag(self, *tags: str) -> int:
         """Commit takes: delete the messages and release their events.  Returns how many were still ours."""
