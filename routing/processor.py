@@ -55,10 +55,11 @@ class ChannelWriter:
         config = self.agent.channels[channel].config
         return config.capacity, config.transaction_capacity, config.body_byte_limit()
 
-    def targets(self, batches: dict[str, Batch]) -> list[PutTarget]:
+    def targets(self, batches: dict[str, Batch], message_events: int = 0) -> list[PutTarget]:
         out = []
         for name, batch in batches.items():
             capacity, step, byte_limit = self.limits(name)
+            step = min(step, message_events) if message_events else step
             if len(batch) > capacity:
                 raise BatchTooLarge(f"{len(batch)} events for channel '{name}' exceed its capacity ({capacity})")
             parts = [batch[i:i + step] for i in range(0, len(batch), step)]
@@ -70,13 +71,14 @@ class ChannelWriter:
                                  [self.message(name, part) for part in parts], byte_limit, sizes))
         return out
 
-    def put(self, batches: dict[str, Batch]) -> None:
+    def put(self, batches: dict[str, Batch], message_events: int = 0) -> None:
         """All of ``batches`` (channel -> batch) or nothing; raises ChannelFullError or BatchTooLarge, or
-        NotReplicated when a durable channel's put is not confirmed by enough replicas."""
+        NotReplicated when a durable channel's put is not confirmed by enough replicas.  A batch goes as channel
+        messages of at most the channel's transactionCapacity events, and at most ``message_events`` if given."""
         batches = {name: batch for name, batch in batches.items() if len(batch)}
         if batches:
             durable = any(self.agent.channels[name].cls.durable for name in batches if name in self.agent.channels)
-            self.channel.put_transaction(self.exchange, self.targets(batches),
+            self.channel.put_transaction(self.exchange, self.targets(batches, message_events),
                                          replicas=self.replicas if durable else 0,
                                          replica_timeout_ms=self.replica_timeout_ms)
 
@@ -121,12 +123,22 @@ class ChannelProcessor:
         return ({c: Batch.from_events(e) for c, e in req.items()},
                 {c: Batch.from_events(e) for c, e in opt.items()})
 
-    def process(self, batch: Batch) -> None:
-        """Intercept, route and put ``batch``; see the module docstring for the contract."""
+    def put_limits(self) -> tuple[int, int]:
+        """(events, body bytes; 0: no bound) that one put of this source may always carry: the smallest
+        transactionCapacity and byte limit of its channels.  A source that has several batches ready at once may
+        put them together within these (see :meth:`process`)."""
+        limits = [self.writer.limits(name) for name in self.source.channels]
+        byte_limits = [b for _, _, b in limits if b]
+        return min(t for _, t, _ in limits), min(byte_limits, default=0)
+
+    def process(self, batch: Batch, message_events: int = 0) -> None:
+        """Intercept, route and put ``batch``; see the module docstring for the contract.  ``message_events``:
+        the batch is several of the source's batches put together (one transaction, one round trip to the
+        broker), each still its own channel message of at most that many events."""
         required, optional = self.route(batch.with_fresh_ids())
         self._count_put(names.EVENT_PUT_ATTEMPT, required)
         try:
-            self.writer.put(required)
+            self.writer.put(required, message_events)
         except NotReplicated:
             self._count_put(names.REPLICA_WAIT_FAIL, required)
             raise
@@ -134,7 +146,7 @@ class ChannelProcessor:
         for name, part in optional.items():
             self._count_put(names.EVENT_PUT_ATTEMPT, {name: part})
             try:
-                self.writer.put({name: part})
+                self.writer.put({name: part}, message_events)
             except (ChannelFullError, BatchTooLarge) as exc:
                 log.warning("optional channel %s of source %s did not take %d events: %s",
                             name, self.source.name, len(part), exc)

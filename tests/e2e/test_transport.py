@@ -13,7 +13,7 @@ from core.errors import BatchTooLarge, ChannelFullError
 from core.event import Batch
 from core.settings import Settings
 from routing import codec
-from routing.processor import ChannelWriter
+from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, owner_prefix, read_bytes, read_sizes
 
 CONF = """
@@ -67,6 +67,16 @@ def test_put_splits_at_transaction_capacity_and_counts_events(writer, consumer, 
     assert redis_server.client().llen("flumery.a1.c1") == 3          # 4 + 4 + 2 events
     taken = consumer.fetch("flumery.a1.c1", max_events=100)
     assert bodies(taken) == [f"e{i}".encode() for i in range(10)]   # FIFO, all of them, in one take
+
+
+def test_batches_put_together_stay_messages_of_their_own_size(writer, consumer, redis_server):
+    processor = ChannelProcessor(writer.agent.sources["r1"], writer, [])
+    events, nbytes = processor.put_limits()
+    assert events == 4 and nbytes == writer.limits("c1")[2]          # c1's transactionCapacity is the smaller
+    processor.process(batch(9), message_events=3)                      # three source batches in one put
+    assert [len(bodies([m])) for m in consumer.peek("flumery.a1.c2", 10)] == [3, 3, 3]
+    assert [len(bodies([m])) for m in consumer.peek("flumery.a1.c1", 10)] == [3, 3, 3]
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 9, "c2": 9}
 
 
 def test_put_is_all_or_nothing_across_channels(writer, redis_server):

@@ -73,9 +73,12 @@ class Recorder:
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
 
-    def process(self, batch: Batch) -> None:
+    def process(self, batch: Batch, message_events: int = 0) -> None:
         with self.lock:
             self.batches.append(batch)
+
+    def put_limits(self) -> tuple[int, int]:
+        return 100, 0
 
     def add(self, counter: str, n: int = 1) -> None:
         with self.lock:

@@ -21,23 +21,29 @@ from workers.sources.exec import ExecSource
 class Recorder:
     """Stands in for the channel processor: records each put batch (and when it came)."""
 
-    def __init__(self):
+    def __init__(self, put_events: int = 1):
         self.batches: list[tuple[float, list[bytes]]] = []
+        self.message_events: list[int] = []
+        self.put_events = put_events            # 1: a put never carries more than one batch
         self.lock = threading.Lock()
 
-    def process(self, batch):
+    def process(self, batch, message_events: int = 0):
         with self.lock:
             self.batches.append((time.monotonic(), list(batch.bodies)))
+            self.message_events.append(message_events)
+
+    def put_limits(self) -> tuple[int, int]:
+        return self.put_events, 0
 
     def bodies(self) -> list[bytes]:
         with self.lock:
             return [b for _, bodies in self.batches for b in bodies]
 
 
-def exec_source(props: dict) -> tuple[ExecSource, Recorder]:
+def exec_source(props: dict, put_events: int = 1) -> tuple[ExecSource, Recorder]:
     config, errors, _ = build(ExecSource.Config, props, "a1.sources.r1.")
     assert not errors, errors
-    recorder = Recorder()
+    recorder = Recorder(put_events)
     return ExecSource("r1", config, SourceContext("a1", recorder, FakeCounters())), recorder
 
 
@@ -48,6 +54,19 @@ def test_exec_lines_batches_and_crlf():
     source.stop()
     assert rec.bodies() == [b"a", b"b", b"c", b"d", b"last-without-newline"]
     assert [len(b) for _, b in rec.batches] == [2, 2, 1]
+
+
+def test_exec_puts_full_batches_read_at_once_together_within_the_put_limit(tmp_path):
+    log = tmp_path / "lines"
+    log.write_bytes(b"".join(b"%d\n" % i for i in range(1003)))
+    source, rec = exec_source({"command": f"cat {log}", "batchSize": "100"}, put_events=450)
+    source.start()
+    wait_until(lambda: len(rec.bodies()) >= 1003, 10, what="1003 lines")
+    source.stop()
+    assert rec.bodies() == [b"%d" % i for i in range(1003)]
+    sizes = [len(b) for _, b in rec.batches]
+    # one read holds every line: puts of 4 batches (the limit 450 holds 4 of 100), then the 3 lines at the end
+    assert sizes == [400, 400, 200, 3] and rec.message_events == [100, 100, 100, 0]
 
 
 def test_exec_shell_restart_and_throttle():

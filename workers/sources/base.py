@@ -105,17 +105,20 @@ class Source(Component):
         self._attempt(batch)
         self.counters.add(names.APPEND_BATCH_ACCEPTED)
 
-    def _attempt(self, batch: Batch) -> None:
+    def _attempt(self, batch: Batch, message_events: int = 0) -> None:
         try:
-            self.processor.process(batch)
+            if message_events:
+                self.processor.process(batch, message_events)
+            else:           # the plain call, which every processor (a test's recorder too) takes
+                self.processor.process(batch)
         except ChannelFullError:
             self.counters.add(names.CHANNEL_WRITE_FAIL)
             raise
         self.counters.add(names.EVENT_ACCEPTED, len(batch))
 
-    def deliver(self, batch: Batch, max_backoff_s: float = BACKOFF_MAX_S) -> bool:
+    def deliver(self, batch: Batch, max_backoff_s: float = BACKOFF_MAX_S, message_events: int = 0) -> bool:
         """Put ``batch``, retrying with backoff (up to ``max_backoff_s`` between attempts) while the channels
-        are full or the broker is unreachable.
+        are full or the broker is unreachable.  ``message_events``: see ``ChannelProcessor.process``.
 
         Returns True once the batch is in every required channel, False if the source was stopped first (the
         batch was then not acknowledged and is not in any channel).
@@ -126,7 +129,7 @@ class Source(Component):
         full_delay = min(FULL_RETRY_START_S, max_backoff_s)
         while True:
             try:
-                self._attempt(batch)
+                self._attempt(batch, message_events)
                 self.counters.add(names.APPEND_BATCH_ACCEPTED)
                 return True
             except BatchTooLarge:

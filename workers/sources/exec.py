@@ -1,7 +1,8 @@
 """``exec``: Flume's ExecSource, one event per line a command writes to its standard output.
 
 Lines are put in batches of ``batchSize``, or sooner when ``batchTimeout`` ms passed since the first line of the
-batch.  While the channels are full the source stops reading the pipe, so the command blocks on its writes
+batch.  Full batches read at once (a command writing faster than the channels take) go in one put, each still
+its own channel message, within the channels' ``transactionCapacity`` and byte limits.  While the channels are full the source stops reading the pipe, so the command blocks on its writes
 (back-pressure) instead of lines being dropped, which Flume's exec source does.  Lines end at ``\\n``; a
 ``\\r`` before it is removed; a last line without newline is kept.  As in Flume, exec cannot resume: lines the
 agent read but had not yet put when it was killed are gone (prefer TAILDIR or spooldir for files).
@@ -33,7 +34,7 @@ class ExecConfig:
     restart: bool = opt("restart", False, doc="run the command again when it exits")
     restart_throttle_ms: int = opt("restartThrottle", 10000, check=non_negative, doc="ms to wait before a restart")
     log_stderr: bool = opt("logStdErr", False, doc="log the command's standard error")
-    batch_size: int = opt("batchSize", 20, check=positive, doc="lines per put")
+    batch_size: int = opt("batchSize", 20, check=positive, doc="lines per batch (channel message)")
     batch_timeout_ms: int = opt("batchTimeout", 3000, check=positive, doc="ms before a partial batch is put")
     charset: str = opt("charset", "UTF-8", inert="bodies are the command's bytes, never re-encoded")
 
@@ -116,13 +117,27 @@ class ExecSource(Source):
                 first_at = time.monotonic()
             batch += lines
             while len(batch) >= size:
-                if not self._flush(batch[:size]):
+                count = self._ready(batch, size)
+                if not self._flush(batch[:count], size):
                     return False
-                del batch[:size]
+                del batch[:count]
                 first_at = time.monotonic()
 
-    def _flush(self, bodies: list[bytes]) -> bool:
-        return not bodies or self.deliver(Batch(bodies))
+    def _ready(self, batch: list[bytes], size: int) -> int:
+        """How many lines of ``batch`` (at least ``size``) to put now: every full batch it holds, in one put as
+        far as the channels' limits allow (``ChannelProcessor.put_limits``).  When the command writes faster
+        than the channels take, several batches are read at once: one transaction and one broker round trip
+        (one fsync of a file channel) for all of them instead of one each, each batch still its own message."""
+        events, nbytes = self.processor.put_limits()
+        count = max(size, min(len(batch), events) // size * size)
+        if count > size and nbytes and sum(map(len, batch[:count])) > nbytes:
+            return size
+        return count
+
+    def _flush(self, bodies: list[bytes], size: int = 0) -> bool:
+        if not bodies:
+            return True
+        return self.deliver(Batch(bodies), message_events=size if len(bodies) > size else 0)
 
     def _drain_stderr(self) -> None:
         for line in self.process.stderr:
