@@ -71,3 +71,21 @@ def test_make_bench_installs_nothing_unless_asked():
                            text=True, check=True).stdout
     said, installed = asked.index("installing Debian's syslog-ng-core"), asked.index("apt-get install -y")
     assert said < installed
+    assert "INSTALL_RSYSLOG=1" in plain
+    asked = subprocess.run(["make", "-n", "bench", "INSTALL_RSYSLOG=1"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout
+    said, installed = asked.index("installing Debian's rsyslog"), asked.index("apt-get install -y")
+    assert said < installed and asked.index("dpkg-deb -x rsyslog_") > installed
+
+
+def test_the_benchmark_s_agent_files_are_valid_and_replicate_into_every_channel(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    import run as bench_run  # noqa: E402  (bench/run.py)
+
+    for copies, sink_batch in ((1, 1000), (3, 10000)):
+        conf = tmp_path / f"b{copies}.conf"
+        conf.write_text(bench_run.flumery_conf(tmp_path / "access.log", tmp_path, "exec", copies, sink_batch))
+        config = load_agent(conf, "b")
+        assert config.sources["r1"].channels == tuple(f"c{n}" for n in range(1, copies + 1))
+        assert {config.sinks[f"k{n}"].config.batch_size for n in range(1, copies + 1)} == {sink_batch}
+        assert len({config.sinks[f"k{n}"].config.directory for n in range(1, copies + 1)}) == copies
