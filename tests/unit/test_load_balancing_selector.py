@@ -55,7 +55,7 @@ class Writer:
     def __init__(self):
         self.puts = []
 
-    def put(self, batches):
+    def put(self, batches, message_events=0):
         self.puts.append({c: list(b.bodies) for c, b in batches.items()})
 
 
