@@ -12,8 +12,9 @@ transaction:
 3. Only after the write was confirmed does it acknowledge the gathered messages; the task's own message is
    acknowledged by Celery when the task returns (``acks_late``).
 4. While the batches come full (the channel holds more), the task keeps draining for up to ``DRAIN_MAX_S``:
-   the acknowledgement of each batch and the take of the next are one transaction, and no Celery delivery is
-   paid per batch.  The task's result counts every event and message it wrote.
+   the acknowledgement of each batch and the take of the one after the next are one transaction, made while
+   the next is being written, and no Celery delivery is paid per batch.  The task's result counts every event
+   and message it wrote.
 
 If the worker is asked to stop while the store is failing, the gathered messages are given back to the front of
 the channel and the task's message is rejected with requeue (or, if the task's own batch was already written,
@@ -26,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 from celery.worker import state as worker_state
@@ -145,6 +147,8 @@ class WorkerRuntime:
         self.metrics = MetricsStore(redis_client(url, settings.transport_options()), self.config.name,
                                     key_prefix=settings.key_prefix).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
+        # Takes the next batch while the sink writes the current one (see _drain).
+        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flumery-take-ahead")
         context = SinkContext(self.config.name, settings.data_path(), self.metrics)
         self.runners: dict[str, itertools.cycle] = {}
         self.all_runners: list[SinkRunner] = []
@@ -180,10 +184,8 @@ class WorkerRuntime:
 
     def take(self, channel: str, batch: Batch, tag: str) -> dict:
         """Process one channel message (and whatever else of the channel fits the sink's batch): write it,
-        then acknowledge what was gathered.  While the batches come full (the channel holds more), keep draining
-        the channel, up to :data:`DRAIN_MAX_S`: each later batch is acknowledged by the same call that takes the
-        next one (:meth:`~routing.transport.Channel.ack_and_fetch`), without a Celery delivery per batch.
-        Returns ``{"events": written, "messages": messages}``."""
+        then acknowledge what was gathered.  If the batch came full (the channel holds more), go on draining the
+        channel (:meth:`_drain`).  Returns ``{"events": written, "messages": messages}``."""
         runners = self.runners.get(channel)
         if runners is None:
             raise Requeue(f"this worker serves no sink of channel '{channel}'")
@@ -193,24 +195,61 @@ class WorkerRuntime:
         try:
             self._gather(channel, runner.batch_size, batch, extras)
             self._write(runner, channel, batch, extras)           # Requeue: nothing written, the task goes back
-            events, messages = len(batch), 1 + len(extras)
-            deadline = time.monotonic() + DRAIN_MAX_S
-            while len(batch) >= runner.batch_size and not self.should_stop() and time.monotonic() < deadline:
-                _, taken = self.channel.ack_and_fetch(queue_name(self.config.name, channel), extras,
-                                                      runner.batch_size)
-                self.housekeeper.release(extras)
-                batch, extras = self._combine(channel, taken)
-                if batch is None:
-                    break
-                try:
-                    self._write(runner, channel, batch, extras)
-                except Requeue:
-                    return {"events": events, "messages": messages}    # the task's own batch was written
-                events, messages = events + len(batch), messages + len(extras)
-            self.channel.ack_tag(*extras)
-            return {"events": events, "messages": messages}
+            if len(batch) < runner.batch_size:
+                self.channel.ack_tag(*extras)
+                return {"events": len(batch), "messages": 1 + len(extras)}
+            events, messages = self._drain(runner, channel, extras)
+            return {"events": len(batch) + events, "messages": 1 + len(extras) + messages}
         finally:
-            self.housekeeper.release([tag, *extras])
+            self.housekeeper.release([tag])
+
+    def _drain(self, runner: SinkRunner, channel: str, written: list[str]) -> tuple[int, int]:
+        """Go on taking and writing ``channel`` while its batches come full, for up to :data:`DRAIN_MAX_S`,
+        without a Celery delivery per batch.  ``written``: tags of a batch written and not yet acknowledged.
+
+        While this thread writes batch N (and waits for its fsync), another acknowledges batch N-1, written
+        before, and takes batch N+1, in one call (:meth:`~routing.transport.Channel.ack_and_fetch`): the broker's
+        round trip and the sink's write overlap, and nothing is acknowledged before its write returned.  Returns
+        (events, messages) written; when it returns (or raises), every batch it wrote is acknowledged or will be
+        delivered again, and every batch it took and did not write is given back (or its lease runs out)."""
+        queue, size = queue_name(self.config.name, channel), runner.batch_size
+        deadline = time.monotonic() + DRAIN_MAX_S
+        events = messages = 0
+        done, tags = written, []        # tags of the batch written last (not acknowledged), of the batch in hand
+        try:
+            _, taken = self.channel.ack_and_fetch(queue, done, size)
+            self.housekeeper.release(done)
+            done = []
+            batch, tags = self._combine(channel, taken)
+            while batch is not None:
+                ahead = None
+                if len(batch) >= size and not self.should_stop() and time.monotonic() < deadline:
+                    ahead = self._ahead.submit(self.channel.ack_and_fetch, queue, done, size)
+                try:
+                    self._write(runner, channel, batch, tags)      # on Requeue it gave ``tags`` back
+                except Requeue:
+                    self.housekeeper.release(tags)
+                    tags = []
+                    if ahead is not None:
+                        _, taken = ahead.result()         # it acknowledged ``done``
+                        self.housekeeper.release(done)
+                        done = []
+                        for extra in self._combine(channel, taken)[1]:
+                            self.channel.give_back(extra, front=True)
+                            self.housekeeper.release([extra])
+                    break
+                events, messages = events + len(batch), messages + len(tags)
+                if ahead is None:
+                    break
+                _, taken = ahead.result()
+                self.housekeeper.release(done)
+                done, (batch, tags) = tags, self._combine(channel, taken)
+            self.channel.ack_tag(*done, *tags)
+            self.housekeeper.release([*done, *tags])
+            done = tags = []
+            return events, messages
+        finally:
+            self.housekeeper.release([*done, *tags])
 
     def _write(self, runner: SinkRunner, channel: str, batch: Batch, extras: list[str]) -> None:
         """Write ``batch``; on Requeue (stopping while the store fails) give ``extras`` back first."""
@@ -261,4 +300,5 @@ class WorkerRuntime:
                 runner.stop()
             except Exception:
                 log.exception("sink %s did not stop cleanly", runner.unit)
+        self._ahead.shutdown(wait=True)
         self.metrics.stop()
