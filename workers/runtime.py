@@ -201,7 +201,9 @@ class WorkerRuntime:
             events, messages = self._drain(runner, channel, extras)
             return {"events": len(batch) + events, "messages": 1 + len(extras) + messages}
         finally:
-            self.housekeeper.release([tag])
+            # Whatever happened, this task renews none of these leases any more (a message given back and taken by
+            # another worker must expire if that worker dies).
+            self.housekeeper.release([tag, *extras])
 
     def _drain(self, runner: SinkRunner, channel: str, written: list[str]) -> tuple[int, int]:
         """Go on taking and writing ``channel`` while its batches come full, for up to :data:`DRAIN_MAX_S`,
