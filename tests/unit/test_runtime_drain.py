@@ -1,0 +1,124 @@
+"""The draining sink task (workers/runtime.py ``WorkerRuntime._drain``) against a stand-in channel: the order of
+writes, acknowledgements and give-backs, which the real-Redis tests (tests/e2e/test_worker_inprocess.py) cannot
+observe.  The stand-in keeps a list of messages of 10 events and records every call."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from core.errors import Requeue
+from core.event import Batch
+from workers import runtime
+from workers.runtime import WorkerRuntime
+
+
+class StandInChannel:
+    def __init__(self, messages: int):
+        self.queue = [f"m{i}" for i in range(messages)]
+        self.log: list[tuple] = []
+        self.lock = threading.Lock()
+
+    def _take(self, size: int) -> list[dict]:
+        taken = []
+        while self.queue and (len(taken) + 1) * 10 <= size:
+            taken.append({"properties": {"delivery_tag": self.queue.pop(0)}})
+        return taken
+
+    def ack_and_fetch(self, queue, tags, size):
+        with self.lock:
+            self.log.append(("ack", tuple(tags)))
+            return len(tags), self._take(size)
+
+    def ack_tag(self, *tags):
+        with self.lock:
+            self.log.append(("ack", tags))
+
+    def give_back(self, tag, front=True):
+        with self.lock:
+            self.log.append(("give back", tag))
+
+
+class StandInRunner:
+    batch_size = 20
+
+    def __init__(self, channel: StandInChannel, fail_at: int = 0):
+        self.channel, self.fail_at, self.writes = channel, fail_at, 0
+
+    def write(self, batch, should_stop, retry_max_s):
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise Requeue("stopping while the store fails")
+        with self.channel.lock:
+            self.channel.log.append(("write", tuple(batch.bodies)))
+
+
+class Held:
+    def __init__(self):
+        self.tags: set[str] = set()
+
+    def hold(self, tags):
+        self.tags.update(tags)
+
+    def release(self, tags):
+        self.tags.difference_update(tags)
+
+
+class Counters:
+    def group(self, *_):
+        return self
+
+    def add(self, *_):
+        pass
+
+
+@pytest.fixture
+def drain(monkeypatch):
+    monkeypatch.setattr(runtime.codec, "decode_stored",
+                        lambda payload: ("c1", Batch([payload["properties"]["delivery_tag"].encode()] * 10)))
+    monkeypatch.setattr(runtime, "queue_name", lambda agent, channel: f"flumery.{agent}.{channel}")
+
+    def make(messages: int, fail_at: int = 0):
+        rt = object.__new__(WorkerRuntime)
+        rt.channel, rt.housekeeper, rt.metrics = StandInChannel(messages), Held(), Counters()
+        rt.config = type("Config", (), {"name": "a1"})()
+        rt.settings = type("Settings", (), {"sink_retry_max_s": 1.0})()
+        rt.should_stop = lambda: False
+        rt._ahead = ThreadPoolExecutor(max_workers=1)
+        rt.housekeeper.hold(["task", "first"])       # the task's own message, the batch written with it
+        return rt, StandInRunner(rt.channel, fail_at)
+    return make
+
+
+def written(log) -> list[str]:
+    return [bodies[0].decode() for kind, bodies in log if kind == "write"]
+
+
+def test_every_batch_is_acknowledged_once_and_only_after_its_write(drain):
+    rt, runner = drain(9)                    # m0..m8: batches of two messages, the last one of one
+    events, messages = rt._drain(runner, "c1", ["first"])
+    log = rt.channel.log
+    assert (events, messages) == (90, 9)
+    assert written(log) == ["m0", "m2", "m4", "m6", "m8"]
+    acked = [tag for kind, tags in log if kind == "ack" for tag in tags]
+    assert sorted(acked) == sorted(["first", *(f"m{i}" for i in range(9))])     # each once
+    for i in range(9):
+        batch_start = f"m{i - i % 2}"
+        write_at = next(n for n, (kind, b) in enumerate(log) if kind == "write" and b[0].decode() == batch_start)
+        ack_at = next(n for n, (kind, tags) in enumerate(log) if kind == "ack" and f"m{i}" in tags)
+        assert write_at < ack_at
+    assert rt.housekeeper.tags == {"task"}           # the task releases its own message; nothing else is held
+
+
+def test_a_batch_that_cannot_be_written_goes_back_with_the_one_taken_ahead(drain):
+    rt, runner = drain(10, fail_at=2)        # the second batch (m2, m3) fails while m4, m5 were taken ahead
+    events, messages = rt._drain(runner, "c1", ["first"])
+    log = rt.channel.log
+    assert (events, messages) == (20, 2) and written(log) == ["m0"]
+    given_back = sorted(tag for kind, tag in log if kind == "give back")
+    assert given_back == ["m2", "m3", "m4", "m5"]
+    acked = sorted(tag for kind, tags in log if kind == "ack" for tag in tags)
+    assert acked == ["first", "m0", "m1"]
+    assert rt.channel.queue == [f"m{i}" for i in range(6, 10)]
+    assert rt.housekeeper.tags == {"task"}
