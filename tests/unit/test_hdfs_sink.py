@@ -18,8 +18,8 @@ from core.registries import SINKS
 from workers.sinks.base import SinkContext
 from workers.sinks.hdfs.filesystems import FileSystems, LocalFileSystem
 from workers.sinks.hdfs.formats import FileFormat
-from workers.sinks.hdfs.journal import Journal
 from workers.sinks.hdfs.writer import BucketWriter, Naming
+from workers.sinks.journal import Journal
 
 GROUPS = json.loads(VECTORS.read_text())
 HdfsSink = SINKS.resolve("hdfs")

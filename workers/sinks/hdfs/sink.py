@@ -12,7 +12,7 @@ non-numeric ``timestamp`` header when the path needs the time) are reported with
 Differs from Flume on purpose (better):
 
 * **No duplicates at rest.**  Every append is journalled before it is made (file, offsets, event ids:
-  :mod:`workers.sinks.hdfs.journal`).  An event of a redelivered batch that the journal knows is at rest is not
+  :mod:`workers.sinks.journal`).  An event of a redelivered batch that the journal knows is at rest is not
   written again, so a worker killed between its write and its acknowledgement leaves each event once in HDFS.
 * **No stuck in-use files.**  A sink that starts (and before each write) finishes the files that a process of the
   same sink left in use when it died: their complete appends are kept, a torn last append is cut off (HDFS
@@ -36,8 +36,8 @@ from workers.sinks.hdfs import config as hdfs_config
 from workers.sinks.hdfs.config import HdfsConfig
 from workers.sinks.hdfs.filesystems import FileSystems
 from workers.sinks.hdfs.formats import EventError, FileFormat, codec_name, serializer_name
-from workers.sinks.hdfs.journal import Journal, read_records, replay
 from workers.sinks.hdfs.writer import BucketWriter, Naming, OpenFile, close_file, finish_orphan_files, repair_file
+from workers.sinks.journal import Journal, read_records, replay
 
 log = logging.getLogger(__name__)
 
