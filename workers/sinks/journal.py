@@ -187,8 +187,16 @@ class Journal:
     # -- records ----------------------------------------------------------------------------------------------------
     def _append(self, *records: dict) -> None:
         data = b"".join(_record(record) for record in records)
-        write_all(self.fd, data)
-        os.fsync(self.fd)
+        try:
+            write_all(self.fd, data)
+            os.fsync(self.fd)
+        except OSError:
+            # A torn record would hide every later one from the next reader: take it back off.
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                pass
+            raise
         self.size += len(data)
 
     def opened(self, tmp: str, final: str) -> None:
