@@ -16,7 +16,7 @@ A confirmed ``write`` puts its ids into the at-rest index (:meth:`Journal.at_res
 there.  A channel message comes back only if it was not acknowledged, and a worker acknowledges each batch right
 after its write: so the index keeps this process's last ``keep`` writes and, apart, the last ``keep`` writes of
 each dead process it took over (``inherit`` writes at most, the newest), which may come back later (after the
-visibility timeout, to whichever worker takes them).  Memory: about ``(keep + inherit) * batchSize`` ids.
+visibility timeout, to whichever worker takes them).  Memory: at most ``(2 * keep + inherit) * batchSize`` ids.
 
 The journal file is rewritten with only what is still needed (files in use, with their earlier writes folded into
 one, and the ids of the index) once it grew past ``COMPACT_BYTES`` and twice its last compacted size: it stays
@@ -149,7 +149,8 @@ class Journal:
         self.lock_path = self.directory / f"{self.name}.lock"
         self.recent: deque[list[str]] = deque()          # ids of this process's last writes
         self.inherited: deque[list[str]] = deque()       # ids of writes of dead processes taken over
-        self.index: dict[str, int] = {}                  # id -> how many of those writes hold it
+        self.index: set[str] = set()                     # the ids of both, and of up to ``keep`` writes dropped
+        self.dropped = 0                                 # writes dropped from the windows since the index was made
         self.open_files: dict[str, FileState] = {}
         self.fd: int | None = None
         self.lock_fd: int | None = None
@@ -229,21 +230,21 @@ class Journal:
 
     def any_at_rest(self, ids) -> bool:
         """Whether any of ``ids`` is at rest (one set operation: the common case, a batch never seen, is cheap)."""
-        return bool(self.index) and not self.index.keys().isdisjoint(ids)
+        return not self.index.isdisjoint(ids)
 
     def _remember(self, window: deque, limit: int, ids: list[str]) -> None:
         if not ids:
             return
         window.append(ids)
-        for i in ids:
-            self.index[i] = self.index.get(i, 0) + 1
+        self.index.update(ids)
         while len(window) > limit:
-            for i in window.popleft():
-                left = self.index.get(i, 0) - 1
-                if left > 0:
-                    self.index[i] = left
-                else:
-                    self.index.pop(i, None)
+            window.popleft()
+            self.dropped += 1
+        # The ids of dropped writes leave the index when it is remade, every ``keep`` drops: set operations only
+        # (per-id bookkeeping in Python cost more than the write itself for large batches).
+        if self.dropped >= self.keep:
+            self.index = set().union(*self.inherited, *self.recent)
+            self.dropped = 0
 
     # -- staying bounded --------------------------------------------------------------------------------------------
     def _compact_if_due(self) -> None:
