@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 REWRITE_ATTEMPTS = 3          # a path that vanishes again at once fails the write (the runner retries it later)
 # Writes of this process whose ids the journal keeps as at rest: a worker writes one batch at a time and acknowledges
-# it right after, so only its last write can come back; the rest is margin.  Memory: ~ (8 + 32) * batchSize ids.
+# it right after, so only its last write can come back; the rest is margin.  Memory: <= (2 * 8 + 32) * batchSize ids.
 JOURNAL_KEEP = 8
 
 
