@@ -366,7 +366,8 @@ a1.sinks.k1.channel = c1
             pid = sink_worker_pid(agent)
             recovery.fault()
             trigger.touch()
-            wait_until(lambda pid=pid: sink_worker_pid(agent) != pid, 60, what="the worker to kill itself after a write")
+            wait_until(lambda pid=pid: sink_worker_pid(agent) != pid, 60,
+                       what="the worker to kill itself after a write")
         settle(result, load, recovery, out)
         died = agent.output().count("exited with -9")
         assert died == kills, f"{died} sink worker deaths by SIGKILL in the agent's log, {kills} wanted"
@@ -390,6 +391,10 @@ def held_batch_kill(tmp: Path, vt_s: float) -> Result:
         load = Load(port, 50, 1000).start()
         load.join()
         wait_until(lambda: len(read_lines(out)) >= 50, 60, what="the first events")
+        # The lines are visible as soon as they are written; the sink then checks that its file is still at its
+        # path: moving the directory before that check would make it write those 50 events again, into a store
+        # that is broken on purpose, and hold them instead of the batch this scenario means.
+        time.sleep(0.5)
         aside = tmp / "out-aside"
         out.rename(aside)
         out.write_text("not a directory\n")           # the store fails: the worker holds the next batch

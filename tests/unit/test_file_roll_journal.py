@@ -269,3 +269,12 @@ def test_a_file_longer_than_its_journal_says_is_left_whole(tmp_path):
     second = sink(tmp_path)
     second.stop()
     assert lines(tmp_path) == [b"a", b"b", b"c"]
+
+
+def test_a_message_gathered_twice_into_one_batch_is_written_once(tmp_path):
+    """A prefork child killed holding a message: its lease gives it back and so does Celery (the task is rejected
+    when its worker is lost), and the next child can gather both copies into one write."""
+    s = sink(tmp_path)
+    s.write(batch("a", "b", "c", "a", "b", "c", "d"))
+    s.stop()
+    assert lines(tmp_path) == [b"a", b"b", b"c", b"d"]

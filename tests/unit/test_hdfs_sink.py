@@ -237,6 +237,16 @@ def test_kill_between_write_and_ack_leaves_no_duplicate_and_no_in_use_file(tmp_p
     assert not list((tmp_path / "data" / "hdfs-journal" / "k1").iterdir()), "a clean stop leaves no journal"
 
 
+def test_a_message_gathered_twice_into_one_batch_is_written_once(tmp_path):
+    sink = make(tmp_path, **{"hdfs.rollCount": "0"})
+    sink.start()
+    try:
+        sink.write(batch(["a", "b", "a", "b", "c"]))
+    finally:
+        sink.stop()
+    assert list(files(tmp_path).values()) == [b"a\nb\nc\n"]
+
+
 def test_a_torn_append_is_cut_off_when_the_file_is_recovered(tmp_path):
     first = make(tmp_path, **{"hdfs.rollCount": "0"})
     first.start()

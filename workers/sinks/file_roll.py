@@ -93,8 +93,9 @@ class FileRollSink(Sink):
     def write(self, batch) -> None:
         self._adopt_orphans()
         ids = list(batch.ids) if batch.ids is not None else []
-        if ids and self.journal.any_at_rest(ids):
-            batch, ids = self._not_at_rest(batch, ids)
+        keep = self.journal.to_write(ids) if ids else None
+        if keep is not None:
+            batch, ids = self._only(batch, ids, keep)
             if not ids:
                 return
         data = self.serialize(batch)
@@ -118,12 +119,11 @@ class FileRollSink(Sink):
                 self._close()
         raise OSError(f"file_roll sink {self.name}: {self.directory} keeps vanishing; the batch is not written")
 
-    def _not_at_rest(self, batch, ids: list[str]) -> tuple[Batch, list[str]]:
-        """The events of ``batch`` the journal does not know at rest (a batch that came back after its worker died
-        between its write and its acknowledgement), and their ids."""
-        keep = [n for n, i in enumerate(ids) if not self.journal.at_rest(i)]
+    def _only(self, batch, ids: list[str], keep: list[int]) -> tuple[Batch, list[str]]:
+        """The events of ``batch`` at the positions ``keep`` (the others are at rest already, or twice in the batch:
+        it came back after its worker died between its write and its acknowledgement), and their ids."""
         log.info("file_roll sink %s: %d event(s) of this batch are already at rest (written before the batch came "
-                 "back); not writing them again", self.name, len(ids) - len(keep))
+                 "back) or in it twice; not writing them again", self.name, len(ids) - len(keep))
         headers = None if batch.headers is None else [batch.headers[n] for n in keep]
         kept_ids = [ids[n] for n in keep]
         return Batch([batch.bodies[n] for n in keep], headers, kept_ids), kept_ids

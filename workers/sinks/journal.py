@@ -16,11 +16,12 @@ leave a torn line, as without a journal, but nothing acknowledged is cut (see :f
 * ``done``: ids this process wrote, kept through a compaction;
 * ``known``: ids at rest that this process took over from the journal of a process that is gone.
 
-A confirmed ``write`` puts its ids into the at-rest index (:meth:`Journal.at_rest`); the sink skips an event found
-there.  A channel message comes back only if it was not acknowledged, and a worker acknowledges each batch right
-after its write: so the index keeps this process's last ``keep`` writes and, apart, the last ``keep`` writes of
-each dead process it took over (``inherit`` writes at most, the newest), which may come back later (after the
-visibility timeout, to whichever worker takes them).  Memory: at most ``(2 * keep + inherit) * batchSize`` ids.
+A confirmed ``write`` puts its ids into the at-rest index; the sink skips an event found there, and an event twice
+in one batch (:meth:`Journal.to_write`).  A channel message comes back only if it was not acknowledged, and a worker
+acknowledges each batch right after its write: so the index keeps this process's last ``keep`` writes and, apart,
+the last ``keep`` writes of each dead process it took over (``inherit`` writes at most, the newest), which may come
+back later (visibility timeout, to whichever worker takes them).  Memory: at most ``(2 * keep + inherit) *
+batchSize`` ids.
 
 The journal file is rewritten with only what is still needed (files in use, with their earlier writes folded into
 one, and the ids of the index) once it grew past ``COMPACT_BYTES`` and twice its last compacted size: it stays
@@ -117,9 +118,10 @@ def replay(records: list[dict]) -> JournalState:
 
 def settle_file(fs, path: str, label: str, writes: list[tuple[int, int, list[str]]]) -> list[list[str]] | None:
     """Settle a file that a process which is gone left in use: keep the appends its length shows complete, cut a
-    torn last one off (a file that ends inside the journal's last append), remove the file if nothing is left.  ``fs`` offers ``length``, ``truncate`` and
-    ``delete`` (see :class:`workers.sinks.local_fs.LocalFileSystem`).  Returns the ids of the complete appends
-    (``[]`` if the file was removed), or None if there is no file at ``path``."""
+    torn last one off (a file that ends inside the journal's last append), remove the file if nothing is left.
+    ``fs`` offers ``length``, ``truncate`` and ``delete`` (see :class:`workers.sinks.local_fs.LocalFileSystem`).
+    Returns the ids of the complete appends (``[]`` if the file was removed), or None if there is no file at
+    ``path``."""
     length = fs.length(path)
     if length is None:
         return None
@@ -236,12 +238,22 @@ class Journal:
         self.open_files.pop(tmp, None)
         self._compact_if_due()
 
-    def at_rest(self, event_id: str) -> bool:
-        return event_id in self.index
-
-    def any_at_rest(self, ids) -> bool:
-        """Whether any of ``ids`` is at rest (one set operation: the common case, a batch never seen, is cheap)."""
-        return not self.index.isdisjoint(ids)
+    def to_write(self, ids: list[str]) -> list[int] | None:
+        """Which events of a batch to write, by position: those whose id is neither at rest nor earlier in the same
+        batch (a message delivered twice, once given back by its lease and once by Celery, can be gathered into one
+        batch twice).  None means all of them: the common case, checked with set operations only.  An empty id
+        (an event without one) is always written."""
+        distinct = set(ids)
+        if len(distinct) == len(ids) and self.index.isdisjoint(distinct):
+            return None
+        seen: set[str] = set()
+        keep = []
+        for n, i in enumerate(ids):
+            if i and (i in self.index or i in seen):
+                continue
+            seen.add(i)
+            keep.append(n)
+        return keep
 
     def _remember(self, window: deque, limit: int, ids: list[str]) -> None:
         if not ids:

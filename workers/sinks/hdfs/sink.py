@@ -127,9 +127,12 @@ class HdfsSink(Sink):
         written."""
         buckets: dict[str, tuple[str, str, list]] = {}
         rejected: dict[int, str] = {}
+        events = list(batch)
+        fresh = self.journal.to_write([event.id for event in events])
+        wanted = None if fresh is None else set(fresh)
         skipped = 0
-        for index, event in enumerate(batch):
-            if event.id and self.journal.at_rest(event.id):
+        for index, event in enumerate(events):
+            if wanted is not None and index not in wanted:
                 skipped += 1
                 continue
             try:
@@ -145,7 +148,7 @@ class HdfsSink(Sink):
             buckets[key][2].append(event)
         if skipped:
             log.info("hdfs sink %s: %d event(s) of this batch are already at rest (written before the batch "
-                     "came back); not writing them again", self.name, skipped)
+                     "came back) or in it twice; not writing them again", self.name, skipped)
         return buckets, rejected
 
     def _writer(self, key: str, directory: str, prefix: str) -> BucketWriter:
