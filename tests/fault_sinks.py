@@ -6,6 +6,7 @@ They write like a TEXT file_roll sink (one file per worker process, fsynced) so 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +65,18 @@ class KeyedFileSink(_FileSink):
     def write(self, batch) -> None:
         ids = list(batch.ids) if batch.ids is not None else [""] * len(batch)
         self.append([i.encode() + b" " + b for i, b in zip(ids, batch.bodies)])
+
+
+@dataclass(frozen=True)
+class SlowConfig(FaultConfig):
+    delay_ms: int = opt("delayMs", 300, check=positive)
+
+
+class SlowSink(_FileSink):
+    """Takes ``delayMs`` to write each batch, like a store that answers slowly."""
+
+    Config = SlowConfig
+
+    def write(self, batch) -> None:
+        time.sleep(self.config.delay_ms / 1000)
+        self.append(batch.bodies)
