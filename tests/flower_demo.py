@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,10 @@ class FlowerDemo:
         wait_until(lambda: port_open(self.http_port) or self.agent.process.poll() is not None, 60,
                    what="the agent's http source")
         assert self.agent.process.poll() is None, self.agent.output_tail()
+        # Flower asks the workers which queues they consume when it starts: start it once they can answer.
+        wait_until(lambda: len(set(re.findall(r"(k[12])@a1\.\S+ ready\.", self.agent.log_path.read_text()))) == 2
+                   or self.agent.process.poll() is not None, 60, what="both sink workers to be ready")
+        assert self.agent.process.poll() is None, self.agent.output_tail()
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "FLUMERY_"))}
         self.flower_log = open(self.tmp / "flower.log", "ab")
         self.flower = subprocess.Popen(
@@ -111,6 +116,17 @@ class FlowerDemo:
             stdout=self.flower_log, stderr=subprocess.STDOUT)
         wait_until(lambda: port_open(self.flower_port) or self.flower.poll() is not None, 60, what="Flower")
         assert self.flower.poll() is None, (self.tmp / "flower.log").read_text()
+        # The broker page lists the queues the workers said they consume when Flower last asked them (at its
+        # start, and on a refresh); ask again until both answered, while they are idle.
+        wait_until(self._flower_knows_both_queues, 60, what="Flower to know both workers' queues")
+
+    def _flower_knows_both_queues(self) -> bool:
+        workers = self.api("/api/workers")
+        queues = {q["name"] for info in workers.values() for q in info.get("active_queues") or []}
+        if {"flumery.a1.c1", "flumery.a1.c2"} <= queues:
+            return True
+        self.api("/api/workers?refresh=1")
+        return False
 
     def post(self, requests: int, events_per_request: int = 10) -> None:
         """``requests`` POSTs to the HTTP source, each answered 200."""
