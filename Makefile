@@ -104,7 +104,7 @@ docs: install
 # app > workers > routing > core, nothing of Flumery below core).
 lint: install
 	$(BIN)/pip install --quiet -e '.[lint]'
-	$(BIN)/ruff check core app workers routing tests bench
+	$(BIN)/ruff check core app workers routing tests bench docs
 	$(BIN)/lint-imports
 
 clean:
