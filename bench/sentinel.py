@@ -155,7 +155,7 @@ def main() -> int:
                 print(f"run {repeat + 1}/{args.repeats} {mode}: {rate:,.0f} events/s, {not_ok} requests not 200",
                       flush=True)
     base = statistics.median(results["single"]) if "single" in results else None
-    print(f"\n{args.clients} clients x {args.batch} events per POST, {args.seconds:g} s per run, "
+    print(f"\n{args.clients} clients x {args.batch} event(s) per POST, {args.seconds:g} s per run, "
           f"{args.repeats} repeats, appendfsync {args.appendfsync}, {args.replicas} replicas under Sentinel\n")
     print("| Redis | FLUMERY_MIN_REPLICAS | events/s (median) | range | vs single | requests not 200 |")
     print("|---|---|---|---|---|---|")
