@@ -2,7 +2,7 @@
 """Benchmark: events/s of one agent on a single Redis vs on Redis Sentinel, i.e. what the replicated put
 (Redis ``WAIT``) costs.
 
-    python bench/sentinel.py [--repeats 3] [--seconds 10] [--clients 4] [--batch 100] [--replicas 2]
+    python bench/sentinel_wait.py [--repeats 3] [--seconds 10] [--clients 4] [--batch 100] [--replicas 2]
                              [--appendfsync everysec] [--modes single sentinel:0 sentinel:1] [--work DIR]
 
 Starts everything itself on free ports: a redis-server for ``single``, and a Sentinel deployment (a master,
