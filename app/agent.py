@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily
 from app import running
 from app.broker import EmbeddedRedis, die_with_parent, maxmemory_bytes, reachable
 from app.celery_app import create_app
-from app.metrics import MetricsServer, snapshot
+from app.metrics import MetricsServer, sink_latency, snapshot
 from app.reload import FileWatch
 from app.reload import plan as reload_plan
 from app.throughput import ThroughputLog
@@ -387,12 +387,13 @@ class Agent:
 
     # -- metrics ---------------------------------------------------------------------------------------------
     def agent_metrics(self):
-        """What only the agent knows, as Prometheus metric families: sink worker restarts."""
+        """What the Flume counters leave out, as Prometheus metric families: sink worker restarts (only the agent
+        knows them) and the sinks' batch latency histograms."""
         restarts = CounterMetricFamily("flumery_sink_worker_restarts", "times the agent restarted a dead sink "
                                        "worker", labels=["agent", "unit"])
         for unit, _sinks in self.config.sink_units():
             restarts.add_metric([self.config.name, unit], self.restarts.get(unit, 0))
-        return [restarts]
+        return [restarts, sink_latency(self.metrics, self.config)]
 
     def snapshot(self) -> dict:
         sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.key_prefix)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +83,18 @@ class KillAfterWriteFileRoll(FileRollSink):
         except FileNotFoundError:
             return
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class SlowConfig(FaultConfig):
+    delay_ms: int = opt("delayMs", 300, check=positive)
+
+
+class SlowSink(_FileSink):
+    """Takes ``delayMs`` to write each batch, like a store that answers slowly."""
+
+    Config = SlowConfig
+
+    def write(self, batch) -> None:
+        time.sleep(self.config.delay_ms / 1000)
+        self.append(batch.bodies)

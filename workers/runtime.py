@@ -178,6 +178,7 @@ class WorkerRuntime:
         if runners is None:
             raise Requeue(f"this worker serves no sink of channel '{channel}'")
         runner = next(runners)
+        started = time.monotonic()
         held = [tag]
         extras: list[str] = []                    # tags of messages gathered beyond the task's own
         self.housekeeper.hold(held)
@@ -186,13 +187,15 @@ class WorkerRuntime:
             channel_counters = self.metrics.group("CHANNEL", channel)
             channel_counters.add(EVENT_TAKE_ATTEMPT, len(batch))
             try:
-                runner.write(batch, self.should_stop, self.settings.sink_retry_max_s)
+                sink = runner.write(batch, self.should_stop, self.settings.sink_retry_max_s)
             except Requeue:
                 for extra in extras:
                     self.channel.give_back(extra, front=True)
                 raise
             self.channel.ack_tag(*extras)
             channel_counters.add(EVENT_TAKE_SUCCESS, len(batch))
+            if sink is not None:      # the task's own message is acknowledged by Celery right after we return
+                self.metrics.group("SINK", sink.name).observe_batch(time.monotonic() - started)
             return {"events": len(batch), "messages": 1 + len(extras)}
         finally:
             self.housekeeper.release(held)
