@@ -111,11 +111,11 @@ class Agent:
         if not reachable(url, self.settings.transport_options()):   # refused (password, certificate): one line
             raise RuntimeError(f"cannot reach the broker at {running.mask_password(url)}")
         self._record = running.register(self.config.name, self.settings.conf_file, data, url, bool(self.embedded),
-                                        self.settings.key_prefix)
+                                        self.settings.redis_key_prefix())
         client = self.redis = redis_client(url, self.settings.transport_options())
         self._check_persistence(client)
         self._declare()
-        self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.key_prefix).start()
+        self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.redis_key_prefix()).start()
         self._start_counters()
         if self.stats_interval_s > 0:            # before the components start: the first line counts from zero
             self.throughput = ThroughputLog(self.snapshot, self.stats_interval_s).start()
@@ -281,7 +281,7 @@ class Agent:
         if self.role in ("all", "sinks"):
             self._reload_workers(change)
         for name in change.removed_channels:
-            held = read_sizes(self.redis, exchange_name(new.name), self.settings.key_prefix).get(name, 0)
+            held = read_sizes(self.redis, exchange_name(new.name), self.settings.redis_key_prefix()).get(name, 0)
             log.warning("channel %s is no longer in %s; the %d events it holds stay in Redis until it is back",
                         name, path, held)
         log.info("reloaded %s: %s", path, change.describe())
@@ -395,5 +395,5 @@ class Agent:
         return [restarts]
 
     def snapshot(self) -> dict:
-        sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.key_prefix)
+        sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.redis_key_prefix())
         return snapshot(self.metrics, self.config, sizes)
