@@ -41,7 +41,7 @@ from agents import REPO, AgentProcess, port_open, read_lines  # noqa: E402
 from conftest import RedisServer  # noqa: E402
 from hadoop import HadoopCluster  # noqa: E402
 from helpers import ReportingThread, wait_until  # noqa: E402
-from cluster import ClusterDeployment  # noqa: E402
+from cluster_deployment import ClusterDeployment  # noqa: E402
 from sentinel import SentinelDeployment  # noqa: E402
 from stores import ElasticsearchProbe, HBaseProbe, MongoProbe  # noqa: E402
 

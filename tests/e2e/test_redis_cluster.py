@@ -1,4 +1,4 @@
-"""Flumery on a real Redis Cluster (three masters, three replicas; see tests/cluster.py) through ``redis-cluster://``
+"""Flumery on a real Redis Cluster (three masters, three replicas; see tests/cluster_deployment.py) through ``redis-cluster://``
 broker URLs: real ``flumery agent`` processes with their sink workers, every key of an agent in one hash slot,
 agents spread over the masters, and a master killed with its replica promoted mid-flow."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import redis
 from agents import AgentProcess, port_open, read_lines, wait_until
-from cluster import ClusterDeployment
+from cluster_deployment import ClusterDeployment
 from helpers import ReportingThread
 
 from app.broker import free_port, reachable
