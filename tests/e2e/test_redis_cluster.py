@@ -4,13 +4,16 @@ agents spread over the masters, and a master killed with its replica promoted mi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 import redis
-from agents import AgentProcess, port_open, read_lines, wait_until
+from agents import REPO, AgentProcess, port_open, read_lines, wait_until
 from cluster_deployment import ClusterDeployment
 from helpers import ReportingThread
 
@@ -91,13 +94,15 @@ def test_an_agent_flow_on_the_cluster_delivers_every_event_exactly_once(tmp_path
         wait_until(lambda: len(read_lines(out)) >= 5000, 90, what="5000 events in the file_roll output")
         wait_until(lambda: sizes(cluster, "a1").get("c1") == 0, 30, what="the channel to drain")
     assert sorted(read_lines(out), key=int) == [str(i).encode() for i in range(5000)]
-    # Every key of the agent is on the master that owns the slot of its hash tag, and only there.
+    # Every key the agent's processes wrote (Flumery's, kombu's, Celery's) is under its hash tag, so on the master
+    # that owns that slot, and only there (this is the first agent on this cluster).
     master = cluster.client(cluster.master_of("{a1}"))
     assert master.exists("{a1}.flumery.a1:sizes") and master.exists("{a1}.flumery.a1:metrics:SOURCE.r1")
+    assert master.exists("{a1}._kombu.binding.flumery.a1")
+    assert all(key.startswith(b"{a1}.") for key in master.keys("*")), master.keys("*")
     for server in cluster.servers[:3]:
-        node = cluster.client(server.port)
         if server.port != cluster.master_of("{a1}"):
-            assert not any(b"flumery.a1" in k for k in node.keys("*"))
+            assert cluster.client(server.port).keys("*") == []
 
 
 def test_two_agents_land_on_different_masters_and_both_deliver(tmp_path, cluster):
@@ -181,3 +186,37 @@ def test_a_master_killed_mid_flow_its_replica_promoted_the_flow_resumes_and_lose
     lines = read_lines(out)
     assert set(lines) == {f"e{i}".encode() for i in range(total)}      # lost 0
     assert failed, "the kill never interrupted the flow: the test did not test a failover"
+
+
+def flower_json(port: int, path: str):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def test_flower_on_the_cluster_sees_the_agent_s_worker_and_its_tasks(tmp_path, cluster):
+    """Flower reaches the workers through Celery's remote control (a PUBLISH and a reply queue under the agent's
+    prefix) and sees their tasks through Celery's events (PUBLISH on the agent's master)."""
+    out, port = tmp_path / "out", free_port()
+    conf = tmp_path / "a1.conf"
+    conf.write_text(seq_conf("a1", out, 500))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "FLUMERY_"))}
+    flower = subprocess.Popen([sys.executable, "-m", "app.cli", "flower", "-f", str(conf), "-n", "a1", "--broker-url",
+                               cluster.url(), f"--port={port}", "--address=127.0.0.1"], cwd=REPO,
+                              env={**env, "FLUMERY_FLOWER_NO_AUTH": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: flower_json(port, "/api/tasks") is not None or flower.poll() is not None, 60,
+                   what="Flower to answer")
+        assert flower.poll() is None, flower.stdout.read()
+        with AgentProcess(tmp_path, conf.read_text(), broker_url=cluster.url()):
+            wait_until(lambda: len(read_lines(out)) >= 500, 90, what="500 events in the output")
+            workers = wait_until(lambda: flower_json(port, "/api/workers?refresh=1"), 60, what="Flower's workers")
+            assert any(name.startswith("k1@a1.") for name in workers), workers
+            tasks = wait_until(lambda: flower_json(port, "/api/tasks"), 30, what="tasks seen by Flower")
+            assert any(t.get("state") == "SUCCESS" for t in tasks.values()), tasks
+    finally:
+        flower.terminate()
+        flower.wait(30)
