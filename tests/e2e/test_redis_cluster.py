@@ -1,5 +1,5 @@
-"""Flumery on a real Redis Cluster (three masters, three replicas; see tests/cluster_deployment.py) through ``redis-cluster://``
-broker URLs: real ``flumery agent`` processes with their sink workers, every key of an agent in one hash slot,
+"""Flumery on a real Redis Cluster (three masters, three replicas; see tests/cluster_deployment.py) through
+``redis-cluster://`` broker URLs: real ``flumery agent`` processes with their sink workers, every key of an agent in one hash slot,
 agents spread over the masters, and a master killed with its replica promoted mid-flow."""
 from __future__ import annotations
 
