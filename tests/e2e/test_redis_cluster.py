@@ -1,6 +1,7 @@
-"""Flumery on a real Redis Cluster (three masters, three replicas; see tests/cluster_deployment.py) through
-``redis-cluster://`` broker URLs: real ``flumery agent`` processes with their sink workers, every key of an agent in one hash slot,
-agents spread over the masters, and a master killed with its replica promoted mid-flow."""
+"""Flumery on a real Redis Cluster (three masters, one or two replicas each; see tests/cluster_deployment.py)
+through ``redis-cluster://`` broker URLs: real ``flumery agent`` processes with their sink workers, every key of an
+agent in one hash slot, agents spread over the masters, a master killed with its replica promoted mid-flow, and
+Flower."""
 from __future__ import annotations
 
 import json
