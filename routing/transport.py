@@ -543,10 +543,10 @@ class ClusterConnection(redis.Connection):
         super().__init__(*args, **kwargs)
         self.slot_locator = slot_locator
 
-    def connect(self):
-        if self._sock is None:
-            self.host, self.port = self.slot_locator.master()
-        return super().connect()
+    def _connect(self):
+        # The socket-level connect, under every path that (re)connects (and each of redis-py's retries of it).
+        self.host, self.port = self.slot_locator.master()
+        return super()._connect()
 
     def read_response(self, *args, **kwargs):
         try:

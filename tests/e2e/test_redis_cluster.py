@@ -19,9 +19,14 @@ from cluster_deployment import ClusterDeployment
 from helpers import ReportingThread
 
 from app.broker import free_port, reachable
+from app.celery_app import create_app
+from core.config import load_agent
 from core.errors import SettingsError
+from core.event import Event
 from core.keys import exchange_name
 from core.settings import Settings
+from routing import deadletter
+from routing.processor import ChannelWriter
 from routing.transport import read_sizes, redis_client
 
 
@@ -221,3 +226,25 @@ def test_flower_on_the_cluster_sees_the_agent_s_worker_and_its_tasks(tmp_path, c
     finally:
         flower.terminate()
         flower.wait(30)
+
+
+def test_flumery_dlq_lists_and_purges_the_agent_s_dead_letters_on_the_cluster(tmp_path, cluster):
+    conf = tmp_path / "a1.conf"
+    conf.write_text(seq_conf("a1", tmp_path / "out", 1))
+    settings = Settings(conf_file=str(conf), agent="a1", broker_url=cluster.url())
+    writer = ChannelWriter(create_app(settings), load_agent(conf, "a1"), cluster.url(), settings.transport_options())
+    try:
+        events = [Event(f"dead-{i}".encode(), id=f"id-{i}") for i in range(3)]
+        writer.put({deadletter.DEAD_CHANNEL: deadletter.mark(events, ["malformed"] * 3, "k1", "c1", 1)})
+    finally:
+        writer.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUMERY_")}
+    args = ["-f", str(conf), "-n", "a1", "--broker-url", cluster.url()]
+    listed = subprocess.run([sys.executable, "-m", "app.cli", "dlq", "list", "--json", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(json.loads(line)["body"] for line in listed.stdout.splitlines()) == ["dead-0", "dead-1", "dead-2"]
+    purged = subprocess.run([sys.executable, "-m", "app.cli", "dlq", "purge", "--yes", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert purged.returncode == 0, purged.stderr
+    assert sizes(cluster, "a1").get(deadletter.DEAD_CHANNEL) == 0
