@@ -151,6 +151,23 @@ class Agent:
         if appendonly != "yes":
             log.warning("channels %s are 'file' (durable) but the broker has appendonly=%s: a broker crash "
                         "loses what they hold", ", ".join(durable), appendonly)
+        self._check_replicas(client, durable)
+
+    def _check_replicas(self, client, durable: list[str]) -> None:
+        """Say at start, not at the first refused put, that the broker has fewer replicas than durable puts wait
+        for (FLUMERY_MIN_REPLICAS; 1 by default under Sentinel and on a Redis Cluster)."""
+        wanted = self.settings.replicas_for_durable_puts()
+        if not wanted:
+            return
+        try:
+            have = int(client.info("replication").get("connected_slaves", 0))
+        except redis.exceptions.ResponseError:
+            return                         # managed Redis without INFO: cannot tell
+        if have < wanted:
+            log.warning("puts into the durable channels %s wait for %d replica(s) (FLUMERY_MIN_REPLICAS) but the "
+                        "broker's master has %d connected: they are refused (HTTP 503, sources retry) until enough "
+                        "replicas are back; set FLUMERY_MIN_REPLICAS=%d to accept puts on fewer (a failover may "
+                        "then lose them)", ", ".join(durable), wanted, have, have)
 
     def _declare(self) -> None:
         """Declare the agent's exchange and one durable queue per channel, bound by channel name."""

@@ -21,8 +21,8 @@ from helpers import ReportingThread
 from app.broker import free_port, reachable
 from app.celery_app import create_app
 from core.config import load_agent
-from core.errors import SettingsError
-from core.event import Event
+from core.errors import NotReplicated, SettingsError
+from core.event import Batch, Event
 from core.keys import exchange_name
 from core.settings import Settings
 from routing import deadletter
@@ -248,3 +248,32 @@ def test_flumery_dlq_lists_and_purges_the_agent_s_dead_letters_on_the_cluster(tm
                             capture_output=True, text=True, timeout=60)
     assert purged.returncode == 0, purged.stderr
     assert sizes(cluster, "a1").get(deadletter.DEAD_CHANNEL) == 0
+
+
+def test_on_a_cluster_without_replicas_durable_puts_are_refused_unless_told_otherwise(tmp_path):
+    """FLUMERY_MIN_REPLICAS is 1 by default on a cluster: with no replica to confirm them, puts into a durable
+    channel are not acknowledged (a memory channel's are); the agent says so at start."""
+    cluster = ClusterDeployment(tmp_path / "cluster", replicas=0).start()
+    conf = tmp_path / "a1.conf"
+    conf.write_text(seq_conf("a1", tmp_path / "out", 1).replace(
+        "a1.channels = c1\n", "a1.channels = c1 m1\na1.channels.m1.type = memory\n"))
+    try:
+        for min_replicas, refused in ((None, True), (0, False)):
+            settings = Settings(conf_file=str(conf), agent="a1", broker_url=cluster.url(), min_replicas=min_replicas,
+                                replica_timeout_ms=200)
+            writer = ChannelWriter(create_app(settings), load_agent(conf, "a1"), cluster.url(),
+                                   settings.transport_options(), settings.replicas_for_durable_puts(),
+                                   settings.replica_timeout_ms)
+            try:
+                writer.put({"m1": Batch([b"memory channels never wait"])})
+                if refused:
+                    with pytest.raises(NotReplicated, match="0 of the 1 replica"):
+                        writer.put({"c1": Batch([b"not confirmed"])})
+                else:
+                    writer.put({"c1": Batch([b"accepted without a replica"])})
+            finally:
+                writer.close()
+        with AgentProcess(tmp_path, conf.read_text(), broker_url=cluster.url()) as agent:
+            wait_until(lambda: "wait for 1 replica(s)" in agent.output(), 60, what="the agent's warning")
+    finally:
+        cluster.stop()
