@@ -20,6 +20,7 @@ from helpers import ReportingThread
 
 from app.broker import free_port, reachable
 from app.celery_app import create_app
+from app.running import mask_password
 from core.config import load_agent
 from core.errors import NotReplicated, SettingsError
 from core.event import Batch, Event
@@ -92,6 +93,8 @@ def test_the_key_prefix_is_the_agent_name_as_a_hash_tag_and_must_hold_one():
         Settings(broker_url=url, agent="a1", key_prefix="flumery1.").transport_options()
     with pytest.raises(SettingsError, match="needs the agent's name"):
         Settings(broker_url=url).redis_key_prefix()
+    assert mask_password("redis-cluster://:s3cret@h1:7000;redis-cluster://:s3cret@h2:7001") == (
+        "redis-cluster://:***@h1:7000;redis-cluster://:***@h2:7001")
 
 
 def test_an_agent_flow_on_the_cluster_delivers_every_event_exactly_once(tmp_path, cluster):
