@@ -39,7 +39,7 @@ import redis
 from app.running import mask_password
 from core.errors import BrokerRefused, SettingsError
 from core.files import make_private_dir, write_atomically
-from core.settings import Settings
+from core.settings import CLUSTER_SCHEME, Settings
 from routing.transport import redis_client
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ def reachable(url: str, transport_options: dict | None = None) -> bool:
     ``transport_options``: those of the process, for a ``sentinel://`` or ``redis-cluster://`` URL (by default, those
     its URL implies; on a cluster without the agent's key prefix, the master of slot 0 answers)."""
     try:
-        if url.startswith("redis-cluster://"):
+        if url.startswith(CLUSTER_SCHEME + "://"):
             redis_client(url, transport_options or {}).ping()
         elif url.startswith("sentinel://"):
             redis_client(url, transport_options or Settings(broker_url=url).transport_options()).ping()

@@ -41,6 +41,7 @@ from kombu.utils.json import dumps, loads
 from core import keys
 from core.errors import BrokerOutOfMemory, ChannelFullError, NotReplicated
 from core.keys import bell_key, bytes_key, is_channel_queue, message_key, prefixed, sizes_key
+from core.settings import CLUSTER_SCHEME
 from routing import scripts
 
 log = logging.getLogger(__name__)
@@ -476,7 +477,6 @@ class SentinelTransport(Transport):
 
 
 # -- Redis Cluster -----------------------------------------------------------------------------------------------
-CLUSTER_SCHEME = "redis-cluster"
 # Replies that mean "this node no longer serves the agent's slot" (a replica was promoted, the slot moved) or "the
 # cluster is failing over": the connection is dropped and the next one asks the cluster again where the slot is.
 CLUSTER_REDIRECTS = (redis.exceptions.MovedError, redis.exceptions.AskError, redis.exceptions.TryAgainError,
