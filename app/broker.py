@@ -39,7 +39,7 @@ import redis
 from app.running import mask_password
 from core.errors import BrokerRefused, SettingsError
 from core.files import make_private_dir, write_atomically
-from core.settings import Settings
+from core.settings import CLUSTER_SCHEME, Settings
 from routing.transport import redis_client
 
 log = logging.getLogger(__name__)
@@ -243,9 +243,12 @@ def _refusal(exc: BaseException) -> str | None:
 def reachable(url: str, transport_options: dict | None = None) -> bool:
     """Ping the broker at ``url``: True if it answers, False if it cannot be reached (yet); raises
     :class:`BrokerRefused` (one line, the URL masked) if it refuses the password or the certificate.
-    ``transport_options``: those of the process, for a ``sentinel://`` URL (by default, those its URL implies)."""
+    ``transport_options``: those of the process, for a ``sentinel://`` or ``redis-cluster://`` URL (by default, those
+    its URL implies; on a cluster without the agent's key prefix, the master of slot 0 answers)."""
     try:
-        if url.startswith("sentinel://"):
+        if url.startswith(CLUSTER_SCHEME + "://"):
+            redis_client(url, transport_options or {}).ping()
+        elif url.startswith("sentinel://"):
             redis_client(url, transport_options or Settings(broker_url=url).transport_options()).ping()
         else:
             redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5).ping()

@@ -18,8 +18,9 @@ The keyspace, as Flumery names it (one Redis database may hold many agents):
 kombu's ``global_keyprefix`` transport option (Flumery's ``FLUMERY_KEY_PREFIX``) goes in front of every one of
 these in Redis: kombu adds it to its own commands, Flumery adds it with :func:`prefixed` to every key its scripts
 and its Python code touch.  Without it the names above are the keys, as they always were, so data written by
-earlier versions stays readable.  With a Redis Cluster hash tag as the prefix (``{flumery}.``) every key lands in
-one slot, which multi-key scripts need there.
+earlier versions stays readable.  With a Redis Cluster hash tag as the prefix (``{a1}.``, the default on
+``redis-cluster://``: see :meth:`core.settings.Settings.redis_key_prefix`) every key lands in one slot, which
+multi-key scripts need there.
 
 This module is the bottom layer: it imports nothing of Flumery.
 """

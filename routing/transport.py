@@ -41,6 +41,7 @@ from kombu.utils.json import dumps, loads
 from core import keys
 from core.errors import BrokerOutOfMemory, ChannelFullError, NotReplicated
 from core.keys import bell_key, bytes_key, is_channel_queue, message_key, prefixed, sizes_key
+from core.settings import CLUSTER_SCHEME
 from routing import scripts
 
 log = logging.getLogger(__name__)
@@ -475,16 +476,153 @@ class SentinelTransport(Transport):
     driver_name = "flumery-redis-sentinel"
 
 
+# -- Redis Cluster -----------------------------------------------------------------------------------------------
+# Replies that mean "this node no longer serves the agent's slot" (a replica was promoted, the slot moved) or "the
+# cluster is failing over": the connection is dropped and the next one asks the cluster again where the slot is.
+CLUSTER_REDIRECTS = (redis.exceptions.MovedError, redis.exceptions.AskError, redis.exceptions.TryAgainError,
+                     redis.exceptions.ClusterDownError, redis.exceptions.MasterDownError,
+                     redis.exceptions.ReadOnlyError)
+
+
+class SlotLocator:
+    """Finds the master that owns one hash slot of a Redis Cluster (CLUSTER SLOTS), asking the seed nodes and
+    every node the last answer named, the last node that answered first."""
+
+    def __init__(self, seeds: list[tuple[str, int]], slot: int, password: str | None = None,
+                 username: str | None = None, timeout_s: float = 2.0):
+        self.nodes = list(dict.fromkeys(seeds))
+        self.slot = slot
+        self.auth = {"password": password, "username": username}
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+
+    def master(self) -> tuple[str, int]:
+        """The (host, port) of the slot's master now; ConnectionError if no node answers or names one."""
+        with self._lock:
+            nodes = list(self.nodes)
+        problems = []
+        for host, port in nodes:
+            try:
+                found, known = self._ask(host, port)
+            except redis.exceptions.AuthenticationError:
+                raise                             # a wrong password: for good (app.broker.reachable says so)
+            except redis.exceptions.RedisError as exc:
+                problems.append(f"{host}:{port}: {exc}")
+                continue
+            with self._lock:                  # the node that answered first next time; learn the rest
+                self.nodes = [(host, port)] + [n for n in dict.fromkeys(self.nodes + known) if n != (host, port)]
+            if found:
+                return found
+            problems.append(f"{host}:{port}: no master serves slot {self.slot}")
+        raise redis.exceptions.ConnectionError(
+            f"no Redis Cluster node named the master of hash slot {self.slot} ({'; '.join(problems)})")
+
+    def _ask(self, host: str, port: int) -> tuple[tuple[str, int] | None, list[tuple[str, int]]]:
+        client = redis.Redis(host=host, port=port, socket_timeout=self.timeout_s,
+                             socket_connect_timeout=self.timeout_s, **self.auth)
+        try:
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        finally:
+            client.close()
+        found, known = None, []
+        for start, end, *nodes in ranges:
+            addresses = [(_text(n[0]) or host, int(n[1])) for n in nodes]
+            known += addresses
+            if int(start) <= self.slot <= int(end):
+                found = addresses[0]             # the first node of a range is its master
+        return found, known
+
+
+class ClusterConnection(redis.Connection):
+    """A connection to whichever master owns the agent's hash slot: every (re)connect asks the cluster where that
+    is, so a failover (replica promoted) is followed by reconnecting.  A redirection reply (MOVED, ASK, CLUSTERDOWN,
+    TRYAGAIN, READONLY) drops the connection and is raised as a ConnectionError, which every caller already treats
+    as "the broker is unreachable, try again" (sources answer 503 or stop reading, kombu reconnects)."""
+
+    def __init__(self, *args, slot_locator: SlotLocator, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slot_locator = slot_locator
+
+    def _connect(self):
+        # The socket-level connect, under every path that (re)connects (and each of redis-py's retries of it).
+        self.host, self.port = self.slot_locator.master()
+        return super()._connect()
+
+    def read_response(self, *args, **kwargs):
+        try:
+            return super().read_response(*args, **kwargs)
+        except CLUSTER_REDIRECTS as exc:
+            self.disconnect()
+            raise redis.exceptions.ConnectionError(
+                f"the Redis Cluster node {self.host}:{self.port} no longer serves hash slot "
+                f"{self.slot_locator.slot}: {exc}") from exc
+
+
+def cluster_seeds(urls: list[str]) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """The seed nodes of ``redis-cluster://[user:password@]h1:p1;redis-cluster://h2:p2`` and its credentials."""
+    seeds = []
+    for one in urls:
+        split = urlsplit(one)
+        seeds.append((split.hostname or "127.0.0.1", split.port or ClusterTransport.default_port))
+    first = urlsplit(urls[0])
+    return seeds, first.username or None, first.password
+
+
+def slot_of_prefix(key_prefix: str) -> int:
+    """The hash slot of every key under ``key_prefix`` (which holds a hash tag: see core.settings)."""
+    return redis.crc.key_slot(key_prefix.encode()) if key_prefix else 0
+
+
+class ClusterChannel(Channel):
+    """Flumery's channel transactions on a Redis Cluster (``redis-cluster://`` URLs).
+
+    Every key this channel (and kombu under it) touches starts with ``global_keyprefix``, which holds a hash tag
+    (``{a1}.``, see :meth:`core.settings.Settings.redis_key_prefix`): all of them lie in one hash slot, owned by
+    one master.  So the channel talks to that master with ordinary connections (:class:`ClusterConnection`),
+    every script stays one atomic transaction on it, ``WAIT`` counts that master's replicas, and kombu's own
+    keys, bindings and pub/sub (Celery events, remote control; PUBLISH reaches every node of a cluster) work
+    unchanged.  Different agents have different tags, so their slots spread over the masters.
+    """
+
+    connection_class = ClusterConnection
+
+    def _connparams(self, asynchronous=False):
+        params = super()._connparams(asynchronous)
+        conninfo = self.connection.client
+        seeds, _, _ = cluster_seeds(conninfo.alt or [conninfo.as_uri(include_password=True)])
+        params["slot_locator"] = SlotLocator(seeds, slot_of_prefix(self.global_keyprefix),
+                                             params.get("password"), params.get("username"))
+        if params.get("db"):
+            raise ValueError("a Redis Cluster has only database 0: drop the /N from the redis-cluster:// URL")
+        return params
+
+
+class ClusterTransport(Transport):
+    Channel = ClusterChannel
+    driver_name = "flumery-redis-cluster"
+
+
 def connect(url: str, transport_options: dict) -> Connection:
     """A kombu connection to the broker at ``url`` through Flumery's transport (the Sentinel one for
-    ``sentinel://`` URLs), whether or not :func:`install` ran in this process."""
-    cls = SentinelTransport if url.startswith("sentinel://") else Transport
+    ``sentinel://`` URLs, the Cluster one for ``redis-cluster://``), whether or not :func:`install` ran in this
+    process."""
+    cls = (SentinelTransport if url.startswith("sentinel://") else
+           ClusterTransport if url.startswith(CLUSTER_SCHEME + "://") else Transport)
     return Connection(url, transport=cls, transport_options=transport_options)
 
 
 def redis_client(url: str, transport_options: dict) -> redis.Redis:
-    """A plain redis-py client for ``url``: ``redis://``/``rediss://``, or the current master behind
-    ``sentinel://h1:p1;sentinel://h2:p2/db`` (``transport_options["master_name"]``), following failovers."""
+    """A plain redis-py client for ``url``: ``redis://``/``rediss://``, the current master behind
+    ``sentinel://h1:p1;sentinel://h2:p2/db`` (``transport_options["master_name"]``), or the master owning the
+    agent's hash slot behind ``redis-cluster://h1:p1;redis-cluster://h2:p2`` (the slot of
+    ``transport_options["global_keyprefix"]``; without one, slot 0: enough to ping), following failovers."""
+    if url.startswith(CLUSTER_SCHEME + "://"):
+        seeds, username, password = cluster_seeds(url.split(";"))
+        locator = SlotLocator(seeds, slot_of_prefix(transport_options.get("global_keyprefix", "")), password,
+                              username)
+        return redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=ClusterConnection, slot_locator=locator, username=username, password=password,
+            socket_timeout=30, socket_connect_timeout=5))
     if not url.startswith("sentinel://"):
         return redis.Redis.from_url(url)
     hosts, db = [], 0
@@ -499,13 +637,14 @@ def redis_client(url: str, transport_options: dict) -> redis.Redis:
 
 
 def install() -> None:
-    """Make ``redis://`` (and ``sentinel://``) URLs use this transport in this process.
+    """Make ``redis://`` (and ``sentinel://``, ``redis-cluster://``) URLs use this transport in this process.
 
     Setting Celery's ``broker_transport`` to this class would do for the workers, but then the broker URL that
     Celery and Flower print and parse becomes ``routing.transport:Transport://...``, which Flower cannot inspect.
     Every queue that is not a Flumery channel behaves exactly as with kombu's Redis transport.
     """
-    for scheme, cls in (("redis", "Transport"), ("rediss", "Transport"), ("sentinel", "SentinelTransport")):
+    for scheme, cls in (("redis", "Transport"), ("rediss", "Transport"), ("sentinel", "SentinelTransport"),
+                        (CLUSTER_SCHEME, "ClusterTransport")):
         path = f"{__name__}:{cls}"
         if transport.TRANSPORT_ALIASES.get(scheme) != path:
             transport.TRANSPORT_ALIASES[scheme] = path

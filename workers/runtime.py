@@ -136,7 +136,7 @@ class WorkerRuntime:
         self.writer = ChannelWriter(app, self.config, url, settings.transport_options(),
                                     settings.replicas_for_durable_puts(), settings.replica_timeout_ms)
         self.metrics = MetricsStore(redis_client(url, settings.transport_options()), self.config.name,
-                                    key_prefix=settings.key_prefix).start()
+                                    key_prefix=settings.redis_key_prefix()).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         context = SinkContext(self.config.name, settings.data_path(), self.metrics)
         self.runners: dict[str, itertools.cycle] = {}

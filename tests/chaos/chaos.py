@@ -39,6 +39,7 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent))
 
 from agents import REPO, AgentProcess, port_open, read_lines  # noqa: E402
+from cluster_deployment import ClusterDeployment  # noqa: E402
 from conftest import RedisServer  # noqa: E402
 from hadoop import HadoopCluster  # noqa: E402
 from helpers import ReportingThread, wait_until  # noqa: E402
@@ -564,6 +565,37 @@ def sentinel_failover(tmp: Path, total: int, rate: float) -> Result:
     finally:
         agent.stop()
         deployment.stop()
+    return count(result, load, out)
+
+
+def cluster_failover(tmp: Path, total: int, rate: float) -> Result:
+    """kill -9 of the Redis Cluster master that owns the agent's hash slot mid-flow (three masters, two replicas
+    each); the cluster promotes a replica and the agent's source and sink worker reconnect to it (they ask the
+    cluster again where the slot is).  Puts into the file channel wait for a replica (WAIT), so the failover loses
+    nothing the source acknowledged; the promoted master keeps the other replica, so puts are confirmed again."""
+    port, out = free_port(), tmp / "out"
+    cluster = ClusterDeployment(tmp / "cluster", replicas=2).start()
+    agent = AgentProcess(tmp, agent_conf(port, out), broker_url=cluster.url(),
+                         env={"FLUMERY_REPLICA_TIMEOUT_MS": "500"}).start()
+    result = Result("kill -9 Redis Cluster master of the agent's slot", faults=1)
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = Load(port, total, rate).start()
+        recovery = Recovery(out, load)
+        wait_until(lambda: load.acked, 60, what="the first acknowledged request")
+        load.wait_for(int(2 * rate))
+        recovery.fault()
+        killed_at = time.monotonic()
+        promoted_s = cluster.kill_master_of("{a1}")
+        settle(result, load, recovery, out)
+        times = [t for t, _ in load.acked]
+        pause_s = max((b - a for a, b in zip(times, times[1:]) if b > killed_at), default=0.0)
+        result.notes.append(f"replica promoted {promoted_s:.1f} s after the kill; the flow paused {pause_s:.1f} s "
+                            f"(longest gap between acknowledgements); {load.refused} requests answered 503, "
+                            f"{load.errors} failed, all retried")
+    finally:
+        agent.stop()
+        cluster.stop()
     return count(result, load, out)
 
 
@@ -1250,6 +1282,7 @@ def scenarios(long: bool) -> dict:
             "redis-always": lambda t: redis_restart(t, 100_000, 2500, "always"),
             "redis-everysec": lambda t: redis_restart(t, 100_000, 2500, "everysec"),
             "sentinel": lambda t: sentinel_failover(t, 200_000, 2500),
+            "cluster-failover": lambda t: cluster_failover(t, 200_000, 2500),
             "reload": lambda t: hot_reloads(t, 200_000, 2500, every_s=10),
             "store": lambda t: store_outage(t, 150_000, 2500, outage_s=30),
             "store-removed": lambda t: store_removed(t, 150_000, 2500),
@@ -1274,6 +1307,7 @@ def scenarios(long: bool) -> dict:
         "agent-taildir": lambda t: taildir_agent_kill(t, 6_000, 1000),
         "redis-always": lambda t: redis_restart(t, 6_000, 1000, "always"),
         "sentinel": lambda t: sentinel_failover(t, 8_000, 1000),
+        "cluster-failover": lambda t: cluster_failover(t, 8_000, 1000),
         "reload": lambda t: hot_reloads(t, 8_000, 1000, every_s=2),
         "store": lambda t: store_outage(t, 6_000, 1000, outage_s=3),
         "store-removed": lambda t: store_removed(t, 6_000, 1000),
