@@ -81,7 +81,7 @@ def template(celery_app, kombu_channel, exchange: str, channel: str) -> Template
     _, _, whole = serialize(task.body, serializer="msgpack")
     if head + _data(args[1:]) + tail != whole:
         raise RuntimeError("msgpack does not concatenate as the channel template expects")
-    digest = hashlib.sha1(envelope.encode() + b"\0" + head + b"\0" + tail).hexdigest()[:16]
+    digest = hashlib.sha1(envelope.encode() + b"\0" + head + b"\0" + tail).hexdigest()[:12]
     return Template(digest, envelope, head, tail)
 
 
