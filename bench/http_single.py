@@ -10,8 +10,8 @@ measures:
 1. latency at low load: one client, one keep-alive connection, ``--latency-requests`` sequential POSTs of one
    small JSON event; prints p50 / p99 / max in milliseconds;
 2. for each count in ``--clients``: that many keep-alive clients (threads, ``http.client``) posting one event per
-   request for ``--seconds``; prints requests/s, the latency p50 / p99 of those requests, and how many answers
-   were not 200;
+   request for ``--seconds``; prints requests/s, the latency p50 / p99 of those requests, how many answers
+   were not 200, and the agent process's CPU time per request (all its threads; the embedded Redis apart);
 3. delivery: waits until the sink has drained every event acknowledged (the agent's ``EventDrainSuccessCount``
    equals the requests answered 200) and prints how long that took after the last request;
 4. memory (with ``--large-mb N``): the agent process's resident memory before, and its high-water mark after,
@@ -179,6 +179,13 @@ def memory_kb(pid: int) -> dict[str, int]:
     return fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` (all its threads), from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -211,11 +218,14 @@ def main() -> int:
               f"max {1000 * max(times):.2f} ms")
         acked, bad = 50 + len(times), 0
         for clients in (int(c) for c in args.clients.split(",")):
+            cpu = cpu_seconds(agent.pid)
             ok, other, took = throughput(port, clients, args.seconds)
+            cpu = cpu_seconds(agent.pid) - cpu
             acked, bad = acked + ok, bad + other
             print(f"{args.channel} channel, {clients} keep-alive clients, {args.seconds:.0f} s: "
                   f"{ok / args.seconds:.0f} requests/s, p50 {1000 * statistics.median(took):.2f} ms, "
-                  f"p99 {1000 * percentile(took, 0.99):.2f} ms ({ok} answered 200, {other} other)")
+                  f"p99 {1000 * percentile(took, 0.99):.2f} ms ({ok} answered 200, {other} other); agent CPU "
+                  f"{1000 * cpu / max(1, ok + other):.2f} ms per request")
         waited = wait_delivered(metrics_port, acked)
         print(f"delivered: all {acked} acknowledged events drained by the sink ({waited:.1f} s after the last)")
         if args.large_mb:
