@@ -45,6 +45,12 @@ class GroupCommit:
         self._waiting: list[_Request] = []
         self._busy = False            # a leader is committing; invariant: waiting requests imply busy
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the group being committed."""
+        with self._lock:
+            return len(self._waiting)
+
     def submit(self, item, weight: int = 0):
         """Commit ``item`` (in a group with others, maybe); return its result, or raise its error."""
         request = _Request(item, weight)
