@@ -29,9 +29,9 @@ import socket
 from typing import NamedTuple
 
 import msgpack
-from kombu.utils.json import dumps
 from kombu.serialization import dumps as serialize
 from kombu.serialization import loads as deserialize
+from kombu.utils.json import dumps
 
 from core.errors import UndecodableMessage
 from core.event import Batch, Event

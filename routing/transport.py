@@ -36,7 +36,7 @@ import redis.sentinel
 from kombu import Connection, transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import loads
 
 from core import keys
 from core.errors import BrokerOutOfMemory, ChannelFullError, NotReplicated

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from agents import REPO
 from kombu import Connection
 from kombu.serialization import dumps as serialize
-from agents import REPO
 from legacy_messages import put_whole
 
 from app.celery_app import create_app

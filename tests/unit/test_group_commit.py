@@ -93,7 +93,8 @@ def test_a_group_is_bounded_in_requests_and_in_weight():
         t = ReportingThread(target=group.submit, args=(name, weight))
         t.start()
         heavy.append(t)
-        wait_until(lambda n=len(heavy): group.waiting == n, 10, what="the request queued")
+        queued = len(heavy)
+        wait_until(lambda q=queued: group.waiting == q, 10, what="the request queued")
     gate.release.set()
     for t in threads + heavy:
         t.join(30)
