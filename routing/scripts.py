@@ -6,11 +6,18 @@ Keyspace (names from :mod:`core.keys`; kombu's ``global_keyprefix`` goes in fron
   (FIFO);
 * ``<queue>:bell``: a wake-up list; idle consumers block on the bells of their queues (BRPOP) and then FETCH;
   popping a bell never takes a message;
-* ``<namespace><tag>`` (namespace ``flumery.msg:``): a hash per message: ``p`` the kombu/Celery message envelope
-  (JSON, without its body), ``b`` the body (the msgpack-serialized task arguments, raw bytes: no base64, no JSON
-  escaping), ``n`` its events, ``z`` the bytes of its event bodies, ``q`` its queue key, ``s`` and ``y`` the keys
-  of the sizes and bytes hashes it counts in and ``f`` its field there, and ``o`` the consumer holding it while
-  in flight (messages written before ``z`` and ``y`` existed lack them and count no bytes);
+* ``<namespace><tag>`` (namespace ``flumery.msg:``): a hash per message: ``a`` its data (the msgpack of its
+  batch's columns, raw bytes), ``n`` its events, ``z`` the bytes of its event bodies, ``t`` the id of its channel's
+  template, and ``o`` the consumer holding it while in flight.  Everything else is the template's;
+* ``<template namespace><id>`` (``flumery.tpl:``, derived from the message namespace by replacing its last four
+  characters): a hash per channel template (:class:`routing.codec.Template`, content-addressed, written by PUT if
+  missing, never deleted): ``e`` the kombu/Celery envelope (JSON, with the tag and event count left out), ``h``
+  and ``t`` the task body's bytes before and after a message's data, ``q`` the channel's queue key, ``s`` and ``y``
+  the keys of the sizes and bytes hashes it counts in and ``f`` its field there;
+* messages stored by versions before templates hold, instead of ``a`` and ``t``: ``p`` the whole envelope, ``b``
+  the whole task body, and ``q``, ``s``, ``y``, ``f`` themselves (some also lack ``z`` and ``y`` and count no
+  bytes).  Every script still takes, acknowledges, gives back, reclaims and purges them; only PUT writes the new
+  layout;
 * ``flumery.inflight``: a sorted set of taken, unacknowledged tags, scored by the start of their lease;
 * ``<exchange>:sizes`` (``flumery.<agent>:sizes``): a hash of events held per channel (queued plus in flight):
   the channel's fill level;
@@ -27,7 +34,8 @@ The payload is written once (by PUT) and deleted once (by ACK); taking and givin
 script runs atomically inside Redis, which is what makes the channel operations transactions:
 
 * PUT: Flume's put.  Checks every target channel's capacity in events and in body bytes, then stores and queues
-  every message, or does nothing.  One call covers all required channels of a source batch.
+  every message, or does nothing.  One transaction covers all required channels of a source batch; one call
+  commits several callers' transactions (group commit), each on its own.
 * FETCH: Flume's take.  Pops a tag and records it as in flight in the same step, so a consumer killed at any
   instant leaves the message either queued or in flight (from where RECLAIM returns it), never nowhere.
   kombu's own Redis consumer pops with BRPOP and records the message in a second step, and loses it if killed

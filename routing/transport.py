@@ -16,9 +16,12 @@ What changes for channel queues, and why:
 4. **Leases can be renewed** (:meth:`Channel.touch`), so a slow store does not cause a second delivery.
 5. **A channel's byte capacity** is checked and counted in the same put, beside its event capacity.
 6. The message is stored once and never copied between Redis keys (kombu copies it into its ``unacked`` hash
-   on every delivery, which with ``appendfsync always`` doubles the bytes written and fsynced), and its body is
-   stored as raw bytes beside the JSON envelope, not base64 inside it (a third fewer bytes, and no base64 or
-   JSON pass over the events on either side).
+   on every delivery, which with ``appendfsync always`` doubles the bytes written and fsynced), and compactly:
+   only its events' data (raw msgpack, not base64 inside JSON), its tag and counts; the ~1 KB Celery envelope is
+   a template stored once per channel (:mod:`routing.codec`), put back around the data when the message is taken.
+   A one-event message costs Redis ~250 bytes instead of ~1.9 KB.
+7. **Puts are committed in groups** (:meth:`Channel.put_transactions`): one script call carries the puts of
+   several callers, each a transaction on its own.
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ POOL_WAIT_S = 10.0       # a put waits this long for a pooled connection; longer
 PUT_HEADROOM_FRACTION = 0.1
 PUT_HEADROOM_MIN_BYTES = 2 * 1024 * 1024
 MEMORY_CHECK_INTERVAL_S = 1.0
-MESSAGE_OVERHEAD_BYTES = 1000     # a stored message's envelope, keys and hash fields, beyond its event bodies
+MESSAGE_OVERHEAD_BYTES = 400      # a stored message's keys, hash and list entry, beyond its event bodies (~250)
 TEMPLATE_CACHE_SIZE = 1000
 _TEMPLATES: dict[str, codec.Template] = {}     # id -> template, shared by the process's channels (see template())
 
