@@ -46,7 +46,8 @@ class ClusterChannel:
     def put(self, queue: str, field: str, tag: str, body: bytes):
         script_keys = [self.ns, self.prefix + keys.sizes_key(self.exchange),
                        self.prefix + keys.bytes_key(self.exchange), *self.queue_keys(queue)]
-        return self.run("PUT", script_keys, [1, field, 100, 0, 1, len(body), 1, tag, 1, len(body), "{}", body])
+        return self.run("PUT", script_keys, [1, 1, field, 100, 0, 1, len(body), 1, "tpl1", "{}", "h", "t",
+                                             tag, 1, len(body), body])
 
     def fetch(self, queue: str):
         return self.run("FETCH", [self.ns, self.inflight, *self.queue_keys(queue)], [repr(time.time()), "me", 0, 0])
@@ -55,14 +56,16 @@ class ClusterChannel:
 def test_every_script_runs_on_a_cluster_under_a_hash_tag_prefix(cluster):
     channel = ClusterChannel(cluster, "{flumery}.")
     queue = keys.queue_name("a1", "c1")
-    assert channel.put(queue, "c1", "t1", b"abc") == []
-    assert channel.put(queue, "c1", "t2", b"de") == []
-    assert channel.fetch(queue) == [1, b"{}", b"abc"]
+    assert channel.put(queue, "c1", "t1", b"abc") == [[]]
+    assert channel.put(queue, "c1", "t2", b"de") == [[]]
+    assert cluster.hget("{flumery}.flumery.tpl:tpl1", "q") == b"{flumery}.flumery.a1.c1"     # derived key, same slot
+    t1 = [1, b"\0tpl1\0t1\0" + b"1", b"abc"]
+    assert channel.fetch(queue) == t1
     assert channel.run("GIVEBACK", [channel.ns, channel.inflight], ["t1", "me", "front", keys.BELL_SUFFIX]) == 1
-    assert channel.fetch(queue) == [1, b"{}", b"abc"]
+    assert channel.fetch(queue) == t1
     assert channel.run("TOUCH", [channel.inflight], [repr(time.time()), "t1"]) == 1
     assert channel.run("RECLAIM", [channel.ns, channel.inflight], [repr(time.time() + 1), 10, keys.BELL_SUFFIX]) == 1
-    assert channel.fetch(queue) == [1, b"{}", b"abc"]
+    assert channel.fetch(queue) == t1
     assert channel.run("ACK", [channel.ns, channel.inflight], ["me", "t1"]) == 1
     assert channel.run("PURGE", [channel.ns, channel.prefix + queue], []) == 1
     assert cluster.hgetall("{flumery}.flumery.a1:sizes") == {b"c1": b"0"}
