@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install hadoop-deps run test test-fast chaos bench bench-avro docs lint clean rpc-peer-deps
+.PHONY: install hadoop-deps browser-deps run test test-fast chaos bench bench-avro docs lint clean rpc-peer-deps
 
 install: $(STAMP)
 
@@ -58,10 +58,21 @@ hadoop-deps:
 		echo "the HDFS tests need:$$missing (apt-get install -y them as root), or set FLUMERY_SKIP_HADOOP=1"; \
 	fi
 
-test: install rpc-peer-deps hadoop-deps
+# The Flower test (tests/e2e/test_flower_browser.py) and docs/flower_screenshots.py drive Debian's chromium
+# headless; installed here when run as root.  Without it that test fails, it does not skip.
+browser-deps:
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing for the Flower browser test (apt-get): chromium"; \
+		apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	else \
+		echo "the Flower browser test needs Debian's chromium (apt-get install -y chromium, as root)"; \
+	fi
+
+test: install rpc-peer-deps hadoop-deps browser-deps
 	$(BIN)/python -m pytest -q
 
-test-fast: install rpc-peer-deps hadoop-deps
+test-fast: install rpc-peer-deps hadoop-deps browser-deps
 	$(BIN)/python -m pytest -q -m 'not slow and not chaos'
 
 # The long fault-injection runs (about 15 minutes): prints the table of sent/delivered/lost/duplicated/recovery.
@@ -106,7 +117,7 @@ docs: install
 # app > workers > routing > core, nothing of Flumery below core).
 lint: install
 	$(BIN)/pip install --quiet -e '.[lint]'
-	$(BIN)/ruff check core app workers routing tests bench
+	$(BIN)/ruff check core app workers routing tests bench docs
 	$(BIN)/lint-imports
 
 clean:

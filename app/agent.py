@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily
 from app import running
 from app.broker import EmbeddedRedis, die_with_parent, maxmemory_bytes, reachable
 from app.celery_app import create_app
-from app.metrics import MetricsServer, snapshot
+from app.metrics import MetricsServer, sink_latency, snapshot
 from app.reload import FileWatch
 from app.reload import plan as reload_plan
 from app.throughput import ThroughputLog
@@ -111,11 +111,11 @@ class Agent:
         if not reachable(url, self.settings.transport_options()):   # refused (password, certificate): one line
             raise RuntimeError(f"cannot reach the broker at {running.mask_password(url)}")
         self._record = running.register(self.config.name, self.settings.conf_file, data, url, bool(self.embedded),
-                                        self.settings.key_prefix)
+                                        self.settings.redis_key_prefix())
         client = self.redis = redis_client(url, self.settings.transport_options())
         self._check_persistence(client)
         self._declare()
-        self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.key_prefix).start()
+        self.metrics = MetricsStore(client, self.config.name, key_prefix=self.settings.redis_key_prefix()).start()
         self._start_counters()
         if self.stats_interval_s > 0:            # before the components start: the first line counts from zero
             self.throughput = ThroughputLog(self.snapshot, self.stats_interval_s).start()
@@ -151,6 +151,23 @@ class Agent:
         if appendonly != "yes":
             log.warning("channels %s are 'file' (durable) but the broker has appendonly=%s: a broker crash "
                         "loses what they hold", ", ".join(durable), appendonly)
+        self._check_replicas(client, durable)
+
+    def _check_replicas(self, client, durable: list[str]) -> None:
+        """Say at start, not at the first refused put, that the broker has fewer replicas than durable puts wait
+        for (FLUMERY_MIN_REPLICAS; 1 by default under Sentinel and on a Redis Cluster)."""
+        wanted = self.settings.replicas_for_durable_puts()
+        if not wanted:
+            return
+        try:
+            have = int(client.info("replication").get("connected_slaves", 0))
+        except redis.exceptions.ResponseError:
+            return                         # managed Redis without INFO: cannot tell
+        if have < wanted:
+            log.warning("puts into the durable channels %s wait for %d replica(s) (FLUMERY_MIN_REPLICAS) but the "
+                        "broker's master has %d connected: they are refused (HTTP 503, sources retry) until enough "
+                        "replicas are back; set FLUMERY_MIN_REPLICAS=%d to accept puts on fewer (a failover may "
+                        "then lose them)", ", ".join(durable), wanted, have, have)
 
     def _declare(self) -> None:
         """Declare the agent's exchange and one durable queue per channel, bound by channel name."""
@@ -281,7 +298,7 @@ class Agent:
         if self.role in ("all", "sinks"):
             self._reload_workers(change)
         for name in change.removed_channels:
-            held = read_sizes(self.redis, exchange_name(new.name), self.settings.key_prefix).get(name, 0)
+            held = read_sizes(self.redis, exchange_name(new.name), self.settings.redis_key_prefix()).get(name, 0)
             log.warning("channel %s is no longer in %s; the %d events it holds stay in Redis until it is back",
                         name, path, held)
         log.info("reloaded %s: %s", path, change.describe())
@@ -387,13 +404,14 @@ class Agent:
 
     # -- metrics ---------------------------------------------------------------------------------------------
     def agent_metrics(self):
-        """What only the agent knows, as Prometheus metric families: sink worker restarts."""
+        """What the Flume counters leave out, as Prometheus metric families: sink worker restarts (only the agent
+        knows them) and the sinks' batch latency histograms."""
         restarts = CounterMetricFamily("flumery_sink_worker_restarts", "times the agent restarted a dead sink "
                                        "worker", labels=["agent", "unit"])
         for unit, _sinks in self.config.sink_units():
             restarts.add_metric([self.config.name, unit], self.restarts.get(unit, 0))
-        return [restarts]
+        return [restarts, sink_latency(self.metrics, self.config)]
 
     def snapshot(self) -> dict:
-        sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.key_prefix)
+        sizes = read_sizes(self.redis, exchange_name(self.config.name), self.settings.redis_key_prefix())
         return snapshot(self.metrics, self.config, sizes)

@@ -39,7 +39,7 @@ import redis
 from app.running import mask_password
 from core.errors import BrokerRefused, SettingsError
 from core.files import make_private_dir, write_atomically
-from core.settings import Settings
+from core.settings import CLUSTER_SCHEME, Settings
 from routing.transport import redis_client
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ PR_SET_PDEATHSIG = 1
 # file anywhere the agent may), loading native code (MODULE LOAD), crashing or stalling the server (DEBUG).
 DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG")
 DEFAULT_MAXMEMORY = "25%"
+HASH_MAX_LISTPACK_VALUE = 1024    # bytes; see _write_config
 _SIZE = re.compile(r"(\d+)\s*(b|k|kb|m|mb|g|gb|%)?", re.IGNORECASE)
 _UNITS = {"b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
 
@@ -150,7 +151,11 @@ class EmbeddedRedis:
                  f"appendfsync {'always' if self.fsync_always else 'everysec'}", 'save ""', "daemonize no",
                  f"pidfile {_quoted(str(self.directory / 'redis.pid'))}",
                  f"logfile {_quoted(str(self.directory / 'redis.log'))}",
-                 f"maxmemory {self.maxmemory}", "maxmemory-policy noeviction"]
+                 f"maxmemory {self.maxmemory}", "maxmemory-policy noeviction",
+                 # A channel message is a small hash (routing.scripts); Redis keeps one in a compact listpack only
+                 # while every value is at most this long (default 64: a one-event message's data is longer, and
+                 # its hash would cost ~500 bytes more).  Both Redis 6.2 and 7 read this name.
+                 f"hash-max-ziplist-value {HASH_MAX_LISTPACK_VALUE}"]
         lines += [f'rename-command {command} ""' for command in DISABLED_COMMANDS]
         path = self.directory / "redis.conf"
         write_atomically(path, ("\n".join(lines) + "\n").encode(), mode=0o600)
@@ -243,9 +248,12 @@ def _refusal(exc: BaseException) -> str | None:
 def reachable(url: str, transport_options: dict | None = None) -> bool:
     """Ping the broker at ``url``: True if it answers, False if it cannot be reached (yet); raises
     :class:`BrokerRefused` (one line, the URL masked) if it refuses the password or the certificate.
-    ``transport_options``: those of the process, for a ``sentinel://`` URL (by default, those its URL implies)."""
+    ``transport_options``: those of the process, for a ``sentinel://`` or ``redis-cluster://`` URL (by default, those
+    its URL implies; on a cluster without the agent's key prefix, the master of slot 0 answers)."""
     try:
-        if url.startswith("sentinel://"):
+        if url.startswith(CLUSTER_SCHEME + "://"):
+            redis_client(url, transport_options or {}).ping()
+        elif url.startswith("sentinel://"):
             redis_client(url, transport_options or Settings(broker_url=url).transport_options()).ping()
         else:
             redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5).ping()

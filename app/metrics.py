@@ -5,7 +5,8 @@
 
 All values are strings, as in Flume.  ``/prometheus`` (and ``/metrics/prometheus``) serves the same numbers in
 Prometheus's text format through the ``prometheus_client`` library: Flume's counters as counters
-(``flumery_event_drain_success_total{agent,type,component}``), channel fill and start/stop times as gauges, and
+(``flumery_event_drain_success_total{agent,type,component}``), channel fill and start/stop times as gauges, each
+sink's batch latency as a histogram (``flumery_sink_batch_seconds{agent,component}``, see :func:`sink_latency`), and
 what the agent itself knows (sink worker restarts).
 Counters start at 0 with their component (the agent resets those it runs when it starts, see
 :meth:`core.counters.MetricsStore.reset`).  ``CHANNEL.__dead__``, the agent's dead-letter channel, is unbounded:
@@ -20,10 +21,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from core.counters import COUNTERS, MetricsStore
+from core.counters import COUNTERS, MetricsStore, histogram
 from routing.deadletter import DEAD_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,28 @@ def snapshot(store: MetricsStore, agent_config, sizes: dict[str, int]) -> dict[s
                 doc.update(ChannelCapacity=str(capacity), ChannelFillPercentage=repr(size * 100.0 / capacity))
         out[f"{kind}.{name}"] = doc
     return out
+
+
+def sink_latency(store: MetricsStore, agent_config) -> HistogramMetricFamily:
+    """``flumery_sink_batch_seconds{agent,component}``: per sink, the seconds from the moment a sink worker
+    starts a batch's take transaction (its task begins) until the batch's channel messages are acknowledged:
+    gathering, every write attempt and retry backoff, and the acknowledgement.  One observation per batch a sink
+    wrote (for a sink group, under the sink that wrote it); a batch that went wholly to the dead-letter channel is
+    not observed.  Sinks that never wrote a batch are left out."""
+    family = HistogramMetricFamily("flumery_sink_batch_seconds", "seconds from a sink batch's take to its "
+                                   "acknowledgement", labels=["agent", "component"])
+    store.flush()
+    names = list(agent_config.sinks)
+    with store.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(f"{store.prefix}SINK.{name}")
+        stored = pipe.execute()
+    for name, raw in zip(names, stored):
+        observed = histogram({_s(k): _s(v) for k, v in raw.items()})
+        if observed is not None:
+            buckets, total = observed
+            family.add_metric([agent_config.name, name], buckets, total)
+    return family
 
 
 def _s(value) -> str:

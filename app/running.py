@@ -23,7 +23,10 @@ def running_dir() -> Path:
 
 
 def mask_password(url: str) -> str:
-    """``url`` with the password of its user info replaced by ``***`` (for files, logs and messages)."""
+    """``url`` with the password of its user info replaced by ``***`` (for files, logs and messages); each of the
+    ``;``-separated URLs of a Sentinel or Redis Cluster broker too."""
+    if ";" in url:
+        return ";".join(mask_password(one) for one in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
 """Benchmark: the HTTP source's latency and request rate, one event per request.
 
-    python bench/http_single.py [--latency-requests 2000] [--clients 16] [--seconds 10] [--large-mb 60]
-                                [--work DIR]
+    python bench/http_single.py [--channel file] [--clients 1,16,64] [--seconds 10] [--latency-requests 2000]
+                                [--large-mb 60] [--work DIR]
 
-Starts its own agent (embedded Redis, ``http`` source -> ``memory`` channel -> ``null`` sink) and measures:
+Starts its own agent (embedded Redis, ``http`` source -> ``file`` (or ``memory``) channel -> ``null`` sink) and
+measures:
 
 1. latency at low load: one client, one keep-alive connection, ``--latency-requests`` sequential POSTs of one
    small JSON event; prints p50 / p99 / max in milliseconds;
-2. throughput: ``--clients`` keep-alive clients (threads, ``http.client``) posting one event per request for
-   ``--seconds``; prints requests/s and how many answers were not 200;
-3. memory (with ``--large-mb N``): the agent process's resident memory before, and its high-water mark after,
+2. for each count in ``--clients``: that many keep-alive clients (threads, ``http.client``) posting one event per
+   request for ``--seconds``; prints requests/s, the latency p50 / p99 of those requests, how many answers
+   were not 200, and the agent process's CPU time per request (all its threads; the embedded Redis apart);
+3. delivery: waits until the sink has drained every event acknowledged (the agent's ``EventDrainSuccessCount``
+   equals the requests answered 200) and prints how long that took after the last request;
+4. memory (with ``--large-mb N``): the agent process's resident memory before, and its high-water mark after,
    one request of N MB (events of ~1 kB), from ``/proc/<pid>/status``: what one large request costs the agent.
 
-Every request must be answered 200 (the channel is large and drained by the null sink); the run fails otherwise.
+Every request must be answered 200 (the channel is large and drained by the null sink) and every acknowledged
+event delivered; the run fails otherwise.  With the ``file`` channel the embedded broker fsyncs every put
+(``appendfsync always``) before the answer.
 The clients run in this process, so on a 2-core machine they compete with the agent for CPU: compare figures
 taken on the same machine with the same command, not across machines.
 """
@@ -31,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +50,7 @@ b.sources.r1.type = http
 b.sources.r1.bind = 127.0.0.1
 b.sources.r1.port = {port}
 b.sources.r1.channels = c1
-b.channels.c1.type = memory
+b.channels.c1.type = {channel}
 b.channels.c1.capacity = 10000000
 b.channels.c1.transactionCapacity = 100000
 b.sinks.k1.type = null
@@ -84,7 +91,8 @@ def post(conn: http.client.HTTPConnection) -> int:
 def latency(port: int, requests: int) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     for _ in range(50):                                  # warm-up: connections, scripts loaded
-        post(conn)
+        if post(conn) != 200:
+            raise SystemExit("warm-up: an answer was not 200")
     times = []
     for _ in range(requests):
         start = time.perf_counter()
@@ -96,19 +104,28 @@ def latency(port: int, requests: int) -> list[float]:
     return times
 
 
-def throughput(port: int, clients: int, seconds: float) -> tuple[int, int]:
+def throughput(port: int, clients: int, seconds: float) -> tuple[int, int, list[float]]:
+    """(answered 200, other answers, latency of every request) of ``clients`` keep-alive clients."""
     done = [0] * clients
     bad = [0] * clients
+    times: list[list[float]] = [[] for _ in range(clients)]
+    failed: list[BaseException] = []
     stop = threading.Event()
 
     def client(n: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        while not stop.is_set():
-            if post(conn) == 200:
-                done[n] += 1
-            else:
-                bad[n] += 1
-        conn.close()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while not stop.is_set():
+                start = time.perf_counter()
+                status = post(conn)
+                times[n].append(time.perf_counter() - start)
+                if status == 200:
+                    done[n] += 1
+                else:
+                    bad[n] += 1
+            conn.close()
+        except BaseException as exc:     # a client that died must fail the run, not lower the figure
+            failed.append(exc)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for t in threads:
@@ -117,7 +134,27 @@ def throughput(port: int, clients: int, seconds: float) -> tuple[int, int]:
     stop.set()
     for t in threads:
         t.join()
-    return sum(done), sum(bad)
+    if failed:
+        raise SystemExit(f"a client failed: {failed[0]!r}")
+    return sum(done), sum(bad), [t for one in times for t in one]
+
+
+def drained(metrics_port: int) -> int:
+    """The null sink's EventDrainSuccessCount, from the agent's monitoring JSON."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        return int(json.load(response)["SINK.k1"]["EventDrainSuccessCount"])
+
+
+def wait_delivered(metrics_port: int, expected: int, timeout_s: float = 120) -> float:
+    """Seconds until the sink has drained ``expected`` events; exits if it does not."""
+    start = time.monotonic()
+    while (count := drained(metrics_port)) < expected:
+        if time.monotonic() - start > timeout_s:
+            raise SystemExit(f"only {count} of {expected} acknowledged events delivered after {timeout_s:.0f} s")
+        time.sleep(0.2)
+    if count > expected:
+        print(f"note: {count - expected} events delivered twice (at-least-once)")
+    return time.monotonic() - start
 
 
 def large_request(port: int, megabytes: int) -> tuple[int, int]:
@@ -142,6 +179,13 @@ def memory_kb(pid: int) -> dict[str, int]:
     return fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` (all its threads), from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -150,19 +194,21 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency-requests", type=int, default=2000)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--channel", choices=("file", "memory"), default="file")
+    parser.add_argument("--clients", default="1,16,64", help="comma-separated client counts, one run each")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--large-mb", type=int, default=0, help="also measure one request of this many MB")
     parser.add_argument("--work", type=Path, default=None, help="work directory (default: a temporary one)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="flumery-http-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     conf = work / "bench.conf"
-    conf.write_text(CONF.format(port=port))
+    conf.write_text(CONF.format(port=port, channel=args.channel))
     log = open(work / "agent.log", "wb")
     agent = subprocess.Popen([sys.executable, "-m", "app.cli", "agent", "-f", str(conf), "-n", "b",
-                              "--data-dir", str(work / "data")], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              "--data-dir", str(work / "data"),
+                              "--metrics-port", str(metrics_port), "--metrics-bind", "127.0.0.1"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                              env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         wait_for_port(port, agent)
@@ -170,9 +216,18 @@ def main() -> int:
         print(f"latency, 1 client, {len(times)} one-event POSTs on one keep-alive connection: "
               f"p50 {1000 * statistics.median(times):.2f} ms, p99 {1000 * percentile(times, 0.99):.2f} ms, "
               f"max {1000 * max(times):.2f} ms")
-        ok, bad = throughput(port, args.clients, args.seconds)
-        print(f"throughput, {args.clients} keep-alive clients, {args.seconds:.0f} s: "
-              f"{ok / args.seconds:.0f} requests/s ({ok} answered 200, {bad} other)")
+        acked, bad = 50 + len(times), 0
+        for clients in (int(c) for c in args.clients.split(",")):
+            cpu = cpu_seconds(agent.pid)
+            ok, other, took = throughput(port, clients, args.seconds)
+            cpu = cpu_seconds(agent.pid) - cpu
+            acked, bad = acked + ok, bad + other
+            print(f"{args.channel} channel, {clients} keep-alive clients, {args.seconds:.0f} s: "
+                  f"{ok / args.seconds:.0f} requests/s, p50 {1000 * statistics.median(took):.2f} ms, "
+                  f"p99 {1000 * percentile(took, 0.99):.2f} ms ({ok} answered 200, {other} other); agent CPU "
+                  f"{1000 * cpu / max(1, ok + other):.2f} ms per request")
+        waited = wait_delivered(metrics_port, acked)
+        print(f"delivered: all {acked} acknowledged events drained by the sink ({waited:.1f} s after the last)")
         if args.large_mb:
             before = memory_kb(agent.pid)
             status, size = large_request(port, args.large_mb)

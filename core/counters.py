@@ -9,6 +9,7 @@ counted and logged together with :func:`fail`, so that neither happens without t
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -58,6 +59,29 @@ COUNTERS = {
 }
 
 
+# Flumery's sink batch latency histogram, kept in the sink's hash beside Flume's counters (which Flume's JSON
+# leaves out): one field per bucket ("SinkBatchSeconds.le.0.25": observations in (0.1, 0.25], not cumulative, so
+# each observation adds to one field; their total is the count) and the sum in microseconds (an integer, so
+# HINCRBY adds it like every other counter).  A fixed set of fields per sink: memory stays bounded however long it runs.
+BATCH_SECONDS = "SinkBatchSeconds"
+BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BUCKET_FIELDS = tuple(f"{BATCH_SECONDS}.le.{le}" for le in BATCH_SECONDS_BUCKETS) + (f"{BATCH_SECONDS}.le.+Inf",)
+_SUM_FIELD = f"{BATCH_SECONDS}.sum_us"
+
+
+def histogram(values: dict[str, str]) -> tuple[list[tuple[str, float]], float] | None:
+    """The batch latency histogram in a component's stored ``values`` (field -> number, as strings), in the shape
+    Prometheus wants: cumulative ``(le, count)`` pairs ending with ``+Inf`` (which equals the count), and the sum
+    in seconds.  None if the component never observed a batch."""
+    cumulative, running = [], 0
+    for field in _BUCKET_FIELDS:
+        running += int(values.get(field, 0))
+        cumulative.append((field.rpartition(".le.")[2], float(running)))
+    if running == 0:
+        return None
+    return cumulative, int(values.get(_SUM_FIELD, 0)) / 1e6
+
+
 def fail(counters, counter: str, logger: logging.Logger, level: int, message: str, *args,
          exc_info: bool = False) -> None:
     """Count a failure on ``counters`` (anything with ``add``) and log it, together: a failure is never
@@ -79,6 +103,11 @@ class Counters:
     def add(self, counter: str, n: int = 1) -> None:
         if n:
             self.store._add(f"{self.kind}.{self.name}", counter, n)
+
+    def observe_batch(self, seconds: float) -> None:
+        """Add one batch's latency to the component's histogram (see ``BATCH_SECONDS``)."""
+        bucket = _BUCKET_FIELDS[bisect.bisect_left(BATCH_SECONDS_BUCKETS, seconds)]
+        self.store._add_all(f"{self.kind}.{self.name}", {bucket: 1, _SUM_FIELD: round(seconds * 1e6)})
 
     def started(self) -> None:
         self.store.set(f"{self.kind}.{self.name}", {"StartTime": now_ms(), "StopTime": 0, "Type": self.kind})
@@ -105,6 +134,13 @@ class MetricsStore:
     def _add(self, component: str, counter: str, n: int) -> None:
         with self._lock:
             self._pending[component][counter] += n
+
+    def _add_all(self, component: str, counts: dict[str, int]) -> None:
+        """Add several counts of one component at once: one flush carries all of them or none."""
+        with self._lock:
+            pending = self._pending[component]
+            for counter, n in counts.items():
+                pending[counter] += n
 
     def reset(self, components: list[str]) -> None:
         """Start ``components`` (``"SOURCE.r1"``...) from zero, as Flume's counters start with their component:

@@ -11,6 +11,7 @@ The keyspace, as Flumery names it (one Redis database may hold many agents):
 | ``flumery.<agent>:sizes`` | hash | events held per channel (queued plus in flight) | :func:`sizes_key` |
 | ``flumery.<agent>:bytes`` | hash | event body bytes held per channel | :func:`bytes_key` |
 | ``flumery.msg:<tag>`` | hash | one channel message (see :mod:`routing.scripts`) | :func:`message_key` |
+| ``flumery.tpl:<id>`` | hash | what every message of a channel shares (see :mod:`routing.codec`) | :data:`TEMPLATE_PREFIX` |
 | ``flumery.inflight`` | sorted set | taken, unacknowledged message tags by lease start | :data:`INFLIGHT` |
 | ``flumery.<agent>:metrics:<KIND>.<name>`` | hash | one component's counters | :func:`metrics_prefix` |
 | ``_kombu.binding.flumery.<agent>`` | set | the exchange's bindings (kombu's own key) | kombu |
@@ -18,8 +19,9 @@ The keyspace, as Flumery names it (one Redis database may hold many agents):
 kombu's ``global_keyprefix`` transport option (Flumery's ``FLUMERY_KEY_PREFIX``) goes in front of every one of
 these in Redis: kombu adds it to its own commands, Flumery adds it with :func:`prefixed` to every key its scripts
 and its Python code touch.  Without it the names above are the keys, as they always were, so data written by
-earlier versions stays readable.  With a Redis Cluster hash tag as the prefix (``{flumery}.``) every key lands in
-one slot, which multi-key scripts need there.
+earlier versions stays readable.  With a Redis Cluster hash tag as the prefix (``{a1}.``, the default on
+``redis-cluster://``: see :meth:`core.settings.Settings.redis_key_prefix`) every key lands in one slot, which
+multi-key scripts need there.
 
 This module is the bottom layer: it imports nothing of Flumery.
 """
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 NAMESPACE = "flumery."              # agents' exchanges and queues: flumery.<agent>[.<channel>]
 MESSAGE_PREFIX = "flumery.msg:"     # + tag: one message's hash
+TEMPLATE_PREFIX = "flumery.tpl:"    # + template id: what a channel's messages share; the scripts derive it from
+                                    # MESSAGE_PREFIX by replacing its last four characters
 INFLIGHT = "flumery.inflight"       # taken, unacknowledged tags
 BELL_SUFFIX = ":bell"
 SIZES_SUFFIX = ":sizes"

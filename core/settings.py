@@ -4,16 +4,22 @@
 |---|---|---|
 | ``FLUMERY_CONF_FILE`` | the Flume agent file | (none) |
 | ``FLUMERY_AGENT`` | the agent name in that file | (none) |
-| ``FLUMERY_BROKER_URL``, else ``REDIS_URL`` | the Redis broker | embedded Redis (``flumery agent``) |
+| ``FLUMERY_BROKER_URL``, else ``REDIS_URL`` | the Redis broker: ``redis://``, ``rediss://``, ``sentinel://`` or ``redis-cluster://`` (below) | embedded Redis (``flumery agent``) |
 | ``FLUMERY_DATA_DIR`` | embedded broker data, file_roll defaults, state | ``~/.flumery/<agent>`` |
 | ``FLUMERY_SINKS`` | comma-separated sinks/sink groups a worker serves | all sinks of the agent |
 | ``FLUMERY_VISIBILITY_TIMEOUT_S`` | seconds before a message held by a dead worker is given back | 30 |
 | ``FLUMERY_SINK_RETRY_MAX_S`` | longest pause between two attempts of a failing sink write | 5 |
-| ``FLUMERY_KEY_PREFIX`` | kombu's ``global_keyprefix``: put in front of every Redis key (kombu's and Flumery's) | (none) |
+| ``FLUMERY_KEY_PREFIX`` | kombu's ``global_keyprefix``: put in front of every Redis key (kombu's and Flumery's); on a Redis Cluster it must hold a hash tag (``{a1}.``) | (none); ``{<agent>}.`` on a Redis Cluster |
 | ``FLUMERY_SENTINEL_MASTER`` | the master's name under Redis Sentinel, when the ``sentinel://`` URL has no ``?master_name=`` | (none) |
-| ``FLUMERY_MIN_REPLICAS`` | replicas that must hold a put into a ``file`` channel before the source is acknowledged (Redis ``WAIT``) | 1 with ``sentinel://``, else 0 |
+| ``FLUMERY_MIN_REPLICAS`` | replicas that must hold a put into a ``file`` channel before the source is acknowledged (Redis ``WAIT``) | 1 with ``sentinel://`` and ``redis-cluster://``, else 0 |
 | ``FLUMERY_REPLICA_TIMEOUT_MS`` | how long a put waits for those replicas before it fails (not acknowledged; the source retries) | 1000 |
 | ``FLUMERY_BROKER_MAXMEMORY`` | the embedded broker's ``maxmemory``: ``25%`` of the host, ``512mb``, ``2gb``, ``0`` | 25% |
+
+**Redis Cluster**: ``redis-cluster://h1:7000;redis-cluster://h2:7001`` (any number of seed nodes, ``;``-separated;
+``redis-cluster://:password@h1:7000`` with a password).  Every key of one agent is put under a prefix holding a
+Redis hash tag, so all of them lie in one hash slot and so on one master: the agent's name by default
+(``{a1}.``), else ``FLUMERY_KEY_PREFIX``, which must then hold a hash tag itself (``{tenant1}.``; a prefix
+without one is refused).  Different agents land on different slots, so on different masters.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from core.errors import SettingsError
 
 BROKER_URL_FILE = "broker.url"
+CLUSTER_SCHEME = "redis-cluster"
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,8 @@ class Settings:
         Flumery's crash-recovery time for workers whose death nobody reports."""
         vt = self.visibility_timeout_s
         # Every Redis key, kombu's and Flumery's (see core.keys), goes under this prefix; none by default.
-        prefix = {"global_keyprefix": self.key_prefix} if self.key_prefix else {}
+        key_prefix = self.redis_key_prefix()
+        prefix = {"global_keyprefix": key_prefix} if key_prefix else {}
         # Sentinel-managed pools cannot make a put wait for a free connection: allow many instead.
         master = {"master_name": self.master_name(), "max_connections": 64} if self.uses_sentinel() else {}
         return {
@@ -103,6 +111,31 @@ class Settings:
     def uses_sentinel(self) -> bool:
         return (self.resolved_broker_url() or "").startswith("sentinel://")
 
+    def uses_cluster(self) -> bool:
+        return (self.resolved_broker_url() or "").startswith(CLUSTER_SCHEME + "://")
+
+    def redis_key_prefix(self) -> str:
+        """What goes in front of every Redis key (kombu's ``global_keyprefix``): ``FLUMERY_KEY_PREFIX``, and on a
+        Redis Cluster ``{<agent>}.`` when that is unset, so that every key of the agent lies in one hash slot.
+        Raises SettingsError on a cluster for a prefix without a hash tag, or with neither a prefix nor an agent."""
+        if not self.uses_cluster():
+            return self.key_prefix
+        if self.key_prefix:
+            if not hash_tag(self.key_prefix):
+                raise SettingsError(
+                    f"FLUMERY_KEY_PREFIX: '{self.key_prefix}' has no Redis hash tag; on a Redis Cluster "
+                    "(redis-cluster:// broker URL) every key of an agent must lie in one hash slot, so the prefix "
+                    "must hold one, e.g. '{tenant1}.' (or leave it unset: the agent's name becomes the tag)")
+            return self.key_prefix
+        if not self.agent:
+            raise SettingsError("a Redis Cluster broker (redis-cluster://) needs the agent's name (-n or "
+                                "FLUMERY_AGENT) or FLUMERY_KEY_PREFIX with a hash tag: it puts the agent's keys "
+                                "in one hash slot")
+        if "{" in self.agent or "}" in self.agent:
+            raise SettingsError(f"agent name '{self.agent}': on a Redis Cluster it becomes the hash tag of every key "
+                                "and must not hold '{' or '}'; set FLUMERY_KEY_PREFIX to a hash tag instead")
+        return "{" + self.agent + "}."
+
     def master_name(self) -> str:
         """The Sentinel master's name: ``?master_name=`` of the (last) ``sentinel://`` URL, else
         ``FLUMERY_SENTINEL_MASTER``; raises SettingsError when there is none."""
@@ -118,7 +151,7 @@ class Settings:
         """How many replicas must confirm a put into a durable channel (Redis ``WAIT``)."""
         if self.min_replicas is not None:
             return self.min_replicas
-        return 1 if self.uses_sentinel() else 0
+        return 1 if self.uses_sentinel() or self.uses_cluster() else 0
 
     def env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (sink workers)."""
@@ -137,6 +170,14 @@ class Settings:
             "FLUMERY_BROKER_MAXMEMORY": self.broker_maxmemory,
         }
         return out
+
+
+def hash_tag(key: str) -> str:
+    """The Redis Cluster hash tag of ``key`` (what lies between its first ``{`` and the next ``}``), or "" when it
+    has none (then Redis hashes the whole key)."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1:end] if end > start + 1 else ""
 
 
 def mask_url(url: str) -> str:

@@ -18,21 +18,26 @@ from core.event import Batch
 from core.keys import exchange_name, queue_name
 from routing import codec
 from routing.deadletter import DEAD_CAPACITY, DEAD_CHANNEL
+from routing.groupcommit import GroupCommit
 from routing.selectors import SelectorContext
-from routing.transport import PutTarget, connect
+from routing.transport import PutTarget, Transaction, connect
 
 log = logging.getLogger(__name__)
 
 DEAD_TRANSACTION_CAPACITY = 1000
+GROUP_MAX_PUTS = 64                 # puts committed in one script call at most
+GROUP_MAX_BYTES = 4 * 2 ** 20       # ... and their data's bytes (a single larger put goes alone)
 
 
 
 class ChannelWriter:
     """Builds channel messages (Celery task messages carrying a batch) and puts them transactionally.
 
-    Thread-safe: sources running in several threads share one writer.  ``replicas``: how many Redis replicas
-    must confirm a put into a durable (``file``) channel before :meth:`put` returns (Redis ``WAIT``, at most
-    ``replica_timeout_ms``); 0 waits for none.
+    Thread-safe: sources running in several threads share one writer, and their puts are committed in groups
+    (:mod:`routing.groupcommit`): puts that arrive while one is in flight go to Redis together in one script call,
+    each still a transaction of its own (put whole or not at all, its own ChannelFullError or NotReplicated).
+    ``replicas``: how many Redis replicas must confirm a put into a durable (``file``) channel before :meth:`put`
+    returns (Redis ``WAIT``, at most ``replica_timeout_ms``); 0 waits for none.
     """
 
     def __init__(self, celery_app, agent, broker_url: str, transport_options: dict, replicas: int = 0,
@@ -43,9 +48,15 @@ class ChannelWriter:
         self.exchange = exchange_name(agent.name)
         self.connection = connect(broker_url, transport_options)
         self.channel = self.connection.default_channel
+        self._templates: dict[str, codec.Template] = {}
+        self._group = GroupCommit(self._commit, max_items=GROUP_MAX_PUTS, max_weight=GROUP_MAX_BYTES)
 
-    def message(self, channel: str, batch: Batch) -> codec.ChannelMessage:
-        return codec.encode(self.app, self.channel, self.exchange, channel, batch)
+    def template(self, channel: str) -> codec.Template:
+        """The template of the messages into ``channel`` (built once; a race builds the same one twice)."""
+        found = self._templates.get(channel)
+        if found is None:
+            found = self._templates[channel] = codec.template(self.app, self.channel, self.exchange, channel)
+        return found
 
     def limits(self, channel: str) -> tuple[int, int, int]:
         """(capacity, transactionCapacity, body byte limit or 0) of a channel of the agent, or of its dead-letter
@@ -67,21 +78,24 @@ class ChannelWriter:
             if byte_limit and sum(sizes) > byte_limit:
                 raise BatchTooLarge(f"{sum(sizes)} bytes of event bodies for channel '{name}' exceed its byte "
                                     f"capacity ({byte_limit})")
-            out.append(PutTarget(name, queue_name(self.agent.name, name), capacity, len(batch),
-                                 [self.message(name, part) for part in parts], byte_limit, sizes))
+            out.append(PutTarget(name, queue_name(self.agent.name, name), capacity, len(batch), self.template(name),
+                                 [codec.encode(part) for part in parts], byte_limit, sizes))
         return out
 
     def put(self, batches: dict[str, Batch], message_events: int = 0) -> None:
         """All of ``batches`` (channel -> batch) or nothing; raises ChannelFullError or BatchTooLarge, or
         NotReplicated when a durable channel's put is not confirmed by enough replicas.  A batch goes as channel
-        messages of at most the channel's transactionCapacity events, and at most ``message_events`` if given."""
+        messages of at most the channel's transactionCapacity events, and at most ``message_events`` if given.
+        Returns once the put is committed (with other callers' puts, maybe: see the class docstring)."""
         batches = {name: batch for name, batch in batches.items() if len(batch)}
         if batches:
             durable = any(self.agent.channels[name].cls.durable for name in batches if name in self.agent.channels)
-            self.channel.put_transaction(self.exchange, self.targets(batches, message_events),
-                                         replicas=self.replicas if durable else 0,
-                                         replica_timeout_ms=self.replica_timeout_ms)
+            targets = self.targets(batches, message_events)
+            weight = sum(len(m.data) for t in targets for m in t.messages)
+            self._group.submit(Transaction(targets, self.replicas if durable else 0), weight)
 
+    def _commit(self, transactions: list[Transaction]) -> list[Exception | None]:
+        return self.channel.put_transactions(self.exchange, transactions, replica_timeout_ms=self.replica_timeout_ms)
 
     def close(self) -> None:
         self.connection.release()

@@ -6,11 +6,18 @@ Keyspace (names from :mod:`core.keys`; kombu's ``global_keyprefix`` goes in fron
   (FIFO);
 * ``<queue>:bell``: a wake-up list; idle consumers block on the bells of their queues (BRPOP) and then FETCH;
   popping a bell never takes a message;
-* ``<namespace><tag>`` (namespace ``flumery.msg:``): a hash per message: ``p`` the kombu/Celery message envelope
-  (JSON, without its body), ``b`` the body (the msgpack-serialized task arguments, raw bytes: no base64, no JSON
-  escaping), ``n`` its events, ``z`` the bytes of its event bodies, ``q`` its queue key, ``s`` and ``y`` the keys
-  of the sizes and bytes hashes it counts in and ``f`` its field there, and ``o`` the consumer holding it while
-  in flight (messages written before ``z`` and ``y`` existed lack them and count no bytes);
+* ``<namespace><tag>`` (namespace ``flumery.msg:``): a hash per message: ``a`` its data (the msgpack of its
+  batch's columns, raw bytes), ``n`` its events, ``z`` the bytes of its event bodies, ``t`` the id of its channel's
+  template, and ``o`` the consumer holding it while in flight.  Everything else is the template's;
+* ``<template namespace><id>`` (``flumery.tpl:``, derived from the message namespace by replacing its last four
+  characters): a hash per channel template (:class:`routing.codec.Template`, content-addressed, written by PUT if
+  missing, never deleted): ``e`` the kombu/Celery envelope (JSON, with the tag and event count left out), ``h``
+  and ``t`` the task body's bytes before and after a message's data, ``q`` the channel's queue key, ``s`` and ``y``
+  the keys of the sizes and bytes hashes it counts in and ``f`` its field there;
+* messages stored by versions before templates hold, instead of ``a`` and ``t``: ``p`` the whole envelope, ``b``
+  the whole task body, and ``q``, ``s``, ``y``, ``f`` themselves (some also lack ``z`` and ``y`` and count no
+  bytes).  Every script still takes, acknowledges, gives back, reclaims and purges them; only PUT writes the new
+  layout;
 * ``flumery.inflight``: a sorted set of taken, unacknowledged tags, scored by the start of their lease;
 * ``<exchange>:sizes`` (``flumery.<agent>:sizes``): a hash of events held per channel (queued plus in flight):
   the channel's fill level;
@@ -27,7 +34,8 @@ The payload is written once (by PUT) and deleted once (by ACK); taking and givin
 script runs atomically inside Redis, which is what makes the channel operations transactions:
 
 * PUT: Flume's put.  Checks every target channel's capacity in events and in body bytes, then stores and queues
-  every message, or does nothing.  One call covers all required channels of a source batch.
+  every message, or does nothing.  One transaction covers all required channels of a source batch; one call
+  commits several callers' transactions (group commit), each on its own.
 * FETCH: Flume's take.  Pops a tag and records it as in flight in the same step, so a consumer killed at any
   instant leaves the message either queued or in flight (from where RECLAIM returns it), never nowhere.
   kombu's own Redis consumer pops with BRPOP and records the message in a second step, and loses it if killed
@@ -42,58 +50,79 @@ script runs atomically inside Redis, which is what makes the channel operations 
 * PURGE: deletes every queued message of a queue and releases what they held.
 """
 
-# KEYS: message namespace, sizes hash, bytes hash, then per target: queue, bell
-# ARGV: n_targets, then per target: field, capacity, byte_capacity (0: no bound), n_events, n_bytes, n_messages,
-#       then per message: tag, events, bytes, envelope, body
-# Returns {} on success, or {field, unit ('events' | 'bytes'), held, capacity} of the first channel without room
-# (nothing written).
+# KEYS: message namespace, sizes hash, bytes hash, then per target of every transaction in order: queue, bell
+# ARGV: n_transactions, then per transaction: n_targets, then per target: field, capacity, byte_capacity (0: no
+#       bound), n_events, n_bytes, n_messages, template id, template envelope, body head, body tail (the template
+#       strings may be "" when an earlier target of the call gave the same template), then per message: tag,
+#       events, bytes, data
+# Returns one result per transaction, in order: {} if it was put, or {field, unit ('events' | 'bytes'), held,
+# capacity} of its first channel without room (nothing of that transaction written; the others are unaffected).
 PUT = """
 local ns, sizes, bytes = KEYS[1], KEYS[2], KEYS[3]
-local n = tonumber(ARGV[1])
-local pos = 2
-local targets = {}
-for i = 1, n do
-  local t = {queue = KEYS[2 + 2 * i], bell = KEYS[3 + 2 * i], field = ARGV[pos], capacity = tonumber(ARGV[pos + 1]),
-             byte_capacity = tonumber(ARGV[pos + 2]), events = ARGV[pos + 3], bytes = ARGV[pos + 4],
-             count = tonumber(ARGV[pos + 5]), first = pos + 6}
-  pos = t.first + 5 * t.count
-  targets[i] = t
-end
-for i = 1, n do
-  local t = targets[i]
-  local size = tonumber(redis.call('HGET', sizes, t.field) or '0')
-  if size + tonumber(t.events) > t.capacity then
-    return {t.field, 'events', size, t.capacity}
-  end
-  if t.byte_capacity > 0 then
-    local held = tonumber(redis.call('HGET', bytes, t.field) or '0')
-    if held + tonumber(t.bytes) > t.byte_capacity then
-      return {t.field, 'bytes', held, t.byte_capacity}
+local tns = string.sub(ns, 1, #ns - 4) .. 'tpl:'
+local pos, key = 2, 4
+local results = {}
+for x = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[pos])
+  pos = pos + 1
+  local targets = {}
+  for i = 1, n do
+    local t = {queue = KEYS[key], bell = KEYS[key + 1], field = ARGV[pos], capacity = tonumber(ARGV[pos + 1]),
+               byte_capacity = tonumber(ARGV[pos + 2]), events = ARGV[pos + 3], bytes = ARGV[pos + 4],
+               count = tonumber(ARGV[pos + 5]), template = ARGV[pos + 6], envelope = ARGV[pos + 7],
+               head = ARGV[pos + 8], tail = ARGV[pos + 9], first = pos + 10}
+    key = key + 2
+    pos = t.first + 4 * t.count
+    targets[i] = t
+    -- templates first: a later transaction of the call may use one given here even if this one has no room
+    local tk = tns .. t.template
+    if t.envelope ~= '' and redis.call('EXISTS', tk) == 0 then
+      redis.call('HSET', tk, 'e', t.envelope, 'h', t.head, 't', t.tail, 'q', t.queue, 's', sizes, 'y', bytes,
+                 'f', t.field)
     end
   end
-end
-for i = 1, n do
-  local t = targets[i]
-  for j = t.first, t.first + 5 * (t.count - 1), 5 do
-    local tag = ARGV[j]
-    redis.call('HSET', ns .. tag, 'p', ARGV[j + 3], 'b', ARGV[j + 4], 'n', ARGV[j + 1], 'z', ARGV[j + 2],
-               'q', t.queue, 's', sizes, 'y', bytes, 'f', t.field)
-    redis.call('LPUSH', t.queue, tag)
+  local full = {}
+  for i = 1, n do
+    local t = targets[i]
+    local size = tonumber(redis.call('HGET', sizes, t.field) or '0')
+    if size + tonumber(t.events) > t.capacity then
+      full = {t.field, 'events', size, t.capacity}
+      break
+    end
+    if t.byte_capacity > 0 then
+      local held = tonumber(redis.call('HGET', bytes, t.field) or '0')
+      if held + tonumber(t.bytes) > t.byte_capacity then
+        full = {t.field, 'bytes', held, t.byte_capacity}
+        break
+      end
+    end
   end
-  redis.call('HINCRBY', sizes, t.field, t.events)
-  redis.call('HINCRBY', bytes, t.field, t.bytes)
-  if redis.call('LLEN', t.bell) == 0 then
-    redis.call('LPUSH', t.bell, '1')
+  if #full == 0 then
+    for i = 1, n do
+      local t = targets[i]
+      for j = t.first, t.first + 4 * (t.count - 1), 4 do
+        local tag = ARGV[j]
+        redis.call('HSET', ns .. tag, 'a', ARGV[j + 3], 'n', ARGV[j + 1], 'z', ARGV[j + 2], 't', t.template)
+        redis.call('LPUSH', t.queue, tag)
+      end
+      redis.call('HINCRBY', sizes, t.field, t.events)
+      redis.call('HINCRBY', bytes, t.field, t.bytes)
+      if redis.call('LLEN', t.bell) == 0 then
+        redis.call('LPUSH', t.bell, '1')
+      end
+    end
   end
+  results[x] = full
 end
-return {}
+return results
 """
 
 # KEYS: message namespace, in-flight set, then per queue: queue, bell
 # ARGV: now, owner, start (rotation of the queue list), max_events
 # Takes the first message of the first non-empty queue, then more of the same queue while their events still fit
 # in max_events (0: just one).  Returns {i, envelope, body, envelope, body, ...} (i: the queue's position in the
-# order given, from 1) or nil.
+# order given, from 1) or nil.  For a compact message, envelope is "\0<template id>\0<tag>\0<events>" and body
+# its data (see :func:`routing.transport.Channel.message`).
 FETCH = """
 local ns, inflight = KEYS[1], KEYS[2]
 local nq = (#KEYS - 2) / 2
@@ -107,14 +136,20 @@ for k = 0, nq - 1 do
     local tag = redis.call('LINDEX', queue, -1)
     if not tag then break end
     local key = ns .. tag
-    local message = redis.call('HMGET', key, 'p', 'b', 'n')
-    if message[1] and #out > 1 and taken + tonumber(message[3]) > budget then break end
+    local message = redis.call('HMGET', key, 'p', 'b', 'n', 't', 'a')
+    local found = message[1] or message[4]
+    if found and #out > 1 and taken + tonumber(message[3]) > budget then break end
     redis.call('RPOP', queue)
-    if message[1] then
+    if found then
       redis.call('HSET', key, 'o', ARGV[2])
       redis.call('ZADD', inflight, ARGV[1], tag)
-      out[#out + 1] = message[1]
-      out[#out + 1] = message[2]
+      if message[1] then
+        out[#out + 1] = message[1]
+        out[#out + 1] = message[2]
+      else
+        out[#out + 1] = '\0' .. message[4] .. '\0' .. tag .. '\0' .. message[3]
+        out[#out + 1] = message[5]
+      end
       taken = taken + tonumber(message[3])
       if taken >= budget then break end
     end
@@ -134,11 +169,16 @@ return nil
 # ARGV: owner, tag...  Acknowledges every listed message this owner holds; returns how many it acknowledged
 # (a message no longer held, because its lease expired and it was given back, is left alone).
 ACK = """
+local tns = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'tpl:'
 local acked = 0
 for i = 2, #ARGV do
   local key = KEYS[1] .. ARGV[i]
-  local info = redis.call('HMGET', key, 'o', 's', 'f', 'n', 'y', 'z')
+  local info = redis.call('HMGET', key, 'o', 's', 'f', 'n', 'y', 'z', 't')
   if info[1] == ARGV[1] and redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
+    if info[7] then
+      local route = redis.call('HMGET', tns .. info[7], 's', 'f', 'y')
+      info[2], info[3], info[5] = route[1], route[2], route[3]
+    end
     redis.call('DEL', key)
     -- 0 - n, not -n: -0 would reach Redis as '-0', which HINCRBY refuses (bodies may all be empty)
     redis.call('HINCRBY', info[2], info[3], 0 - tonumber(info[4]))
@@ -171,9 +211,12 @@ return out
 # ARGV: tag, owner, where ('front' | 'back'), bell suffix.  Returns 1 if given back, 0 if not held by this owner.
 GIVEBACK = """
 local key = KEYS[1] .. ARGV[1]
-local info = redis.call('HMGET', key, 'o', 'q')
+local info = redis.call('HMGET', key, 'o', 'q', 't')
 if info[1] ~= ARGV[2] or redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
   return 0
+end
+if info[3] then
+  info[2] = redis.call('HGET', string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'tpl:' .. info[3], 'q')
 end
 redis.call('HDEL', key, 'o')
 if ARGV[3] == 'front' then
@@ -201,11 +244,16 @@ return renewed
 # KEYS: message namespace, in-flight set
 # ARGV: leases started before this time are expired, limit, bell suffix.  Returns the number of messages given back.
 RECLAIM = """
+local tns = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'tpl:'
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, tag in ipairs(expired) do
   redis.call('ZREM', KEYS[2], tag)
   local key = KEYS[1] .. tag
-  local queue = redis.call('HGET', key, 'q')
+  local info = redis.call('HMGET', key, 'q', 't')
+  local queue = info[1]
+  if info[2] then
+    queue = redis.call('HGET', tns .. info[2], 'q')
+  end
   if queue then
     redis.call('HDEL', key, 'o')
     redis.call('RPUSH', queue, tag)
@@ -221,10 +269,15 @@ return #expired
 # KEYS: message namespace, queue
 # Deletes every queued message of the queue and releases their events and bytes.  Returns the count.
 PURGE = """
+local tns = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'tpl:'
 local tags = redis.call('LRANGE', KEYS[2], 0, -1)
 for _, tag in ipairs(tags) do
   local key = KEYS[1] .. tag
-  local info = redis.call('HMGET', key, 's', 'f', 'n', 'y', 'z')
+  local info = redis.call('HMGET', key, 's', 'f', 'n', 'y', 'z', 't')
+  if info[6] then
+    local route = redis.call('HMGET', tns .. info[6], 's', 'f', 'y')
+    info[1], info[2], info[4] = route[1], route[2], route[3]
+  end
   if info[1] then
     redis.call('HINCRBY', info[1], info[2], 0 - tonumber(info[3]))   -- 0 - n: see ACK
   end

@@ -6,12 +6,15 @@ They write like a TEXT file_roll sink (one file per worker process, fsynced) so 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import RejectedEvents
 from core.options import opt, positive
 from workers.sinks.base import Sink
+from workers.sinks.file_roll import FileRollSink
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,34 @@ class KeyedFileSink(_FileSink):
     def write(self, batch) -> None:
         ids = list(batch.ids) if batch.ids is not None else [""] * len(batch)
         self.append([i.encode() + b" " + b for i, b in zip(ids, batch.bodies)])
+
+
+class KillAfterWriteFileRoll(FileRollSink):
+    """A real ``file_roll`` sink whose worker process kills itself (SIGKILL) right after a write returned, before
+    the runner acknowledges the batch, whenever the file ``<sink.directory>.kill`` exists (removed first, so one
+    kill per file): the window in which an at-least-once sink writes a batch twice, hit every time instead of by
+    chance."""
+
+    def write(self, batch) -> None:
+        super().write(batch)
+        trigger = Path(f"{self.config.directory}.kill")
+        try:
+            trigger.unlink()
+        except FileNotFoundError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class SlowConfig(FaultConfig):
+    delay_ms: int = opt("delayMs", 300, check=positive)
+
+
+class SlowSink(_FileSink):
+    """Takes ``delayMs`` to write each batch, like a store that answers slowly."""
+
+    Config = SlowConfig
+
+    def write(self, batch) -> None:
+        time.sleep(self.config.delay_ms / 1000)
+        self.append(batch.bodies)

@@ -20,9 +20,10 @@ MASTER_NAME = "mymaster"
 class SentinelDeployment:
     """``replicas`` replicas: with two, the master promoted after a failover still has one to confirm writes."""
 
-    def __init__(self, tmp: Path, down_after_ms: int = 1000, replicas: int = 1):
+    def __init__(self, tmp: Path, down_after_ms: int = 1000, replicas: int = 1, appendfsync: str = "always"):
         self.tmp = tmp
         self.replicas = replicas
+        self.appendfsync = appendfsync
         self.down_after_ms = down_after_ms
         self.processes: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
@@ -40,7 +41,7 @@ class SentinelDeployment:
         return self
 
     def _server(self, name: str, *extra: str) -> None:
-        server = RedisServer(self.tmp / name, "always", args=extra).start(timeout_s=30)
+        server = RedisServer(self.tmp / name, self.appendfsync, args=extra).start(timeout_s=30)
         self.ports[name] = server.port
         self.processes[name] = server.process
 

@@ -66,21 +66,21 @@ class SinkRunner:
                 self.started_sinks.discard(sink)
                 self.metrics.group("SINK", sink.name).stopped()
 
-    def write(self, batch: Batch, should_stop, retry_max_s: float) -> None:
+    def write(self, batch: Batch, should_stop, retry_max_s: float):
+        """Write ``batch`` (see the module's contract).  Returns the sink that wrote it (for a batch written in
+        parts, the one that wrote the last part), or None if every event went to the dead-letter channel."""
         attempt = 0
         while True:
             try:
                 self.start()
                 sink = self.processor.write(batch)
             except RejectedEvents as rejected:
-                self._reject(batch, rejected, attempt + 1)
-                return
+                return self._reject(batch, rejected, attempt + 1)
             except Exception as exc:
                 attempt += 1
                 self._count_all(names.EVENT_WRITE_FAIL)
                 if self.max_attempts and attempt >= self.max_attempts:
-                    self._give_up(batch, exc, attempt, should_stop, retry_max_s)
-                    return
+                    return self._give_up(batch, exc, attempt, should_stop, retry_max_s)
                 delay = min(retry_max_s, FIRST_DELAY_S * 2 ** attempt)
                 log.warning("sink %s: write of %d events failed (attempt %d): %s; retrying in %.1fs",
                             self.unit, len(batch), attempt, exc, delay)
@@ -88,32 +88,34 @@ class SinkRunner:
                     raise Requeue(f"stopping while sink {self.unit} is failing") from exc
                 continue
             self._count_written(sink, len(batch))
-            return
+            return sink
 
-    def _give_up(self, batch: Batch, exc: Exception, attempt: int, should_stop, retry_max_s: float) -> None:
+    def _give_up(self, batch: Batch, exc: Exception, attempt: int, should_stop, retry_max_s: float):
         if len(batch) > 1:
             half = len(batch) // 2
             log.warning("sink %s: %d events failed %d times (%s); writing them in halves to isolate the events "
                         "that fail", self.unit, len(batch), attempt, exc)
-            self.write(batch[:half], should_stop, retry_max_s)
-            self.write(batch[half:], should_stop, retry_max_s)
-            return
+            first = self.write(batch[:half], should_stop, retry_max_s)
+            return self.write(batch[half:], should_stop, retry_max_s) or first
         reason = f"{type(exc).__name__}: {exc}"
         log.error("sink %s: event %s failed %d times and goes to the dead-letter channel: %s",
                   self.unit, next(iter(batch)).id, attempt, reason)
         self.dead_letter(list(batch), [reason], attempt)
         self._count_all(names.EVENT_DEAD_LETTER)
+        return None
 
-    def _reject(self, batch: Batch, rejected: RejectedEvents, attempts: int) -> None:
+    def _reject(self, batch: Batch, rejected: RejectedEvents, attempts: int):
         events = list(batch)
         dead = sorted(i for i in rejected.reasons if 0 <= i < len(events))
         log.error("sink %s: the store rejected %d of %d events; they go to the dead-letter channel (%s)",
                   self.unit, len(dead), len(events), rejected)
         self.dead_letter([events[i] for i in dead], [rejected.reasons[i] for i in dead], attempts)
         sink = self.processor.sinks[0] if len(self.processor.sinks) == 1 else None
-        if sink is not None:
-            self._count_written(sink, len(events) - len(dead))
-            self.metrics.group("SINK", sink.name).add(names.EVENT_DEAD_LETTER, len(dead))
+        if sink is None:
+            return None
+        self._count_written(sink, len(events) - len(dead))
+        self.metrics.group("SINK", sink.name).add(names.EVENT_DEAD_LETTER, len(dead))
+        return sink if len(dead) < len(events) else None
 
     def _count_written(self, sink, n: int) -> None:
         counters = self.metrics.group("SINK", sink.name)

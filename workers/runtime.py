@@ -145,7 +145,7 @@ class WorkerRuntime:
         self.writer = ChannelWriter(app, self.config, url, settings.transport_options(),
                                     settings.replicas_for_durable_puts(), settings.replica_timeout_ms)
         self.metrics = MetricsStore(redis_client(url, settings.transport_options()), self.config.name,
-                                    key_prefix=settings.key_prefix).start()
+                                    key_prefix=settings.redis_key_prefix()).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
         # Takes the next batch while the sink writes the current one (see _drain).
         self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flumery-take-ahead")
@@ -190,24 +190,28 @@ class WorkerRuntime:
         if runners is None:
             raise Requeue(f"this worker serves no sink of channel '{channel}'")
         runner = next(runners)
+        started = time.monotonic()
         extras: list[str] = []                    # tags of the messages of the batch beyond the task's own
         self.housekeeper.hold([tag])
         try:
             self._gather(channel, runner.batch_size, batch, extras)
-            self._write(runner, channel, batch, extras)           # Requeue: nothing written, the task goes back
+            sink = self._write(runner, channel, batch, extras)    # Requeue: nothing written, the task goes back
             if len(batch) < runner.batch_size:
                 self.channel.ack_tag(*extras)
+                # the task's own message is acknowledged by Celery right after we return
+                self._observe(sink, started)
                 return {"events": len(batch), "messages": 1 + len(extras)}
-            events, messages = self._drain(runner, channel, extras)
+            events, messages = self._drain(runner, channel, extras, (sink, started))
             return {"events": len(batch) + events, "messages": 1 + len(extras) + messages}
         finally:
             # Whatever happened, this task renews none of these leases any more (a message given back and taken by
             # another worker must expire if that worker dies).
             self.housekeeper.release([tag, *extras])
 
-    def _drain(self, runner: SinkRunner, channel: str, written: list[str]) -> tuple[int, int]:
+    def _drain(self, runner: SinkRunner, channel: str, written: list[str], timing: tuple) -> tuple[int, int]:
         """Go on taking and writing ``channel`` while its batches come full, for up to :data:`DRAIN_MAX_S`,
-        without a Celery delivery per batch.  ``written``: tags of a batch written and not yet acknowledged.
+        without a Celery delivery per batch.  ``written``: tags of a batch written and not yet acknowledged;
+        ``timing``: (the sink that wrote it, when it was taken), for the latency histogram.
 
         While this thread writes batch N (and waits for its fsync), another acknowledges batch N-1, written
         before, and takes batch N+1, in one call (:meth:`~routing.transport.Channel.ack_and_fetch`): the broker's
@@ -219,22 +223,25 @@ class WorkerRuntime:
         events = messages = 0
         done, tags = written, []        # tags of the batch written last (not acknowledged), of the batch in hand
         try:
+            taken_at = time.monotonic()
             _, taken = self.channel.ack_and_fetch(queue, done, size)
             self.housekeeper.release(done)
+            self._observe(*timing)      # the batch of the task's own message (which Celery acknowledges)
             done = []
             batch, tags = self._combine(channel, taken)
             while batch is not None:
                 ahead = None
                 if len(batch) >= size and not self.should_stop() and time.monotonic() < deadline:
+                    next_taken_at = time.monotonic()
                     ahead = self._ahead.submit(self.channel.ack_and_fetch, queue, done, size)
                 try:
-                    self._write(runner, channel, batch, tags)      # on Requeue it gave ``tags`` back
+                    sink = self._write(runner, channel, batch, tags)      # on Requeue it gave ``tags`` back
                 except Requeue:
                     self.housekeeper.release(tags)
                     tags = []
                     if ahead is not None:
                         _, taken = ahead.result()         # it acknowledged ``done``
-                        self.housekeeper.release(done)
+                        self._acknowledged(done, timing)
                         done = []
                         for extra in self._combine(channel, taken)[1]:
                             self.channel.give_back(extra, front=True)
@@ -244,26 +251,42 @@ class WorkerRuntime:
                 if ahead is None:
                     break
                 _, taken = ahead.result()
-                self.housekeeper.release(done)
-                done, (batch, tags) = tags, self._combine(channel, taken)
+                self._acknowledged(done, timing)
+                done, timing = tags, (sink, taken_at)
+                taken_at, (batch, tags) = next_taken_at, self._combine(channel, taken)
             self.channel.ack_tag(*done, *tags)
-            self.housekeeper.release([*done, *tags])
+            self._acknowledged(done, timing)
+            if tags:
+                self._acknowledged(tags, (sink, taken_at))
             done = tags = []
             return events, messages
         finally:
             self.housekeeper.release([*done, *tags])
 
-    def _write(self, runner: SinkRunner, channel: str, batch: Batch, extras: list[str]) -> None:
-        """Write ``batch``; on Requeue (stopping while the store fails) give ``extras`` back first."""
+    def _acknowledged(self, tags: list[str], timing: tuple) -> None:
+        """``tags`` (one batch) were acknowledged: their leases need no renewing; the batch's time from take to
+        acknowledgement goes into its sink's latency histogram."""
+        if tags:
+            self.housekeeper.release(tags)
+            self._observe(*timing)
+
+    def _observe(self, sink, started: float) -> None:
+        if sink is not None:        # None: every event of the batch went to the dead-letter channel
+            self.metrics.group("SINK", sink.name).observe_batch(time.monotonic() - started)
+
+    def _write(self, runner: SinkRunner, channel: str, batch: Batch, extras: list[str]):
+        """Write ``batch``; on Requeue (stopping while the store fails) give ``extras`` back first.  Returns the
+        sink that wrote it (see :meth:`SinkRunner.write`)."""
         channel_counters = self.metrics.group("CHANNEL", channel)
         channel_counters.add(EVENT_TAKE_ATTEMPT, len(batch))
         try:
-            runner.write(batch, self.should_stop, self.settings.sink_retry_max_s)
+            sink = runner.write(batch, self.should_stop, self.settings.sink_retry_max_s)
         except Requeue:
             for extra in extras:
                 self.channel.give_back(extra, front=True)
             raise
         channel_counters.add(EVENT_TAKE_SUCCESS, len(batch))
+        return sink
 
     def _gather(self, channel: str, wanted: int, batch: Batch, extras: list) -> None:
         """Take more of ``channel`` (in one transaction) until ``batch`` holds ``wanted`` events."""

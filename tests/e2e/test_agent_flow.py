@@ -11,8 +11,10 @@ from contextlib import ExitStack
 
 from agents import AgentProcess, port_open, read_lines, wait_until
 from helpers import ReportingThread
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.broker import free_port
+from core.counters import BATCH_SECONDS_BUCKETS
 
 
 def post(port: int, events: list[dict], timeout_s: float = 10) -> int:
@@ -216,6 +218,66 @@ a1.sinks.k1.channel = c1
             assert b'flumery_event_drain_success_total{agent="a1",component="k1",type="SINK"} 300.0' in text
             assert b'flumery_channel_size{agent="a1",component="c1",type="CHANNEL"} 0.0' in text
             assert b'flumery_sink_worker_restarts_total{agent="a1",unit="k1"} 0.0' in text
+
+
+def scrape(port: int) -> dict:
+    """``/prometheus`` parsed by prometheus_client's own parser: family name -> family."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/prometheus", timeout=5) as response:
+        return {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+
+
+def test_prometheus_has_each_sinks_batch_latency_histogram(tmp_path, redis_server):
+    """k1 takes 300 ms per batch (tests.fault_sinks:SlowSink); k2 is a file_roll sink on a replicated channel.
+    The histogram's count is the number of batches each sink wrote, its buckets are cumulative, and k1's batches
+    all fall above 0.25 s."""
+    out1, out2, port = tmp_path / "out1", tmp_path / "out2", free_port()
+    with AgentProcess(tmp_path, f"""
+a1.sources = r1
+a1.channels = c1 c2
+a1.sinks = k1 k2
+a1.sources.r1.type = seq
+a1.sources.r1.totalEvents = 1000
+a1.sources.r1.batchSize = 100
+a1.sources.r1.channels = c1 c2
+a1.channels.c1.type = file
+a1.channels.c2.type = file
+a1.sinks.k1.type = tests.fault_sinks:SlowSink
+a1.sinks.k1.directory = {out1}
+a1.sinks.k1.batchSize = 100
+a1.sinks.k1.delayMs = 300
+a1.sinks.k1.channel = c1
+a1.sinks.k2.type = file_roll
+a1.sinks.k2.sink.directory = {out2}
+a1.sinks.k2.channel = c2
+""", broker_url=redis_server.url, extra=["--metrics-port", str(port)]):
+        wait_until(lambda: len(read_lines(out1)) >= 1000 and len(read_lines(out2)) >= 1000, 90,
+                   what="1000 events through each sink")
+
+        def drained(sink):
+            families = scrape(port)
+            written = families["flumery_event_drain_success"].samples
+            if not any(s.labels["component"] == sink and s.value == 1000 for s in written):
+                return None
+            return families
+
+        for sink in ("k1", "k2"):
+            families = wait_until(lambda sink=sink: drained(sink), 30, what=f"{sink}'s counters")
+            batches = sum(s.value for s in families["flumery_batch_complete"].samples
+                          + families["flumery_batch_underflow"].samples if s.labels["component"] == sink)
+            latency = families["flumery_sink_batch_seconds"]
+            assert latency.type == "histogram"
+            samples = [s for s in latency.samples if s.labels["component"] == sink]
+            assert all(s.labels["agent"] == "a1" for s in samples)
+            buckets = [(float(s.labels["le"]), s.value) for s in samples if s.name.endswith("_bucket")]
+            count = next(s.value for s in samples if s.name.endswith("_count"))
+            total = next(s.value for s in samples if s.name.endswith("_sum"))
+            assert batches >= 1 and count == batches
+            counts = [n for _, n in buckets]
+            assert counts == sorted(counts) and buckets[-1] == (float("inf"), count)       # cumulative
+            assert [le for le, _ in buckets][:-1] == list(BATCH_SECONDS_BUCKETS)
+            if sink == "k1":
+                assert dict(buckets)[0.25] == 0 and total >= 0.3 * count
+            assert total > 0
 
 
 def test_invalid_file_is_refused_with_every_error(tmp_path):

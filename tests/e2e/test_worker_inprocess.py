@@ -7,21 +7,20 @@ Redis: each test starts from an empty channel, an empty dead-letter channel and 
 """
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
+import msgpack
 import pytest
 from agents import drained, read_lines, wait_until
 from celery import signals
 from conftest import flow
-from kombu.serialization import dumps as serialize
+from legacy_messages import put_whole
 
 from app.celery_app import create_app
 from core.config import load_agent
 from core.event import Batch
 from core.settings import Settings
 from routing import codec, deadletter
-from routing.codec import EVENTS_HEADER, TASK_NAME
 from routing.processor import ChannelWriter
 from routing.transport import PutTarget, read_sizes
 
@@ -61,8 +60,8 @@ def flow_under_test(celery_session_app, celery_session_worker, inprocess_setting
     out = Path(inprocess_settings.data_dir) / "out"
     writer = ChannelWriter(celery_session_app, load_agent(inprocess_settings.conf_file, "a1"), redis_session.url,
                            inprocess_settings.transport_options())
+    writer.channel._purge(deadletter.dead_queue("a1"))       # (nothing takes dead letters: they would stay)
     wait_until(lambda: drained(redis_session), 30, what="the channels of the test before to be empty")
-    writer.channel._purge(deadletter.dead_queue("a1"))
     for part in (sorted(out.iterdir()) if out.is_dir() else []):
         part.write_bytes(b"")                 # the sink appends (O_APPEND): it goes on from the new end
     yield celery_session_app, writer, out
@@ -78,15 +77,16 @@ def test_task_writes_batches_and_gathers_small_messages(flow_under_test, redis_s
     wait_until(lambda: read_sizes(redis_session.client(), "flumery.a1").get("c1") == 0, 10, what="empty channel")
 
 
-def test_undecodable_message_goes_to_the_dead_letter_channel(flow_under_test, redis_session):
+@pytest.mark.parametrize("layout", ["compact", "whole (before compact messages)"])
+def test_undecodable_message_goes_to_the_dead_letter_channel(flow_under_test, redis_session, layout):
     app, writer, out = flow_under_test
-    task_id = str(uuid.uuid4())
-    task = app.amqp.as_task_v2(task_id, TASK_NAME, args=("c1", "not a list of bodies", None, None))
-    _, _, body = serialize(task.body, serializer="msgpack")
-    envelope = writer.channel.make_message({**task.headers, EVENTS_HEADER: 1}, task.properties,
-                                           "flumery.a1", "c1", task_id)
-    writer.channel.put_transaction("flumery.a1", [PutTarget("c1", "flumery.a1.c1", 1000, 1,
-                                                            [(task_id, 1, envelope, body)])])
+    if layout == "compact":
+        data = b"".join(msgpack.packb(v) for v in ("not a list of bodies", None, None))
+        task_id = codec.new_tag()
+        writer.channel.put_transaction("flumery.a1", [PutTarget("c1", "flumery.a1.c1", 1000, 1, writer.template("c1"),
+                                                                [codec.ChannelMessage(task_id, 1, data)])])
+    else:
+        task_id = put_whole(redis_session.client(), writer, "c1", ("c1", "not a list of bodies", None, None), 1)
     writer.put({"c1": Batch([b"fine"])})                      # the events behind it are not blocked
     wait_until(lambda: read_lines(out) == [b"fine"], 30, what="the event behind the bad message")
     sizes = wait_until(lambda: (lambda s: s if s.get(deadletter.DEAD_CHANNEL) == 1 else None)(
@@ -96,3 +96,18 @@ def test_undecodable_message_goes_to_the_dead_letter_channel(flow_under_test, re
     [dead] = list(codec.decode_stored(message)[1])
     assert dead.id == task_id and b"not a list of bodies" in dead.body
     assert "undecodable channel message" in dead.headers[deadletter.REASON]
+
+
+def test_a_backlog_stored_before_compact_messages_is_served_after_the_upgrade(flow_under_test, redis_session):
+    """Messages in the earlier layout (the whole envelope in each) and compact ones in the same channel: the worker
+    serves both, in order, and releases their events and bytes."""
+    app, writer, out = flow_under_test
+    client = redis_session.client()
+    put_whole(client, writer, "c1", ("c1", [b"old1", b"old2"], None, ["o-1", "o-2"]), 2, 8)
+    writer.put({"c1": Batch([b"new1"])})
+    put_whole(client, writer, "c1", ("c1", [b"old3"], [{"h": "v"}], None), 1, 4)
+    wait_until(lambda: len(read_lines(out)) >= 4, 30, what="4 events")
+    assert read_lines(out) == [b"old1", b"old2", b"new1", b"old3"]
+    wait_until(lambda: read_sizes(client, "flumery.a1").get("c1") == 0, 10, what="empty channel")
+    assert int(client.hget("flumery.a1:bytes", "c1")) == 0
+    assert client.keys("flumery.msg:*") == []

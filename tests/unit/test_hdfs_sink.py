@@ -18,8 +18,8 @@ from core.registries import SINKS
 from workers.sinks.base import SinkContext
 from workers.sinks.hdfs.filesystems import FileSystems, LocalFileSystem
 from workers.sinks.hdfs.formats import FileFormat
-from workers.sinks.hdfs.journal import Journal
 from workers.sinks.hdfs.writer import BucketWriter, Naming
+from workers.sinks.journal import Journal
 
 GROUPS = json.loads(VECTORS.read_text())
 HdfsSink = SINKS.resolve("hdfs")
@@ -235,6 +235,16 @@ def test_kill_between_write_and_ack_leaves_no_duplicate_and_no_in_use_file(tmp_p
     assert sorted(out.values()) == [b"a\nb\n", b"c\n"]
     assert not any(p.endswith(".tmp") for p in out)
     assert not list((tmp_path / "data" / "hdfs-journal" / "k1").iterdir()), "a clean stop leaves no journal"
+
+
+def test_a_message_gathered_twice_into_one_batch_is_written_once(tmp_path):
+    sink = make(tmp_path, **{"hdfs.rollCount": "0"})
+    sink.start()
+    try:
+        sink.write(batch(["a", "b", "a", "b", "c"]))
+    finally:
+        sink.stop()
+    assert list(files(tmp_path).values()) == [b"a\nb\nc\n"]
 
 
 def test_a_torn_append_is_cut_off_when_the_file_is_recovered(tmp_path):

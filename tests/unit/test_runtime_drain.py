@@ -42,6 +42,7 @@ class StandInChannel:
 
 class StandInRunner:
     batch_size = 20
+    name = "k1"             # it stands in for the sink that wrote the batch, too
 
     def __init__(self, channel: StandInChannel, fail_at: int = 0):
         self.channel, self.fail_at, self.writes = channel, fail_at, 0
@@ -52,6 +53,7 @@ class StandInRunner:
             raise Requeue("stopping while the store fails")
         with self.channel.lock:
             self.channel.log.append(("write", tuple(batch.bodies)))
+        return self
 
 
 class Held:
@@ -66,11 +68,17 @@ class Held:
 
 
 class Counters:
+    def __init__(self):
+        self.batches: list[float] = []          # seconds from take to acknowledgement, one per batch
+
     def group(self, *_):
         return self
 
     def add(self, *_):
         pass
+
+    def observe_batch(self, seconds: float) -> None:
+        self.batches.append(seconds)
 
 
 @pytest.fixture
@@ -97,7 +105,7 @@ def written(log) -> list[str]:
 
 def test_every_batch_is_acknowledged_once_and_only_after_its_write(drain):
     rt, runner = drain(9)                    # m0..m8: batches of two messages, the last one of one
-    events, messages = rt._drain(runner, "c1", ["first"])
+    events, messages = rt._drain(runner, "c1", ["first"], (runner, 0.0))
     log = rt.channel.log
     assert (events, messages) == (90, 9)
     assert written(log) == ["m0", "m2", "m4", "m6", "m8"]
@@ -108,17 +116,19 @@ def test_every_batch_is_acknowledged_once_and_only_after_its_write(drain):
         write_at = next(n for n, (kind, b) in enumerate(log) if kind == "write" and b[0].decode() == batch_start)
         ack_at = next(n for n, (kind, tags) in enumerate(log) if kind == "ack" and f"m{i}" in tags)
         assert write_at < ack_at
+    assert len(rt.metrics.batches) == 6              # the first batch and the five drained, each once
     assert rt.housekeeper.tags == {"task"}           # the task releases its own message; nothing else is held
 
 
 def test_a_batch_that_cannot_be_written_goes_back_with_the_one_taken_ahead(drain):
     rt, runner = drain(10, fail_at=2)        # the second batch (m2, m3) fails while m4, m5 were taken ahead
-    events, messages = rt._drain(runner, "c1", ["first"])
+    events, messages = rt._drain(runner, "c1", ["first"], (runner, 0.0))
     log = rt.channel.log
     assert (events, messages) == (20, 2) and written(log) == ["m0"]
     given_back = sorted(tag for kind, tag in log if kind == "give back")
     assert given_back == ["m2", "m3", "m4", "m5"]
     acked = sorted(tag for kind, tags in log if kind == "ack" for tag in tags)
     assert acked == ["first", "m0", "m1"]
+    assert len(rt.metrics.batches) == 2              # the first batch and m0's: a batch not written has none
     assert rt.channel.queue == [f"m{i}" for i in range(6, 10)]
     assert rt.housekeeper.tags == {"task"}

@@ -12,7 +12,7 @@ non-numeric ``timestamp`` header when the path needs the time) are reported with
 Differs from Flume on purpose (better):
 
 * **No duplicates at rest.**  Every append is journalled before it is made (file, offsets, event ids:
-  :mod:`workers.sinks.hdfs.journal`).  An event of a redelivered batch that the journal knows is at rest is not
+  :mod:`workers.sinks.journal`).  An event of a redelivered batch that the journal knows is at rest is not
   written again, so a worker killed between its write and its acknowledgement leaves each event once in HDFS.
 * **No stuck in-use files.**  A sink that starts (and before each write) finishes the files that a process of the
   same sink left in use when it died: their complete appends are kept, a torn last append is cut off (HDFS
@@ -36,8 +36,8 @@ from workers.sinks.hdfs import config as hdfs_config
 from workers.sinks.hdfs.config import HdfsConfig
 from workers.sinks.hdfs.filesystems import FileSystems
 from workers.sinks.hdfs.formats import EventError, FileFormat, codec_name, serializer_name
-from workers.sinks.hdfs.journal import Journal, read_records, replay
 from workers.sinks.hdfs.writer import BucketWriter, Naming, OpenFile, close_file, finish_orphan_files, repair_file
+from workers.sinks.journal import Journal, read_records, replay
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,12 @@ class HdfsSink(Sink):
         written."""
         buckets: dict[str, tuple[str, str, list]] = {}
         rejected: dict[int, str] = {}
+        events = list(batch)
+        fresh = self.journal.to_write([event.id for event in events])
+        wanted = None if fresh is None else set(fresh)
         skipped = 0
-        for index, event in enumerate(batch):
-            if event.id and self.journal.at_rest(event.id):
+        for index, event in enumerate(events):
+            if wanted is not None and index not in wanted:
                 skipped += 1
                 continue
             try:
@@ -145,7 +148,7 @@ class HdfsSink(Sink):
             buckets[key][2].append(event)
         if skipped:
             log.info("hdfs sink %s: %d event(s) of this batch are already at rest (written before the batch "
-                     "came back); not writing them again", self.name, skipped)
+                     "came back) or in it twice; not writing them again", self.name, skipped)
         return buckets, rejected
 
     def _writer(self, key: str, directory: str, prefix: str) -> BucketWriter:

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 from core.event import Event
 from workers.sinks.hdfs.filesystems import FileSystems
 from workers.sinks.hdfs.formats import FileFormat
-from workers.sinks.hdfs.journal import FileState, Journal, JournalState
+from workers.sinks.journal import FileState, Journal, JournalState, settle_file
 
 log = logging.getLogger(__name__)
 
@@ -245,24 +245,16 @@ def finish_orphan_files(state: JournalState, files: FileSystems) -> JournalState
 
 def _finish(fs, tmp: str, final: str, tmp_uri: str, file_state: FileState) -> list[list[str]]:
     writes = file_state.writes
-    length = fs.length(tmp)
-    if length is None:
+    complete = settle_file(fs, tmp, f"hdfs: {tmp_uri}", writes)
+    if complete is None:
         done = fs.length(final) if final != tmp else None
         if done is None:
             return []                            # never created, or removed
         return [ids for _, end, ids in writes if end <= done]
-    complete = [(start, end, ids) for start, end, ids in writes if end <= length]
-    keep = max((end for _, end, _ in complete), default=0)
-    if keep < length:
-        log.warning("hdfs: recovering %s: cutting a torn append off (%d bytes back to %d)", tmp_uri, length, keep)
-    if keep == 0:
-        fs.delete(tmp)
-        log.info("hdfs: recovering %s: nothing complete in it, removed", tmp_uri)
+    if not complete:
         return []
-    if keep < length:
-        fs.truncate(tmp, keep)
     if tmp != final:
         final = _rename(fs, tmp, final)
     log.info("hdfs: recovered %s left in use by a process that is gone: renamed to %s (%d appends kept)",
              tmp_uri, final, len(complete))
-    return [ids for _, _, ids in complete]
+    return complete

@@ -1,0 +1,142 @@
+"""Group commit against a real redis-server: several callers' puts in one PUT script call, each put whole or not
+at all on its own, each caller answered with its own outcome (routing.groupcommit, routing.transport)."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from helpers import ReportingThread, wait_until
+
+from app.celery_app import create_app
+from core.config import parse_agent
+from core.errors import ChannelFullError, NotReplicated
+from core.event import Batch
+from core.settings import Settings
+from routing import codec
+from routing.processor import ChannelWriter
+from routing.transport import Transaction, read_sizes
+
+CONF = """
+a1.sources = r1
+a1.channels = c1 c2 m1
+a1.sinks = k1
+a1.sources.r1.type = seq
+a1.sources.r1.channels = c1 c2 m1
+a1.channels.c1.type = file
+a1.channels.c1.capacity = 10
+a1.channels.c1.transactionCapacity = 4
+a1.channels.c2.type = file
+a1.channels.c2.capacity = 1000
+a1.channels.c2.transactionCapacity = 100
+a1.channels.m1.type = memory
+a1.sinks.k1.type = null
+a1.sinks.k1.channel = c1
+a1.sinks.k1.batchSize = 4
+"""
+
+
+@pytest.fixture
+def writer(redis_server):
+    settings = Settings(broker_url=redis_server.url)
+    w = ChannelWriter(create_app(settings), parse_agent(CONF, "a1"), redis_server.url, {})
+    yield w
+    w.close()
+
+
+def batch(n: int, tag: str) -> Batch:
+    return Batch([f"{tag}{i}".encode() for i in range(n)])
+
+
+def bodies_in(redis_server, writer, channel: str) -> list[bytes]:
+    out = []
+    for message in writer.channel.peek(f"flumery.a1.{channel}", 1000):
+        out += codec.decode_stored(message)[1].bodies
+    return out
+
+
+def test_transactions_of_one_call_succeed_or_fail_each_on_their_own(writer, redis_server):
+    """Three callers' puts in one script call; the second does not fit in c1 and is refused whole (nothing of it
+    in c2 either), the first and third are put."""
+    first = writer.targets({"c1": batch(4, "a"), "c2": batch(1, "a")})
+    second = writer.targets({"c2": batch(2, "b"), "c1": batch(7, "b")})
+    third = writer.targets({"c1": batch(6, "c")})
+    results = writer.channel.put_transactions(writer.exchange, [Transaction(first), Transaction(second),
+                                                                Transaction(third)])
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], ChannelFullError) and results[1].channel == "c1"
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 10, "c2": 1}
+    assert bodies_in(redis_server, writer, "c1") == [b"a0", b"a1", b"a2", b"a3", *(f"c{i}".encode() for i in range(6))]
+    assert bodies_in(redis_server, writer, "c2") == [b"a0"]
+
+
+def test_not_replicated_reaches_only_the_puts_that_asked_for_replicas(writer, redis_server):
+    """A master without replicas: WAIT confirms 0.  The durable put gets NotReplicated (it is on the master, but must
+    not be acknowledged); the memory-channel put of the same call, which asks for none, succeeds; a put refused
+    for room reports that, not the replication."""
+    durable = writer.targets({"c2": batch(1, "d")})
+    memory = writer.targets({"m1": batch(1, "m")})
+    too_big = writer.targets({"c1": batch(4, "x"), "c2": batch(1, "x")})
+    writer.channel.put_transaction(writer.exchange, writer.targets({"c1": batch(8, "f")}))
+    results = writer.channel.put_transactions(writer.exchange, [Transaction(durable, replicas=1),
+                                                                Transaction(memory), Transaction(too_big, 1)],
+                                              replica_timeout_ms=50)
+    assert isinstance(results[0], NotReplicated) and "0 of the 1 replica(s)" in str(results[0])
+    assert results[1] is None
+    assert isinstance(results[2], ChannelFullError)
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 8, "c2": 1, "m1": 1}
+
+
+def test_concurrent_writers_are_committed_together_and_answered_each_with_their_own_outcome(writer, redis_server):
+    """The first put is held inside its commit; the puts arriving meanwhile go together in the next call, in
+    arrival order: one of them does not fit (7 events where 2 are left after the ones before it) and only its
+    caller gets ChannelFullError."""
+    calls: list[int] = []
+    release = threading.Event()
+    commit = writer.channel.put_transactions
+
+    def held_commit(exchange, transactions, **kwargs):
+        calls.append(len(transactions))
+        if len(calls) == 1:
+            assert release.wait(30), "the test never released the first commit"
+        return commit(exchange, transactions, **kwargs)
+
+    writer.channel.put_transactions = held_commit
+    outcomes: dict[str, object] = {}
+
+    def put(name: str, n: int) -> None:
+        try:
+            writer.put({"c1": batch(n, name), "c2": batch(1, name)})
+            outcomes[name] = "put"
+        except ChannelFullError as exc:
+            outcomes[name] = exc
+
+    threads = [ReportingThread(target=put, args=("first", 4), name="first")]
+    threads[0].start()
+    wait_until(lambda: calls, 10, what="the first commit")
+    for queued, (name, n) in enumerate((("x", 4), ("y", 4), ("z", 2)), start=1):
+        threads.append(ReportingThread(target=put, args=(name, n), name=name))
+        threads[-1].start()
+        wait_until(lambda q=queued: writer._group.waiting == q, 10, what=f"{name} queued")
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert calls == [1, 3]
+    assert outcomes["first"] == outcomes["x"] == outcomes["z"] == "put"
+    assert isinstance(outcomes["y"], ChannelFullError) and outcomes["y"].channel == "c1"
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 10, "c2": 3}
+    assert sorted(bodies_in(redis_server, writer, "c2")) == [b"first0", b"x0", b"z0"]
+
+
+def test_many_threads_putting_at_once_lose_nothing_and_duplicate_nothing(writer, redis_server):
+    def put(n: int) -> None:
+        for k in range(25):
+            writer.put({"c2": Batch([f"{n}-{k}".encode()])})
+
+    threads = [ReportingThread(target=put, args=(n,), name=f"writer-{n}") for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    expected = sorted(f"{n}-{k}".encode() for n in range(16) for k in range(25))
+    assert sorted(bodies_in(redis_server, writer, "c2")) == expected[:1000]
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c2": 400}
