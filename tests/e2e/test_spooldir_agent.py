@@ -209,16 +209,21 @@ def test_e2e_sigkill_mid_file_then_restart_loses_nothing_and_repeats_at_most_one
     total, batch = 300_000, 100
     data = lines(total)
     drop(spool, "big.log", data)
-    conf = e2e_conf(spool, out, f"batchSize = {batch}", sink_props=("sink.batchSize = 1000",))
+    # No sink runs until the kill, and the channel holds a third of the file: the source stops there, so the kill
+    # lands mid-file however fast the source reads (with sinks draining, it could finish the file between two
+    # looks at its progress).
+    conf = e2e_conf(spool, out, f"batchSize = {batch}", channel="file\na1.channels.c1.capacity = 100000",
+                    sink_props=("sink.batchSize = 1000",))
+    sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
+
+    def progress() -> int:
+        records = metas(spool / ".flumespool") if (spool / ".flumespool").exists() else []
+        return records[0]["offset"] if records else 0
+    wait_until(lambda: progress() > len(data) // 4, 60, interval_s=0.005, what="a quarter of the file read")
+    sources.stop(signal.SIGKILL)
+    killed_at = progress()
+    assert 0 < killed_at < len(data) and (spool / "big.log").exists()
     with AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sinks"):
-        sources = AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources").start()
-        def progress() -> int:
-            records = metas(spool / ".flumespool") if (spool / ".flumespool").exists() else []
-            return records[0]["offset"] if records else 0
-        wait_until(lambda: progress() > len(data) // 4, 60, interval_s=0.005, what="a quarter of the file read")
-        sources.stop(signal.SIGKILL)
-        killed_at = progress()
-        assert 0 < killed_at < len(data) and (spool / "big.log").exists()
         with AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources") as restarted:
             wait_until(lambda: (spool / "big.log.COMPLETED").exists(), 120, what="the file done")
             wait_until(lambda: len(set(read_lines(out))) >= total, 120, what="every line")
