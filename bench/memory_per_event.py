@@ -9,7 +9,9 @@ the same ``BODY`` bytes), and prints:
 
 * Redis ``INFO memory`` ``used_memory`` after minus before, divided by the number of events: what one held event
   costs, keys, lists, hash and allocator overhead included; and the same less the event body's bytes;
-* ``MEMORY USAGE`` of one message's key (``flumery.msg:<tag>``): the message alone.
+* ``MEMORY USAGE`` of the channel's queue list per message, how many message keys (``flumery.msg:<tag>``) there
+  are and, if any, the ``MEMORY USAGE`` of one (since small messages are queued whole in the list there are
+  none; versions before that kept every message in a key of its own).
 
 Every request must be answered 200 and the channel must hold exactly ``--events`` events; the run fails otherwise.
 Runs against any version of Flumery that has the ``http`` source and ``--role``: check out an older commit and run
@@ -111,12 +113,16 @@ def main() -> int:
         held = int(client.hget("flumery.m:sizes", "c1") or 0)
         if held != args.events + 100:
             raise SystemExit(f"the channel holds {held} events, expected {args.events + 100}")
-        tag = client.lindex("flumery.m.c1", 0).decode()
-        one = client.memory_usage(f"flumery.msg:{tag}")
+        messages = client.llen("flumery.m.c1")
+        listed = client.memory_usage("flumery.m.c1", samples=0) / messages
+        keys = sum(1 for _ in client.scan_iter("flumery.msg:*", count=1000))
+        tag = client.lindex("flumery.m.c1", 0)
+        one = client.memory_usage(b"flumery.msg:" + tag) if keys else None
         per_event = (after - before) / args.events
         print(f"{args.events} one-event messages ({len(BODY)}-byte body) in a {args.channel} channel: used_memory "
               f"+{(after - before) / 2 ** 20:.1f} MiB, {per_event:.0f} bytes per event "
-              f"({per_event - len(BODY):.0f} beyond the body); MEMORY USAGE of one message: {one} bytes")
+              f"({per_event - len(BODY):.0f} beyond the body); the queue's list: {listed:.0f} bytes per message; "
+              f"message keys: {keys}" + (f", MEMORY USAGE of one: {one} bytes" if one else ""))
         return 0
     finally:
         agent.send_signal(signal.SIGTERM)

@@ -2,8 +2,12 @@
 
 Keyspace (names from :mod:`core.keys`; kombu's ``global_keyprefix`` goes in front of each in Redis):
 
-* ``<queue>`` (``flumery.<agent>.<channel>``): a list of message tags, pushed on the left, taken from the right
-  (FIFO);
+* ``<queue>`` (``flumery.<agent>.<channel>``): a list of queued messages, pushed on the left, taken from the
+  right (FIFO).  An item is either a message's tag (its hash holds the message) or, for a small message (data of
+  at most :data:`INLINE_MAX_BYTES`), the message itself: a NUL, then its tag, template id, events and bytes, each
+  followed by a NUL, then its data (tags and template ids never hold a NUL; the data comes last, so it may).  A
+  small queued message costs one list item instead of a Redis key and a hash (over 100 bytes less: what a backlog
+  of single events needs); FETCH gives it a hash when it takes it, so messages in flight are all alike;
 * ``<queue>:bell``: a wake-up list; idle consumers block on the bells of their queues (BRPOP) and then FETCH;
   popping a bell never takes a message;
 * ``<namespace><tag>`` (namespace ``flumery.msg:``): a hash per message: ``a`` its data (the msgpack of its
@@ -30,7 +34,8 @@ that only a message knows (its queue, its sizes and bytes hashes) are read from 
 prefixed keys it was given; the bell suffix comes in ``ARGV``.  No script hard-codes a key name.  (On a Redis
 Cluster, the derived keys are only reachable when they share a slot with ``KEYS``: use a hash tag as the prefix.)
 
-The payload is written once (by PUT) and deleted once (by ACK); taking and giving back move only the tag.  Each
+The payload is written once (by PUT; a small one once more by FETCH, into its hash) and deleted once (by ACK or
+PURGE); giving back and reclaiming move only the tag.  Each
 script runs atomically inside Redis, which is what makes the channel operations transactions:
 
 * PUT: Flume's put.  Checks every target channel's capacity in events and in body bytes, then stores and queues
@@ -57,6 +62,20 @@ script runs atomically inside Redis, which is what makes the channel operations 
 #       events, bytes, data
 # Returns one result per transaction, in order: {} if it was put, or {field, unit ('events' | 'bytes'), held,
 # capacity} of its first channel without room (nothing of that transaction written; the others are unaffected).
+INLINE_MAX_BYTES = 1024     # a message whose data is this small is queued whole, in its list item
+
+# Splits a queued small message (see the module docstring) into tag, template id, events, bytes, data.
+UNPACK_INLINE = """
+local function unpack_inline(item)
+  local a = string.find(item, '\0', 2, true)
+  local b = string.find(item, '\0', a + 1, true)
+  local c = string.find(item, '\0', b + 1, true)
+  local d = string.find(item, '\0', c + 1, true)
+  return string.sub(item, 2, a - 1), string.sub(item, a + 1, b - 1), string.sub(item, b + 1, c - 1),
+         string.sub(item, c + 1, d - 1), string.sub(item, d + 1)
+end
+"""
+
 PUT = """
 local ns, sizes, bytes = KEYS[1], KEYS[2], KEYS[3]
 local tns = string.sub(ns, 1, #ns - 4) .. 'tpl:'
@@ -101,9 +120,14 @@ for x = 1, tonumber(ARGV[1]) do
     for i = 1, n do
       local t = targets[i]
       for j = t.first, t.first + 4 * (t.count - 1), 4 do
-        local tag = ARGV[j]
-        redis.call('HSET', ns .. tag, 'a', ARGV[j + 3], 'n', ARGV[j + 1], 'z', ARGV[j + 2], 't', t.template)
-        redis.call('LPUSH', t.queue, tag)
+        local tag, data = ARGV[j], ARGV[j + 3]
+        if #data <= $INLINE_MAX_BYTES then
+          redis.call('LPUSH', t.queue, '\0' .. tag .. '\0' .. t.template .. '\0' .. ARGV[j + 1] .. '\0' ..
+                     ARGV[j + 2] .. '\0' .. data)
+        else
+          redis.call('HSET', ns .. tag, 'a', data, 'n', ARGV[j + 1], 'z', ARGV[j + 2], 't', t.template)
+          redis.call('LPUSH', t.queue, tag)
+        end
       end
       redis.call('HINCRBY', sizes, t.field, t.events)
       redis.call('HINCRBY', bytes, t.field, t.bytes)
@@ -115,7 +139,7 @@ for x = 1, tonumber(ARGV[1]) do
   results[x] = full
 end
 return results
-"""
+""".replace("$INLINE_MAX_BYTES", str(INLINE_MAX_BYTES))
 
 # KEYS: message namespace, in-flight set, then per queue: queue, bell
 # ARGV: now, owner, start (rotation of the queue list), max_events
@@ -123,7 +147,7 @@ return results
 # in max_events (0: just one).  Returns {i, envelope, body, envelope, body, ...} (i: the queue's position in the
 # order given, from 1) or nil.  For a compact message, envelope is "\0<template id>\0<tag>\0<events>" and body
 # its data (see :func:`routing.transport.Channel.message`).
-FETCH = """
+FETCH = UNPACK_INLINE + """
 local ns, inflight = KEYS[1], KEYS[2]
 local nq = (#KEYS - 2) / 2
 local budget = tonumber(ARGV[4])
@@ -133,14 +157,23 @@ for k = 0, nq - 1 do
   local out = {i}
   local taken = 0
   while true do
-    local tag = redis.call('LINDEX', queue, -1)
-    if not tag then break end
-    local key = ns .. tag
-    local message = redis.call('HMGET', key, 'p', 'b', 'n', 't', 'a')
-    local found = message[1] or message[4]
-    if found and #out > 1 and taken + tonumber(message[3]) > budget then break end
+    local item = redis.call('LINDEX', queue, -1)
+    if not item then break end
+    local tag, message, key
+    if string.byte(item, 1) == 0 then
+      -- a small message queued whole: it gets its hash now, like any message in flight
+      local template, events, size, data
+      tag, template, events, size, data = unpack_inline(item)
+      message, key = {false, false, events, template, data}, ns .. tag
+      if #out > 1 and taken + tonumber(events) > budget then break end
+      redis.call('HSET', key, 'a', data, 'n', events, 'z', size, 't', template)
+    else
+      tag, key = item, ns .. item
+      message = redis.call('HMGET', key, 'p', 'b', 'n', 't', 'a')
+      if (message[1] or message[4]) and #out > 1 and taken + tonumber(message[3]) > budget then break end
+    end
     redis.call('RPOP', queue)
-    if found then
+    if message[1] or message[4] then
       redis.call('HSET', key, 'o', ARGV[2])
       redis.call('ZADD', inflight, ARGV[1], tag)
       if message[1] then
@@ -268,12 +301,18 @@ return #expired
 
 # KEYS: message namespace, queue
 # Deletes every queued message of the queue and releases their events and bytes.  Returns the count.
-PURGE = """
+PURGE = UNPACK_INLINE + """
 local tns = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'tpl:'
 local tags = redis.call('LRANGE', KEYS[2], 0, -1)
-for _, tag in ipairs(tags) do
-  local key = KEYS[1] .. tag
-  local info = redis.call('HMGET', key, 's', 'f', 'n', 'y', 'z', 't')
+for _, item in ipairs(tags) do
+  local key, info
+  if string.byte(item, 1) == 0 then
+    local _, template, events, size = unpack_inline(item)
+    info = {false, false, events, false, size, template}
+  else
+    key = KEYS[1] .. item
+    info = redis.call('HMGET', key, 's', 'f', 'n', 'y', 'z', 't')
+  end
   if info[6] then
     local route = redis.call('HMGET', tns .. info[6], 's', 'f', 'y')
     info[1], info[2], info[4] = route[1], route[2], route[3]
@@ -284,7 +323,9 @@ for _, tag in ipairs(tags) do
   if info[4] then
     redis.call('HINCRBY', info[4], info[2], 0 - tonumber(info[5]))
   end
-  redis.call('DEL', key)
+  if key then
+    redis.call('DEL', key)
+  end
 end
 redis.call('DEL', KEYS[2])
 return #tags

@@ -497,14 +497,24 @@ class Channel(kombu_redis.Channel):
     def peek(self, queue: str, limit: int) -> list[dict]:
         """Up to ``limit`` queued messages of ``queue``, oldest first, without taking them."""
         client = self._plain_client()
-        tags = client.lrange(self._key(queue), -limit, -1)[::-1]
+        items = client.lrange(self._key(queue), -limit, -1)[::-1]
         with client.pipeline(transaction=False) as pipe:
-            for tag in tags:
-                pipe.hmget(self._key(message_key(_text(tag))), "p", "b", "t", "n", "a")
-            stored = pipe.execute()
-        return [message_from_redis(p, b) if p is not None else
-                message_from_template(self.template(_text(t)), _text(tag), int(n), a)
-                for tag, (p, b, t, n, a) in zip(tags, stored, strict=True) if p is not None or t is not None]
+            for item in items:
+                if item[:1] != b"\0":          # a small message is queued whole (see routing.scripts)
+                    pipe.hmget(self._key(message_key(_text(item))), "p", "b", "t", "n", "a")
+            stored = iter(pipe.execute())
+        out = []
+        for item in items:
+            if item[:1] == b"\0":
+                _, tag, template, events, _, data = item.split(b"\0", 5)
+                out.append(message_from_template(self.template(_text(template)), _text(tag), int(events), data))
+                continue
+            p, b, t, n, a = next(stored)
+            if p is not None:
+                out.append(message_from_redis(p, b))
+            elif t is not None:         # None: purged since
+                out.append(message_from_template(self.template(_text(t)), _text(item), int(n), a))
+        return out
 
     def stored_message(self, envelope: bytes, body: bytes) -> dict:
         """The kombu message dict of a message FETCH returned (compact, or stored whole by an earlier version)."""

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import msgpack
 import pytest
 from agents import REPO
 from kombu import Connection
@@ -17,7 +18,7 @@ from core.config import load_agent
 from core.event import Batch, Event
 from core.keys import exchange_name
 from core.settings import Settings
-from routing import codec, deadletter
+from routing import codec, deadletter, scripts
 from routing.processor import ChannelWriter
 from routing.transport import Transport, read_bytes, read_sizes
 
@@ -55,19 +56,57 @@ def consumer(redis_server):
     conn.release()
 
 
-def test_a_message_stores_its_tag_events_bytes_and_data_and_the_channel_its_template_once(writer, redis_server):
+def test_a_message_stores_its_tag_events_bytes_and_data_and_the_channel_its_template_once(writer, redis_server,
+                                                                                          consumer):
     client = redis_server.client()
     for n in range(3):
         writer.put({"c1": Batch([f"event {n}".encode()], [{"host": "web1"}])})
-    tags = [t.decode() for t in client.lrange("flumery.a1.c1", 0, -1)]
-    assert len(tags) == 3 and all(len(t) == 16 for t in tags)
-    stored = client.hgetall(f"flumery.msg:{tags[0]}")
-    assert sorted(stored) == [b"a", b"n", b"t", b"z"]
-    assert stored[b"n"] == b"1" and stored[b"z"] == b"7"
+    writer.put({"c1": Batch([b"x" * (scripts.INLINE_MAX_BYTES + 1)])})
+    items = client.lrange("flumery.a1.c1", 0, -1)[::-1]              # oldest first
+    assert len(items) == 4
+    # A small message is queued whole, in its list item, with no key of its own ...
+    small = [item.split(b"\0", 5) for item in items[:3]]
+    assert [(s[0], len(s[1]), s[3], s[4]) for s in small] == [(b"", 16, b"1", b"7")] * 3
+    assert [codec.decode_args(*msgpack_columns(s[5])).bodies for s in small] == [[b"event 0"], [b"event 1"],
+                                                                               [b"event 2"]]
+    # ... a large one by its tag, its data in its hash.
+    large = items[3].decode()
+    assert len(large) == 16 and sorted(client.hgetall(f"flumery.msg:{large}")) == [b"a", b"n", b"t", b"z"]
+    assert client.keys("flumery.msg:*") == [f"flumery.msg:{large}".encode()]
     [template] = client.keys("flumery.tpl:*")
-    assert template == b"flumery.tpl:" + stored[b"t"]
+    assert template == b"flumery.tpl:" + small[0][2] and small[0][2] == small[1][2] == small[2][2]
     assert {k: v for k, v in client.hgetall(template).items() if k in (b"q", b"s", b"y", b"f")} == {
         b"q": b"flumery.a1.c1", b"s": b"flumery.a1:sizes", b"y": b"flumery.a1:bytes", b"f": b"c1"}
+    # Taking a small message gives it a hash, like every message in flight.
+    [taken] = consumer.fetch("flumery.a1.c1")
+    tag = taken["properties"]["delivery_tag"]
+    assert tag == small[0][1].decode() and codec.decode_stored(taken)[1].bodies == [b"event 0"]
+    stored = client.hgetall(f"flumery.msg:{tag}")
+    assert stored[b"n"] == b"1" and stored[b"z"] == b"7" and stored[b"t"] == small[0][2]
+    assert stored[b"o"] == consumer.owner.encode() and client.zscore("flumery.inflight", tag) is not None
+
+
+def msgpack_columns(data: bytes) -> list:
+    """The bodies, headers and ids packed one after the other in a message's data."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    return list(unpacker)
+
+
+def test_small_and_large_messages_are_taken_in_order_given_back_and_purged(writer, consumer, redis_server):
+    client = redis_server.client()
+    sizes = [10, scripts.INLINE_MAX_BYTES + 5, 20, 30]
+    for n, size in enumerate(sizes):
+        writer.put({"c1": Batch([bytes([65 + n]) * size])})
+    taken = consumer.fetch("flumery.a1.c1", max_events=3)
+    assert [codec.decode_stored(m)[1].bodies[0][:1] for m in taken] == [b"A", b"B", b"C"]
+    assert consumer.give_back(taken[2]["properties"]["delivery_tag"])      # C goes back, now by its tag
+    assert consumer.ack_tag(*(m["properties"]["delivery_tag"] for m in taken[:2])) == 2
+    assert [codec.decode_stored(m)[1].bodies[0][:1] for m in consumer.peek("flumery.a1.c1", 10)] == [b"C", b"D"]
+    assert read_sizes(client, "flumery.a1") == {"c1": 2} and read_bytes(client, "flumery.a1") == {"c1": 50}
+    assert consumer.queue_purge("flumery.a1.c1") == 2
+    assert read_sizes(client, "flumery.a1") == {"c1": 0} and read_bytes(client, "flumery.a1") == {"c1": 0}
+    assert client.keys("flumery.msg:*") == [] and client.llen("flumery.a1.c1") == 0
 
 
 def test_a_taken_message_is_the_celery_message_a_publisher_would_have_sent(writer, consumer):

@@ -33,6 +33,7 @@ from pathlib import Path
 from core.event import Batch
 from core.files import fsync_dir, write_all
 from core.options import non_negative, one_of, opt, positive
+from workers.sinks import journal_ids
 from workers.sinks.base import Sink
 from workers.sinks.journal import Journal, read_records, replay, settle_file
 from workers.sinks.local_fs import LocalFileSystem
@@ -92,10 +93,10 @@ class FileRollSink(Sink):
 
     def write(self, batch) -> None:
         self._adopt_orphans()
-        ids = list(batch.ids) if batch.ids is not None else []
+        ids = journal_ids.compact(batch.ids)      # ranges stay ranges: no string per event
         keep = self.journal.to_write(ids) if ids else None
         if keep is not None:
-            batch, ids = self._only(batch, ids, keep)
+            batch, ids = self._only(batch, journal_ids.expand(ids), keep)
             if not ids:
                 return
         data = self.serialize(batch)

@@ -10,7 +10,8 @@ killer); a power cut or kernel crash can then lose the last records, so the last
 leave a torn line, as without a journal, but nothing acknowledged is cut (see :func:`settle_file`).  Records:
 
 * ``open``: a file was created (its in-use and final paths: the same for a sink that writes under the final name);
-* ``write``: *before* an append, the file, the offsets it will span and the ids of its events;
+* ``write``: *before* an append, the file, the offsets it will span and the ids of its events (as parts: strings
+  and ranges, see :mod:`workers.sinks.journal_ids`);
 * ``cut``: a failed append was cut back off its file (its events are not at rest);
 * ``closed``: the file will not be written again (hdfs: renamed to its final name or removed; file_roll: rolled);
 * ``done``: ids this process wrote, kept through a compaction;
@@ -48,6 +49,7 @@ from pathlib import Path
 import msgpack
 
 from core.files import fsync_dir, make_private_dir, write_all
+from workers.sinks.journal_ids import IdIndex, expand
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +161,9 @@ class Journal:
         self.name = f"{os.getpid()}-{time.time_ns()}"
         self.path = self.directory / f"{self.name}.journal"
         self.lock_path = self.directory / f"{self.name}.lock"
-        self.recent: deque[list[str]] = deque()          # ids of this process's last writes
-        self.inherited: deque[list[str]] = deque()       # ids of writes of dead processes taken over
-        self.index: set[str] = set()                     # the ids of both, and of up to ``keep`` writes dropped
+        self.recent: deque[list] = deque()               # ids (parts) of this process's last writes
+        self.inherited: deque[list] = deque()            # ids (parts) of writes of dead processes taken over
+        self.index = IdIndex()                           # the ids of both, and of up to ``keep`` writes dropped
         self.dropped = 0                                 # writes dropped from the windows since the index was made
         self.open_files: dict[str, FileState] = {}
         self.fd: int | None = None
@@ -217,12 +219,13 @@ class Journal:
         self._append({"op": "open", "tmp": tmp, "final": final})
         self.open_files[tmp] = FileState(final)
 
-    def writing(self, tmp: str, start: int, end: int, ids: list[str]) -> None:
-        """Before an append: record it.  Its ids are at rest once :meth:`written` is called."""
+    def writing(self, tmp: str, start: int, end: int, ids: list) -> None:
+        """Before an append: record it (``ids``: journal parts, see :mod:`workers.sinks.journal_ids`; a list of
+        strings is one).  Its ids are at rest once :meth:`written` is called."""
         self._append({"op": "write", "tmp": tmp, "start": start, "end": end, "ids": ids})
         self.open_files[tmp].writes.append((start, end, ids))
 
-    def written(self, ids: list[str]) -> None:
+    def written(self, ids: list) -> None:
         self._remember(self.recent, self.keep, ids)
         self._compact_if_due()
 
@@ -238,35 +241,35 @@ class Journal:
         self.open_files.pop(tmp, None)
         self._compact_if_due()
 
-    def to_write(self, ids: list[str]) -> list[int] | None:
-        """Which events of a batch to write, by position: those whose id is neither at rest nor earlier in the same
-        batch (a message delivered twice, once given back by its lease and once by Celery, can be gathered into one
-        batch twice).  None means all of them: the common case, checked with set operations only.  An empty id
-        (an event without one) is always written."""
-        distinct = set(ids)
-        if len(distinct) == len(ids) and self.index.isdisjoint(distinct):
+    def to_write(self, ids: list) -> list[int] | None:
+        """Which events of a batch to write, by position (``ids``: the batch's ids as journal parts, in order):
+        those whose id is neither at rest nor earlier in the same batch (a message delivered twice, once given
+        back by its lease and once by Celery, can be gathered into one batch twice).  None means all of them: the
+        common case, checked without making a string per id.  An empty id (an event without one) is always
+        written."""
+        if self.index.isdisjoint(ids):
             return None
         seen: set[str] = set()
         keep = []
-        for n, i in enumerate(ids):
-            if i and (i in self.index or i in seen):
+        for n, i in enumerate(expand(ids)):
+            if i and (i in seen or self.index.has(i)):
                 continue
             seen.add(i)
             keep.append(n)
         return keep
 
-    def _remember(self, window: deque, limit: int, ids: list[str]) -> None:
+    def _remember(self, window: deque, limit: int, ids: list) -> None:
         if not ids:
             return
         window.append(ids)
-        self.index.update(ids)
+        self.index.add(ids)
         while len(window) > limit:
             window.popleft()
             self.dropped += 1
-        # The ids of dropped writes leave the index when it is remade, every ``keep`` drops: set operations only
-        # (per-id bookkeeping in Python cost more than the write itself for large batches).
+        # The ids of dropped writes leave the index when it is remade, every ``keep`` drops (per-write bookkeeping
+        # would cost more than the write itself for large batches of string ids).
         if self.dropped >= self.keep:
-            self.index = set().union(*self.inherited, *self.recent)
+            self.index = IdIndex([*self.inherited, *self.recent])
             self.dropped = 0
 
     # -- staying bounded --------------------------------------------------------------------------------------------
