@@ -70,9 +70,11 @@ def post(port: int, first: int, n: int) -> int:
         return r.status
 
 
-def writers_of(out: Path) -> set[str]:
-    """The processes that wrote into a file_roll directory (file names are ``<process id>-<counter>``)."""
-    return {path.name.rsplit("-", 1)[0] for path in out.iterdir()} if out.exists() else set()
+def writers_of(logs: dict[str, Path]) -> set[str]:
+    """The sink worker instances that opened a file in the store, from their own logs.  (File names cannot
+    tell: two processes that start in the same millisecond share a name series, one taking ``-1``, the
+    other ``-2``.)"""
+    return {n for n, log in logs.items() if log.exists() and b"file_roll sink k1: writing " in log.read_bytes()}
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path):
@@ -92,7 +94,7 @@ def test_the_units_run_an_agent_and_two_sink_workers_that_share_the_channel(tmp_
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLUMERY_", "REDIS_", "FLOWER_"))}
     env = {**clean, "FLUMERY_CONF_FILE": str(conf), "FLUMERY_AGENT": "a1", "REDIS_URL": redis_server.url,
            "METRICS_PORT": str(free_port()), "HOME": str(tmp_path / "home")}
-    processes = []
+    processes, logs = [], {n: tmp_path / f"sinks{n}.log" for n in ("1", "2")}
     try:
         argv, agent_env = command("flumery-agent.service", env)
         agent_env["FLUMERY_DATA_DIR"] = str(tmp_path / "data")        # the unit's /var/lib/flumery
@@ -100,20 +102,20 @@ def test_the_units_run_an_agent_and_two_sink_workers_that_share_the_channel(tmp_
                                           stderr=subprocess.STDOUT))
         for n in ("1", "2"):
             argv, worker_env = command("flumery-sinks@.service", env, instance=n)
-            processes.append(subprocess.Popen(argv, env=worker_env, stdout=open(tmp_path / f"sinks{n}.log", "wb"),
+            processes.append(subprocess.Popen(argv, env=worker_env, stdout=open(logs[n], "wb"),
                                               stderr=subprocess.STDOUT))
         wait_until(lambda: port_open(port), 60, what="the agent's http source")
         # A worker that starts a second later than the other may find the channel already drained, so the
         # test keeps sending (3,000 events at least, 60,000 at most) until both workers have written a share.
         sent, deadline = 0, time.monotonic() + 90
-        while sent < 3000 or (len(writers_of(out)) < 2 and sent < 60000 and time.monotonic() < deadline):
+        while sent < 3000 or (len(writers_of(logs)) < 2 and sent < 60000 and time.monotonic() < deadline):
             assert post(port, sent, 20) == 200
             sent += 20
         wanted = {f"e{i}".encode() for i in range(sent)}
         wait_until(lambda: wanted <= set(read_lines(out)), 120, what="every event in the store")
         lines = Counter(read_lines(out))
         assert sum(lines.values()) == sent and set(lines) == wanted, "an event was written twice or is missing"
-        writers = writers_of(out)
+        writers = writers_of(logs)
         names = [Path(f"/proc/{p.pid}/cmdline").read_bytes().split(b"\0") for p in processes[1:]]
         assert [n[n.index(b"--hostname") + 1].split(b".%h")[0] for n in names] == [b"k1@a1.sinks.1", b"k1@a1.sinks.2"]
         assert len(writers) == 2, f"both workers should have written a share of the events: {sorted(writers)}"
