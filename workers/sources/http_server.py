@@ -10,8 +10,11 @@ The application (the source) gives two callables:
 * ``refuse(head) -> Reply | None`` runs on the event loop as soon as a request's head has arrived, before any of
   its body is read: a Reply answers the request at once (and the connection is closed, unless the body was
   already complete in the buffer), None admits it.  It must not block.
-* ``respond(head, body) -> Reply`` runs in a worker thread with the whole body, a :class:`Body` (this is where
-  the put happens).
+* ``respond(requests) -> replies`` runs in a worker thread with requests whose bodies are complete, a list of
+  (head, :class:`Body`), and returns one Reply each, in order (this is where the puts happen).  The requests whose
+  bodies were completed in one turn of the event loop are handed over together, in one call: one thread hand-off
+  (and, for the source, one group of puts) for all of them, instead of one each.  A body larger than
+  ``GROUP_BODY_BYTES`` is handed over alone, so that parsing it does not hold up the small ones.
 
 Limits (:class:`Limits`):
 
@@ -52,6 +55,7 @@ READ_CHUNK = 64 * 1024            # also the stream buffer: a connection holds a
 SHUTDOWN_GRACE_S = 5.0         # requests already running get this long to answer when the source stops
 LINGER_S = 2.0                 # reading and dropping the rest of a refused request before closing
 ACCEPT_RETRY_S = 0.1           # after accept() failed (no file descriptor left): try again this much later
+GROUP_BODY_BYTES = 64 * 1024   # larger bodies are handed to ``respond`` alone
 
 
 class Head(NamedTuple):
@@ -141,7 +145,8 @@ class HttpServer:
     """Serves one listening socket: :meth:`open`, then :meth:`serve` in a thread until :meth:`close`."""
 
     def __init__(self, name: str, limits: Limits, refuse: Callable[[Head], Reply | None],
-                 respond: Callable[[Head, Body], Reply], ssl_context: ssl.SSLContext | None = None):
+                 respond: Callable[[list[tuple[Head, Body]]], list[Reply]],
+                 ssl_context: ssl.SSLContext | None = None):
         self.name = name
         self.limits = limits
         self.refuse = refuse
@@ -153,6 +158,7 @@ class HttpServer:
         self.closing = False
         self._stopped: asyncio.Event | None = None
         self._connections: set[Connection] = set()
+        self._gathered: list[tuple[Head, Body, asyncio.Future]] = []   # requests to hand over at the next turn
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def open(self, host: str, port: int) -> int:
@@ -230,6 +236,28 @@ class HttpServer:
             self._connections.add(connection)
             connection.task = asyncio.create_task(connection.run())
             connection.task.add_done_callback(lambda _, c=connection: self._ended(c, slots))
+
+    # -- handing requests to the worker threads --------------------------------------------------------------
+    def respond_later(self, head: Head, body: Body, size: int) -> asyncio.Future:
+        """The future Reply to a request whose body is complete: gathered with those completed in the same turn
+        of the event loop, all handed to ``respond`` in one worker thread at the next turn."""
+        future = self.loop.create_future()
+        if size > GROUP_BODY_BYTES:
+            self._hand_over([(head, body, future)])
+            return future
+        if not self._gathered:
+            self.loop.call_soon(self._hand_over_gathered)
+        self._gathered.append((head, body, future))
+        return future
+
+    def _hand_over_gathered(self) -> None:
+        group, self._gathered = self._gathered, []
+        self._hand_over(group)
+
+    def _hand_over(self, group: list[tuple[Head, Body, asyncio.Future]]) -> None:
+        done = self.loop.run_in_executor(self.pool, self.respond, [(head, body) for head, body, _ in group])
+        futures = [f for _, _, f in group]
+        done.add_done_callback(lambda _: _settle(futures, done))
 
     def _ended(self, connection: "Connection", slots: asyncio.Semaphore) -> None:
         self._connections.discard(connection)
@@ -353,9 +381,9 @@ class Connection:
             body = await self._read_body()
             if isinstance(body, Reply):
                 return body
-            handed = Body(body)
+            handed, size_read = Body(body), len(body)
             del body                  # memory: the worker takes the only reference, and drops it once parsed
-            return await self.loop.run_in_executor(self.server.pool, self.server.respond, head, handed)
+            return await self.server.respond_later(head, handed, size_read)
         finally:
             self.server.budget.release(size)
 
@@ -430,6 +458,20 @@ class Connection:
                     pass
         except (TimeoutError, OSError):
             pass
+
+
+def _settle(futures: list[asyncio.Future], done: asyncio.Future) -> None:
+    """Give each request of a group handed over its Reply (or the exception ``respond`` raised: a bug, answered
+    500); a request whose connection was cancelled meanwhile is skipped."""
+    error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+    replies = done.result() if error is None else [None] * len(futures)
+    for future, reply in zip(futures, replies, strict=True):
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(reply)
+        else:
+            future.set_exception(error)
 
 
 _KNOWN_STATUS = frozenset(s.value for s in HTTPStatus)
