@@ -443,8 +443,9 @@ class Connection:
             # No request head to answer (it timed out half-sent): h11 has nothing to pair a response with.
             out = _plain_response(reply.status, phrase, headers, body)
         self.writer.write(out)
-        async with asyncio.timeout(self.limits.request_timeout_s):
-            await self.writer.drain()
+        if self.writer.transport.get_write_buffer_size():   # most answers are sent at once: no timer to set
+            async with asyncio.timeout(self.limits.request_timeout_s):
+                await self.writer.drain()
 
     async def _linger(self) -> None:
         """Before closing a connection whose request was not read to its end: stop sending, and read and drop
