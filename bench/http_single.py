@@ -11,10 +11,10 @@ measures:
    small JSON event; prints p50 / p99 / max in milliseconds;
 2. for each count in ``--clients``: that many keep-alive clients (threads, ``http.client``) posting one event per
    request for ``--seconds``; prints requests/s, the latency p50 / p99 of those requests, how many answers
-   were not 200, and the CPU time per request of the agent process (all its threads), of the embedded Redis and
-   of the sink worker; with ``--load wrk`` the clients are wrk's (a C load generator, one thread, ``wrk``
-   installed: ``apt-get install wrk``) instead of this process's Python threads, which on a small machine take
-   as much CPU as the agent;
+   were not 200, and the CPU time per request of the agent process (all its threads), of the embedded Redis, of
+   the sink worker and of the clients; with ``--load wrk`` the clients are wrk's (a C load generator, one thread;
+   ``apt-get install wrk``) instead of this process's Python threads, which on a small machine take about half
+   as much CPU as the agent, and hold each other up on the GIL;
 3. delivery: waits until the sink has drained every event acknowledged (the agent's ``EventDrainSuccessCount``
    equals the requests answered 200) and prints how long that took after the last request;
 4. memory (with ``--large-mb N``): the agent process's resident memory before, and its high-water mark after,
@@ -32,6 +32,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -221,6 +222,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def clients_cpu_seconds() -> float:
+    """CPU time of the clients: this process's (its client threads; the rest of it idles meanwhile) and that of
+    its ended children (wrk)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def processes(agent: int) -> dict[str, int]:
     """The agent and its children (the embedded redis-server, the sink worker) by role: name -> pid."""
     with open(f"/proc/{agent}/task/{agent}/children") as children:
@@ -270,13 +278,15 @@ def main() -> int:
         pids = processes(agent.pid)
         for clients in (int(c) for c in args.clients.split(",")):
             cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu["load generator"] = load_generator_cpu = clients_cpu_seconds()
             if args.load == "wrk":
                 ok, other, p50, p99 = throughput_wrk(port, clients, args.seconds, work)
             else:
                 ok, other, took = throughput(port, clients, args.seconds)
                 p50, p99 = statistics.median(took), percentile(took, 0.99)
-            per_request = ", ".join(f"{name} {1000 * (cpu_seconds(pid) - cpu[name]) / max(1, ok + other):.3f}"
-                                    for name, pid in pids.items())
+            used = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+            used["load generator"] = clients_cpu_seconds() - load_generator_cpu
+            per_request = ", ".join(f"{name} {1000 * seconds / max(1, ok + other):.3f}" for name, seconds in used.items())
             acked, bad = acked + ok, bad + other
             print(f"{args.channel} channel, {clients} keep-alive {args.load} clients, {args.seconds:.0f} s: "
                   f"{ok / args.seconds:.0f} requests/s, p50 {1000 * p50:.2f} ms, p99 {1000 * p99:.2f} ms "
