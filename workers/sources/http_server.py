@@ -36,6 +36,7 @@ can never be taken for the next request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -428,20 +429,15 @@ class Connection:
         return self.h11.their_state is h11.DONE
 
     async def _send(self, reply: Reply, keep: bool) -> None:
-        body = (reply.reason + "\n").encode("utf-8", "replace")
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-                   *reply.headers]
-        if not keep:
-            headers.append(("Connection", "close"))
-        phrase = HTTPStatus(reply.status).phrase if reply.status in _KNOWN_STATUS else ""
+        answer = _answer(reply, keep)
         try:
-            out = self.h11.send(h11.Response(status_code=reply.status, headers=headers, reason=phrase))
+            out = self.h11.send(answer.response)
             if self.method != "HEAD":
-                out += self.h11.send(h11.Data(data=body))
-            out += self.h11.send(h11.EndOfMessage())
+                out += self.h11.send(answer.body)
+            out += self.h11.send(_END)
         except h11.LocalProtocolError:
             # No request head to answer (it timed out half-sent): h11 has nothing to pair a response with.
-            out = _plain_response(reply.status, phrase, headers, body)
+            out = _plain_response(reply.status, answer.phrase, answer.headers, answer.body.data)
         self.writer.write(out)
         if self.writer.transport.get_write_buffer_size():   # most answers are sent at once: no timer to set
             async with asyncio.timeout(self.limits.request_timeout_s):
@@ -459,6 +455,30 @@ class Connection:
                     pass
         except (TimeoutError, OSError):
             pass
+
+
+class _Answer(NamedTuple):
+    response: h11.Response
+    body: h11.Data
+    headers: list[tuple[str, str]]
+    phrase: str
+
+
+_END = h11.EndOfMessage()
+
+
+@functools.lru_cache(maxsize=64)
+def _answer(reply: Reply, keep: bool) -> _Answer:
+    """The h11 events of an answer, built once per distinct reply: h11 validates every header of a new Response,
+    about 7 us of CPU for the same "200 OK" every time (~4 % of the agent's CPU per one-event request).  h11's
+    events are immutable, so one can be sent on every connection."""
+    body = (reply.reason + "\n").encode("utf-8", "replace")
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *reply.headers]
+    if not keep:
+        headers.append(("Connection", "close"))
+    phrase = HTTPStatus(reply.status).phrase if reply.status in _KNOWN_STATUS else ""
+    return _Answer(h11.Response(status_code=reply.status, headers=headers, reason=phrase), h11.Data(data=body),
+                   headers, phrase)
 
 
 def _settle(futures: list[asyncio.Future], done: asyncio.Future) -> None:
