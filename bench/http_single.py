@@ -176,6 +176,11 @@ def metrics(metrics_port: int) -> dict:
         return json.load(response)
 
 
+def accepted_requests(metrics_port: int) -> int:
+    """The http source's AppendBatchAcceptedCount: the requests it answered 200."""
+    return int(metrics(metrics_port)["SOURCE.r1"]["AppendBatchAcceptedCount"])
+
+
 def drained(metrics_port: int) -> int:
     """The null sink's EventDrainSuccessCount, from the agent's monitoring JSON."""
     return int(metrics(metrics_port)["SINK.k1"]["EventDrainSuccessCount"])
@@ -293,8 +298,12 @@ def main() -> int:
                   f"({ok} answered 200, {other} other); CPU ms per request: {per_request}")
         if args.load == "wrk":
             # wrk drops the requests in flight when its time is up: the agent may have put (and answered) up to
-            # one per connection more than wrk counted.  The agent's own count of accepted requests is checked.
-            accepted = int(metrics(metrics_port)["SOURCE.r1"]["AppendBatchAcceptedCount"])
+            # one per connection more than wrk counted.  The agent's own count of accepted requests is checked,
+            # once those requests are done (the count unchanged for half a second).
+            accepted, last = accepted_requests(metrics_port), -1
+            while accepted != last:
+                time.sleep(0.5)
+                accepted, last = accepted_requests(metrics_port), accepted
             if not acked <= accepted <= acked + sum(int(c) for c in args.clients.split(",")):
                 raise SystemExit(f"the agent accepted {accepted} requests, wrk counted {acked} answered 200")
             acked = accepted

@@ -460,7 +460,7 @@ class Connection:
 class _Answer(NamedTuple):
     response: h11.Response
     body: h11.Data
-    headers: list[tuple[str, str]]
+    headers: tuple[tuple[str, str], ...]
     phrase: str
 
 
@@ -473,18 +473,21 @@ def _answer(reply: Reply, keep: bool) -> _Answer:
     about 7 us of CPU for the same "200 OK" every time (~4 % of the agent's CPU per one-event request).  h11's
     events are immutable, so one can be sent on every connection."""
     body = (reply.reason + "\n").encode("utf-8", "replace")
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *reply.headers]
-    if not keep:
-        headers.append(("Connection", "close"))
+    headers = (("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *reply.headers,
+               *((("Connection", "close"),) if not keep else ()))
     phrase = HTTPStatus(reply.status).phrase if reply.status in _KNOWN_STATUS else ""
-    return _Answer(h11.Response(status_code=reply.status, headers=headers, reason=phrase), h11.Data(data=body),
-                   headers, phrase)
+    return _Answer(h11.Response(status_code=reply.status, headers=list(headers), reason=phrase),
+                   h11.Data(data=body), headers, phrase)
 
 
 def _settle(futures: list[asyncio.Future], done: asyncio.Future) -> None:
     """Give each request of a group handed over its Reply (or the exception ``respond`` raised: a bug, answered
     500); a request whose connection was cancelled meanwhile is skipped."""
-    error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+    if done.cancelled():
+        for future in futures:
+            future.cancel()
+        return
+    error = done.exception()
     replies = done.result() if error is None else [None] * len(futures)
     for future, reply in zip(futures, replies, strict=True):
         if future.done():
@@ -498,6 +501,6 @@ def _settle(futures: list[asyncio.Future], done: asyncio.Future) -> None:
 _KNOWN_STATUS = frozenset(s.value for s in HTTPStatus)
 
 
-def _plain_response(status: int, phrase: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+def _plain_response(status: int, phrase: str, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
     lines = [f"HTTP/1.1 {status} {phrase}"] + [f"{k}: {v}" for k, v in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
