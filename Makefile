@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install hadoop-deps browser-deps run test test-fast chaos bench bench-avro docs lint clean rpc-peer-deps
+.PHONY: install hadoop-deps browser-deps run test test-fast chaos bench bench-avro bench-http docs lint clean rpc-peer-deps
 
 install: $(STAMP)
 
@@ -109,6 +109,17 @@ endif
 # Events/s over one avro hop (tier-1 -> collector -> null sink), beside the Java peer client -> Java peer server.
 bench-avro: install rpc-peer-deps
 	$(BIN)/python bench/avro_hop.py
+
+# The HTTP source, one event per request (README, "Throughput"), its clients driven by wrk, a C load generator:
+# Python clients on a 2-core machine take as much CPU as the agent they measure.  Debian's wrk is installed here
+# when run as root; `make test` does not need it.  HTTP_BENCH_ARGS is passed on, e.g. HTTP_BENCH_ARGS='--clients 16'.
+bench-http: install
+	@command -v wrk >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing wrk for the HTTP benchmark's clients (apt-get install wrk)"; \
+			apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; \
+		else echo "the HTTP benchmark needs wrk (apt-get install -y wrk, as root)"; exit 1; fi; }
+	$(BIN)/python bench/http_single.py --load wrk $(HTTP_BENCH_ARGS)
 
 docs: install
 	$(BIN)/python -m app.reference --write

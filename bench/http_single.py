@@ -2,7 +2,7 @@
 """Benchmark: the HTTP source's latency and request rate, one event per request.
 
     python bench/http_single.py [--channel file] [--clients 1,16,64] [--seconds 10] [--latency-requests 2000]
-                                [--large-mb 60] [--work DIR]
+                                [--load python|wrk] [--large-mb 60] [--work DIR]
 
 Starts its own agent (embedded Redis, ``http`` source -> ``file`` (or ``memory``) channel -> ``null`` sink) and
 measures:
@@ -11,7 +11,10 @@ measures:
    small JSON event; prints p50 / p99 / max in milliseconds;
 2. for each count in ``--clients``: that many keep-alive clients (threads, ``http.client``) posting one event per
    request for ``--seconds``; prints requests/s, the latency p50 / p99 of those requests, how many answers
-   were not 200, and the agent process's CPU time per request (all its threads; the embedded Redis apart);
+   were not 200, and the CPU time per request of the agent process (all its threads), of the embedded Redis, of
+   the sink worker and of the clients; with ``--load wrk`` the clients are wrk's (a C load generator, one thread;
+   ``apt-get install wrk``) instead of this process's Python threads, which on a small machine take about half
+   as much CPU as the agent, and hold each other up on the GIL;
 3. delivery: waits until the sink has drained every event acknowledged (the agent's ``EventDrainSuccessCount``
    equals the requests answered 200) and prints how long that took after the last request;
 4. memory (with ``--large-mb N``): the agent process's resident memory before, and its high-water mark after,
@@ -20,8 +23,8 @@ measures:
 Every request must be answered 200 (the channel is large and drained by the null sink) and every acknowledged
 event delivered; the run fails otherwise.  With the ``file`` channel the embedded broker fsyncs every put
 (``appendfsync always``) before the answer.
-The clients run in this process, so on a 2-core machine they compete with the agent for CPU: compare figures
-taken on the same machine with the same command, not across machines.
+The clients (this process's threads, or wrk) run on the same machine, so on a 2-core machine they compete with
+the agent for CPU: compare figures taken on the same machine with the same command, not across machines.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ import argparse
 import http.client
 import json
 import os
+import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -139,10 +144,46 @@ def throughput(port: int, clients: int, seconds: float) -> tuple[int, int, list[
     return sum(done), sum(bad), [t for one in times for t in one]
 
 
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = [==[{body}]==]
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("result %d %d %d %d\\n", summary.requests, e.status,
+                         e.connect + e.read + e.write + e.timeout, latency:percentile(50)))
+  io.write(string.format("p99 %d\\n", latency:percentile(99)))
+end
+"""
+
+
+def throughput_wrk(port: int, clients: int, seconds: float, work: Path) -> tuple[int, int, float, float]:
+    """(answered 200, other answers, p50 and p99 latency in seconds) of ``clients`` wrk connections.  Socket
+    errors (a connection reset, a timeout) fail the run, as a failed client does."""
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT.format(body=BODY.decode()))
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{round(seconds)}s", "--timeout", "30s", "-s", str(script),
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+    fields = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith(("result ", "p99 ")))
+    requests, not_2xx, socket_errors, p50_us = map(int, fields["result"].split())
+    if socket_errors:
+        raise SystemExit(f"wrk: {socket_errors} socket errors\n{out}")
+    return requests - not_2xx, not_2xx, p50_us / 1e6, int(fields["p99"]) / 1e6
+
+
+def metrics(metrics_port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        return json.load(response)
+
+
+def accepted_requests(metrics_port: int) -> int:
+    """The http source's AppendBatchAcceptedCount: the requests it answered 200."""
+    return int(metrics(metrics_port)["SOURCE.r1"]["AppendBatchAcceptedCount"])
+
+
 def drained(metrics_port: int) -> int:
     """The null sink's EventDrainSuccessCount, from the agent's monitoring JSON."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
-        return int(json.load(response)["SINK.k1"]["EventDrainSuccessCount"])
+    return int(metrics(metrics_port)["SINK.k1"]["EventDrainSuccessCount"])
 
 
 def wait_delivered(metrics_port: int, expected: int, timeout_s: float = 120) -> float:
@@ -186,6 +227,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def clients_cpu_seconds() -> float:
+    """CPU time of the clients: this process's (its client threads; the rest of it idles meanwhile) and that of
+    its ended children (wrk)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def processes(agent: int) -> dict[str, int]:
+    """The agent and its children (the embedded redis-server, the sink worker) by role: name -> pid."""
+    with open(f"/proc/{agent}/task/{agent}/children") as children:
+        pids = [int(p) for p in children.read().split()]
+    found = {"agent": agent}
+    for pid in pids:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            found["Redis" if b"redis-server" in cmdline.read() else "sink worker"] = pid
+    return found
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -197,9 +256,13 @@ def main() -> int:
     parser.add_argument("--channel", choices=("file", "memory"), default="file")
     parser.add_argument("--clients", default="1,16,64", help="comma-separated client counts, one run each")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--load", choices=("python", "wrk"), default="python",
+                        help="the clients: this process's threads (http.client), or wrk (a C load generator)")
     parser.add_argument("--large-mb", type=int, default=0, help="also measure one request of this many MB")
     parser.add_argument("--work", type=Path, default=None, help="work directory (default: a temporary one)")
     args = parser.parse_args()
+    if args.load == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("--load wrk: wrk is not installed (apt-get install wrk)")
     work = args.work or Path(tempfile.mkdtemp(prefix="flumery-http-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     port, metrics_port = free_port(), free_port()
@@ -217,15 +280,33 @@ def main() -> int:
               f"p50 {1000 * statistics.median(times):.2f} ms, p99 {1000 * percentile(times, 0.99):.2f} ms, "
               f"max {1000 * max(times):.2f} ms")
         acked, bad = 50 + len(times), 0
+        pids = processes(agent.pid)
         for clients in (int(c) for c in args.clients.split(",")):
-            cpu = cpu_seconds(agent.pid)
-            ok, other, took = throughput(port, clients, args.seconds)
-            cpu = cpu_seconds(agent.pid) - cpu
+            cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu["load generator"] = load_generator_cpu = clients_cpu_seconds()
+            if args.load == "wrk":
+                ok, other, p50, p99 = throughput_wrk(port, clients, args.seconds, work)
+            else:
+                ok, other, took = throughput(port, clients, args.seconds)
+                p50, p99 = statistics.median(took), percentile(took, 0.99)
+            used = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+            used["load generator"] = clients_cpu_seconds() - load_generator_cpu
+            per_request = ", ".join(f"{name} {1000 * seconds / max(1, ok + other):.3f}" for name, seconds in used.items())
             acked, bad = acked + ok, bad + other
-            print(f"{args.channel} channel, {clients} keep-alive clients, {args.seconds:.0f} s: "
-                  f"{ok / args.seconds:.0f} requests/s, p50 {1000 * statistics.median(took):.2f} ms, "
-                  f"p99 {1000 * percentile(took, 0.99):.2f} ms ({ok} answered 200, {other} other); agent CPU "
-                  f"{1000 * cpu / max(1, ok + other):.2f} ms per request")
+            print(f"{args.channel} channel, {clients} keep-alive {args.load} clients, {args.seconds:.0f} s: "
+                  f"{ok / args.seconds:.0f} requests/s, p50 {1000 * p50:.2f} ms, p99 {1000 * p99:.2f} ms "
+                  f"({ok} answered 200, {other} other); CPU ms per request: {per_request}")
+        if args.load == "wrk":
+            # wrk drops the requests in flight when its time is up: the agent may have put (and answered) up to
+            # one per connection more than wrk counted.  The agent's own count of accepted requests is checked,
+            # once those requests are done (the count unchanged for half a second).
+            accepted, last = accepted_requests(metrics_port), -1
+            while accepted != last:
+                time.sleep(0.5)
+                accepted, last = accepted_requests(metrics_port), accepted
+            if not acked <= accepted <= acked + sum(int(c) for c in args.clients.split(",")):
+                raise SystemExit(f"the agent accepted {accepted} requests, wrk counted {acked} answered 200")
+            acked = accepted
         waited = wait_delivered(metrics_port, acked)
         print(f"delivered: all {acked} acknowledged events drained by the sink ({waited:.1f} s after the last)")
         if args.large_mb:

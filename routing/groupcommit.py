@@ -53,19 +53,31 @@ class GroupCommit:
 
     def submit(self, item, weight: int = 0):
         """Commit ``item`` (in a group with others, maybe); return its result, or raise its error."""
-        request = _Request(item, weight)
-        with self._lock:
-            self._waiting.append(request)
-            leading = not self._busy
-            self._busy = True
-        if not leading:
-            request.ready.wait()
-            leading = not request.done          # handed the lead: its request is first in the queue
-        if leading:
-            self._lead()
+        [request] = self._run([_Request(item, weight)])
         if request.error is not None:
             raise request.error
         return request.result
+
+    def submit_many(self, items: Sequence[tuple[object, int]]) -> list:
+        """Commit each (item, weight) of ``items`` as :meth:`submit` does, one caller's requests that arrived
+        together (in one call when they fit in a group); returns, per item, its result or its error (the exception
+        instance, not raised)."""
+        requests = self._run([_Request(item, weight) for item, weight in items])
+        return [r.result if r.error is None else r.error for r in requests]
+
+    def _run(self, requests: list[_Request]) -> list[_Request]:
+        if not requests:
+            return requests
+        with self._lock:
+            self._waiting.extend(requests)
+            if not self._busy:
+                self._busy = True
+                requests[0].ready.set()         # no leader: lead, starting with our first request
+        for request in requests:
+            request.ready.wait()
+            if not request.done:                # handed the lead: this request is first in the queue
+                self._lead()
+        return requests
 
     def _take_group(self) -> list[_Request]:
         with self._lock:

@@ -87,12 +87,39 @@ class ChannelWriter:
         NotReplicated when a durable channel's put is not confirmed by enough replicas.  A batch goes as channel
         messages of at most the channel's transactionCapacity events, and at most ``message_events`` if given.
         Returns once the put is committed (with other callers' puts, maybe: see the class docstring)."""
+        transaction = self._transaction(batches, message_events)
+        if transaction is not None:
+            self._group.submit(*transaction)
+
+    def put_many(self, puts: list[dict[str, Batch]], message_events: int = 0) -> list[Exception | None]:
+        """:meth:`put` of each of ``puts``, each its own transaction, committed together (one round trip when they
+        fit in one group): returns, per put, None once it is committed, or the exception :meth:`put` would raise."""
+        outcomes: list[Exception | None] = [None] * len(puts)
+        pending, transactions = [], []
+        for i, batches in enumerate(puts):
+            try:
+                transaction = self._transaction(batches, message_events)
+            except Exception as exc:         # BatchTooLarge (or a bug): this put's own outcome
+                outcomes[i] = exc
+                continue
+            if transaction is not None:
+                pending.append(i)
+                transactions.append(transaction)
+        for i, result in zip(pending, self._group.submit_many(transactions)):
+            if isinstance(result, BaseException):
+                outcomes[i] = result
+        return outcomes
+
+    def _transaction(self, batches: dict[str, Batch], message_events: int) -> tuple[Transaction, int] | None:
+        """The put transaction of ``batches`` and its weight in bytes, None if they hold no event; raises
+        BatchTooLarge."""
         batches = {name: batch for name, batch in batches.items() if len(batch)}
-        if batches:
-            durable = any(self.agent.channels[name].cls.durable for name in batches if name in self.agent.channels)
-            targets = self.targets(batches, message_events)
-            weight = sum(len(m.data) for t in targets for m in t.messages)
-            self._group.submit(Transaction(targets, self.replicas if durable else 0), weight)
+        if not batches:
+            return None
+        durable = any(self.agent.channels[name].cls.durable for name in batches if name in self.agent.channels)
+        targets = self.targets(batches, message_events)
+        weight = sum(len(m.data) for t in targets for m in t.messages)
+        return Transaction(targets, self.replicas if durable else 0), weight
 
     def _commit(self, transactions: list[Transaction]) -> list[Exception | None]:
         return self.channel.put_transactions(self.exchange, transactions, replica_timeout_ms=self.replica_timeout_ms)
@@ -157,6 +184,33 @@ class ChannelProcessor:
             self._count_put(names.REPLICA_WAIT_FAIL, required)
             raise
         self._count_put(names.EVENT_PUT_SUCCESS, required)
+        self._put_optional(optional, message_events)
+
+    def process_many(self, batches: list[Batch], message_events: int = 0) -> list[Exception | None]:
+        """:meth:`process` of each of ``batches`` (e.g. HTTP requests that arrived together), each its own
+        transaction with its own outcome, their puts committed together: returns, per batch, None once it is in
+        every required channel, or the exception :meth:`process` would raise (nothing of that batch was put)."""
+        outcomes: list[Exception | None] = [None] * len(batches)
+        routed = {}
+        for i, batch in enumerate(batches):
+            try:
+                routed[i] = self.route(batch.with_fresh_ids())
+            except Exception as exc:          # an interceptor's failure is its own batch's
+                outcomes[i] = exc
+        for required, _ in routed.values():
+            self._count_put(names.EVENT_PUT_ATTEMPT, required)
+        errors = self.writer.put_many([required for required, _ in routed.values()], message_events)
+        for (i, (required, optional)), error in zip(routed.items(), errors):
+            if error is not None:
+                if isinstance(error, NotReplicated):
+                    self._count_put(names.REPLICA_WAIT_FAIL, required)
+                outcomes[i] = error
+                continue
+            self._count_put(names.EVENT_PUT_SUCCESS, required)
+            self._put_optional(optional, message_events)
+        return outcomes
+
+    def _put_optional(self, optional: dict[str, Batch], message_events: int) -> None:
         for name, part in optional.items():
             self._count_put(names.EVENT_PUT_ATTEMPT, {name: part})
             try:

@@ -9,7 +9,7 @@ from helpers import ReportingThread, wait_until
 
 from app.celery_app import create_app
 from core.config import parse_agent
-from core.errors import ChannelFullError, NotReplicated
+from core.errors import BatchTooLarge, ChannelFullError, NotReplicated
 from core.event import Batch
 from core.settings import Settings
 from routing import codec
@@ -140,3 +140,23 @@ def test_many_threads_putting_at_once_lose_nothing_and_duplicate_nothing(writer,
     expected = sorted(f"{n}-{k}".encode() for n in range(16) for k in range(25))
     assert sorted(bodies_in(redis_server, writer, "c2")) == expected[:1000]
     assert read_sizes(redis_server.client(), "flumery.a1") == {"c2": 400}
+
+
+def test_put_many_commits_one_callers_puts_in_one_call_each_with_its_own_outcome(writer, redis_server):
+    """HTTP requests that arrived together: one script call for all, and each put's own outcome: one does not fit
+    (ChannelFullError), one exceeds the channel's capacity (BatchTooLarge, never sent), the others are put."""
+    calls: list[int] = []
+    commit = writer.channel.put_transactions
+
+    def counted_commit(exchange, transactions, **kwargs):
+        calls.append(len(transactions))
+        return commit(exchange, transactions, **kwargs)
+
+    writer.channel.put_transactions = counted_commit
+    outcomes = writer.put_many([{"c1": batch(2, "a")}, {"c1": batch(9, "b"), "c2": batch(1, "b")},
+                                {"c1": batch(11, "c")}, {"c2": batch(3, "d")}, {}, {"c1": batch(8, "e")}])
+    assert calls == [4]                                   # the too large one and the empty one are not sent
+    assert outcomes[0] is None and outcomes[3] is None and outcomes[4] is None and outcomes[5] is None
+    assert isinstance(outcomes[1], ChannelFullError) and isinstance(outcomes[2], BatchTooLarge)
+    assert bodies_in(redis_server, writer, "c1") == [b"a0", b"a1", *(f"e{i}".encode() for i in range(8))]
+    assert bodies_in(redis_server, writer, "c2") == [b"d0", b"d1", b"d2"]

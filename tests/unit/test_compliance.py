@@ -77,6 +77,11 @@ class Recorder:
         with self.lock:
             self.batches.append(batch)
 
+    def process_many(self, batches: list[Batch]) -> list[None]:
+        for batch in batches:
+            self.process(batch)
+        return [None] * len(batches)
+
     def put_limits(self) -> tuple[int, int]:
         return 100, 0
 

@@ -125,3 +125,34 @@ def test_every_caller_is_answered_under_concurrency(callers):
         t.join(60)
     assert sorted(committed) == sorted(results) and len(committed) == 200 * callers
     assert all(results[key] == f"ok {key}" for key in results)
+
+
+def test_submit_many_commits_one_callers_requests_together_each_with_its_own_outcome():
+    gate = Gate()
+    gate.release.set()
+    group = GroupCommit(gate)
+    outcomes = group.submit_many([(1, 0), (("fail", 2), 0), (3, 0)])
+    assert gate.calls == [[1, ("fail", 2), 3]]                      # one call for the three
+    assert outcomes[0] == "put 1" and outcomes[2] == "put 3"
+    assert isinstance(outcomes[1], ValueError) and str(outcomes[1]) == "no room for 2"
+    assert group.submit_many([]) == [] and len(gate.calls) == 1
+
+
+def test_submit_many_beyond_a_group_takes_several_calls_and_queues_behind_other_callers():
+    """Queued behind another caller's commit, 10 requests of one caller with groups of 4: three more calls, in
+    order, every request answered; and a caller arriving after them is committed after them."""
+    gate = Gate()
+    group = GroupCommit(gate, max_items=4)
+    first, _ = start_callers(group, [0])
+    wait_until(lambda: gate.calls, 10, what="the first commit")
+    outcomes: list = []
+    many = ReportingThread(target=lambda: outcomes.extend(group.submit_many([(i, 0) for i in range(1, 11)])))
+    many.start()
+    wait_until(lambda: group.waiting == 10, 10, what="ten requests queued")
+    last, last_results = start_callers(group, [11])
+    wait_until(lambda: group.waiting == 11, 10, what="the last caller queued")
+    gate.release.set()
+    for t in first + [many] + last:
+        t.join(30)
+    assert gate.calls == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11]]
+    assert outcomes == [f"put {i}" for i in range(1, 11)] and last_results == {11: "put 11"}

@@ -214,6 +214,17 @@ class FakeProcessor:
         self.batches.append(list(events))
         return len(events)
 
+    def process_many(self, batches) -> list[Exception | None]:
+        outcomes = []
+        for batch in batches:
+            try:
+                self.process(batch)
+            except Exception as exc:      # each request's own outcome, as ChannelProcessor.process_many gives it
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
+
 
 def make_source(error: Exception | None = None, **props: str) -> tuple[HttpSource, FakeProcessor, FakeCounters]:
     config, errors, _ = options.build(HttpSource.Config, {"port": "0", "bind": "127.0.0.1", **props},

@@ -298,3 +298,39 @@ def test_unknown_method_is_501(serve):
     client = Client(source.port).send(b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert client.response()[0] == 501
     client.close()
+
+
+# --- requests handed to the worker threads together -------------------------------------------------------------
+
+def test_requests_completed_in_one_turn_are_handed_over_together_each_with_its_own_answer(serve, monkeypatch):
+    """The event loop is held while eight clients send their requests (one of them bad, one larger than
+    GROUP_BODY_BYTES): the seven small ones reach ``respond`` in one call, the large one alone, and each client
+    gets its own answer."""
+    from workers.sources import http_server
+    monkeypatch.setattr(http_server, "GROUP_BODY_BYTES", 100)
+    source, processor, _ = serve()
+    calls: list[int] = []
+    respond = source.server.respond
+
+    def recorded(requests):
+        calls.append(len(requests))
+        return respond(requests)
+
+    source.server.respond = recorded
+    clients = [Client(source.port) for _ in range(8)]
+    for client in clients:                                  # connections open, each past its first request
+        assert client.send(post_head(len(EVENT)) + EVENT).response()[0] == 200
+    calls.clear()
+    held, release = threading.Event(), threading.Event()
+    source.server.loop.call_soon_threadsafe(lambda: (held.set(), release.wait(10)))
+    assert held.wait(10)
+    large = b'[{"body": "' + b"x" * 200 + b'"}]'
+    bodies = [EVENT] * 5 + [b"[}]", large, EVENT]
+    for client, body in zip(clients, bodies):
+        client.send(post_head(len(body)) + body)
+    release.set()
+    assert [c.response()[0] for c in clients] == [200] * 5 + [400, 200, 200]
+    assert sorted(calls) == [1, 7]
+    assert len(processor.batches) == 8 + 7
+    for client in clients:
+        client.close()

@@ -105,6 +105,22 @@ class Source(Component):
         self._attempt(batch)
         self.counters.add(names.APPEND_BATCH_ACCEPTED)
 
+    def put_many(self, batches: list[Batch]) -> list[Exception | None]:
+        """:meth:`put` of each of ``batches`` (e.g. HTTP requests that arrived together), each its own append
+        batch and transaction, committed together: returns, per batch, None once it is in every required channel,
+        or the exception :meth:`put` would raise (nothing of that batch was put)."""
+        for batch in batches:
+            self.counters.add(names.EVENT_RECEIVED, len(batch))
+            self.counters.add(names.APPEND_BATCH_RECEIVED)
+        outcomes = self.processor.process_many(batches)
+        for batch, error in zip(batches, outcomes, strict=True):
+            if error is None:
+                self.counters.add(names.EVENT_ACCEPTED, len(batch))
+                self.counters.add(names.APPEND_BATCH_ACCEPTED)
+            elif isinstance(error, ChannelFullError):
+                self.counters.add(names.CHANNEL_WRITE_FAIL)
+        return outcomes
+
     def _attempt(self, batch: Batch, message_events: int = 0) -> None:
         try:
             if message_events:

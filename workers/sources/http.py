@@ -48,6 +48,9 @@ BROKER_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
+OK = Reply(200, "OK")
+
+
 class BadRequest(ValueError):
     """The request body cannot be turned into events (HTTP 400)."""
 
@@ -321,11 +324,32 @@ class HttpSource(Source):
             return Reply(413, f"request of {size} bytes exceeds maxRequestBytes ({self.config.max_request_bytes})")
         return None
 
-    def respond(self, head: Head, body: Body) -> Reply:
-        """Turn the body into events and put them: one channel transaction."""
-        raw = body.take()
+    def respond(self, requests: list[tuple[Head, Body]]) -> list[Reply]:
+        """Turn each body into events and put them, each request its own transaction; the puts of the requests
+        handed over together are committed together (one round trip to the broker when they fit in one group)."""
+        replies: list[Reply | None] = []
+        batches, waiting = [], []
+        for head, body in requests:
+            events = self._events(head, body)
+            if isinstance(events, Reply):
+                replies.append(events)
+            elif not events:              # nothing to put, yet an append batch to Flume's counters
+                self.counters.add(names.APPEND_BATCH_RECEIVED)
+                self.counters.add(names.APPEND_BATCH_ACCEPTED)
+                replies.append(OK)
+            else:
+                waiting.append(len(replies))
+                replies.append(None)
+                batches.append(Batch.from_events(events))
+        for i, error in zip(waiting, self.put_many(batches) if batches else ()):
+            replies[i] = self._put_reply(error)
+        return replies
+
+    def _events(self, head: Head, body: Body) -> list[Event] | Reply:
+        """The request's events, or the answer to a body the handler cannot read."""
         try:
-            events = self.handle(raw, head.headers.get("content-type"), urlsplit(head.target).query)
+            # memory: the request's bytes go (body.take() keeps no reference) before its events are put
+            return self.handle(body.take(), head.headers.get("content-type"), urlsplit(head.target).query)
         except BadRequest as exc:         # the client's error: counted, logged at debug level only
             names.fail(self.counters, names.EVENT_READ_FAIL, log, logging.DEBUG, "http source %s: bad request: %s",
                        self.name, exc)
@@ -335,26 +359,21 @@ class HttpSource(Source):
         except Exception as exc:          # a handler's bug: Flume answers 500
             log.exception("http source %s: request failed", self.name)
             return Reply(500, f"internal error: {exc}")
-        del raw                           # memory: the request's bytes go before its events are put
-        return self._put(events)
 
-    def _put(self, events: list[Event]) -> Reply:
-        """One put: ``put`` counts the request as one append batch (received, and accepted on success)."""
-        if not events:                    # nothing to put, yet an append batch to Flume's counters
-            self.counters.add(names.APPEND_BATCH_RECEIVED)
-            self.counters.add(names.APPEND_BATCH_ACCEPTED)
-            return Reply(200, "OK")
-        try:
-            self.put(Batch.from_events(events))
-        except ChannelFullError as exc:   # a channel is full, or the broker out of memory (BrokerOutOfMemory)
-            return Reply(503, str(exc))
-        except BatchTooLarge as exc:
-            return Reply(413, str(exc))
-        except (*BROKER_ERRORS, NotReplicated) as exc:   # unreachable, or not on a replica yet: retry later
+    def _put_reply(self, error: Exception | None) -> Reply:
+        """The answer to a request whose put ended with ``error`` (None: put)."""
+        if error is None:
+            return OK
+        if isinstance(error, ChannelFullError):   # a channel is full, or the broker out of memory
+            return Reply(503, str(error))
+        if isinstance(error, BatchTooLarge):
+            return Reply(413, str(error))
+        if isinstance(error, (*BROKER_ERRORS, NotReplicated)):   # unreachable, or not on a replica yet: retry later
             names.fail(self.counters, names.CHANNEL_WRITE_FAIL, log, logging.WARNING,
-                       "http source %s: put failed: %s", self.name, exc)
-            return Reply(503, f"channel write failed: {exc}")
-        return Reply(200, "OK")
+                       "http source %s: put failed: %s", self.name, error)
+            return Reply(503, f"channel write failed: {error}")
+        log.error("http source %s: put failed", self.name, exc_info=error)
+        return Reply(500, f"internal error: {error}")
 
     def answer(self, method: str, path: str, headers, body_reader) -> tuple[int, str]:
         """Status and reason for one whole request, by the same two steps as the server (for callers without a
@@ -367,5 +386,5 @@ class HttpSource(Source):
             raw = body_reader(content_length(length) if length is not None
                               else 0 if "transfer-encoding" not in head.headers else limit + 1)
             reply = (Reply(413, f"request body exceeds maxRequestBytes ({limit})") if len(raw) > limit
-                     else self.respond(head, Body(raw)))
+                     else self.respond([(head, Body(raw))])[0])
         return reply.status, reply.reason

@@ -10,8 +10,11 @@ The application (the source) gives two callables:
 * ``refuse(head) -> Reply | None`` runs on the event loop as soon as a request's head has arrived, before any of
   its body is read: a Reply answers the request at once (and the connection is closed, unless the body was
   already complete in the buffer), None admits it.  It must not block.
-* ``respond(head, body) -> Reply`` runs in a worker thread with the whole body, a :class:`Body` (this is where
-  the put happens).
+* ``respond(requests) -> replies`` runs in a worker thread with requests whose bodies are complete, a list of
+  (head, :class:`Body`), and returns one Reply each, in order (this is where the puts happen).  The requests whose
+  bodies were completed in one turn of the event loop are handed over together, in one call: one thread hand-off
+  (and, for the source, one group of puts) for all of them, instead of one each.  A body larger than
+  ``GROUP_BODY_BYTES`` is handed over alone, so that parsing it does not hold up the small ones.
 
 Limits (:class:`Limits`):
 
@@ -33,6 +36,7 @@ can never be taken for the next request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -52,6 +56,7 @@ READ_CHUNK = 64 * 1024            # also the stream buffer: a connection holds a
 SHUTDOWN_GRACE_S = 5.0         # requests already running get this long to answer when the source stops
 LINGER_S = 2.0                 # reading and dropping the rest of a refused request before closing
 ACCEPT_RETRY_S = 0.1           # after accept() failed (no file descriptor left): try again this much later
+GROUP_BODY_BYTES = 64 * 1024   # larger bodies are handed to ``respond`` alone
 
 
 class Head(NamedTuple):
@@ -141,7 +146,8 @@ class HttpServer:
     """Serves one listening socket: :meth:`open`, then :meth:`serve` in a thread until :meth:`close`."""
 
     def __init__(self, name: str, limits: Limits, refuse: Callable[[Head], Reply | None],
-                 respond: Callable[[Head, Body], Reply], ssl_context: ssl.SSLContext | None = None):
+                 respond: Callable[[list[tuple[Head, Body]]], list[Reply]],
+                 ssl_context: ssl.SSLContext | None = None):
         self.name = name
         self.limits = limits
         self.refuse = refuse
@@ -153,6 +159,7 @@ class HttpServer:
         self.closing = False
         self._stopped: asyncio.Event | None = None
         self._connections: set[Connection] = set()
+        self._gathered: list[tuple[Head, Body, asyncio.Future]] = []   # requests to hand over at the next turn
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def open(self, host: str, port: int) -> int:
@@ -230,6 +237,28 @@ class HttpServer:
             self._connections.add(connection)
             connection.task = asyncio.create_task(connection.run())
             connection.task.add_done_callback(lambda _, c=connection: self._ended(c, slots))
+
+    # -- handing requests to the worker threads --------------------------------------------------------------
+    def respond_later(self, head: Head, body: Body, size: int) -> asyncio.Future:
+        """The future Reply to a request whose body is complete: gathered with those completed in the same turn
+        of the event loop, all handed to ``respond`` in one worker thread at the next turn."""
+        future = self.loop.create_future()
+        if size > GROUP_BODY_BYTES:
+            self._hand_over([(head, body, future)])
+            return future
+        if not self._gathered:
+            self.loop.call_soon(self._hand_over_gathered)
+        self._gathered.append((head, body, future))
+        return future
+
+    def _hand_over_gathered(self) -> None:
+        group, self._gathered = self._gathered, []
+        self._hand_over(group)
+
+    def _hand_over(self, group: list[tuple[Head, Body, asyncio.Future]]) -> None:
+        done = self.loop.run_in_executor(self.pool, self.respond, [(head, body) for head, body, _ in group])
+        futures = [f for _, _, f in group]
+        done.add_done_callback(lambda _: _settle(futures, done))
 
     def _ended(self, connection: "Connection", slots: asyncio.Semaphore) -> None:
         self._connections.discard(connection)
@@ -353,9 +382,9 @@ class Connection:
             body = await self._read_body()
             if isinstance(body, Reply):
                 return body
-            handed = Body(body)
+            handed, size_read = Body(body), len(body)
             del body                  # memory: the worker takes the only reference, and drops it once parsed
-            return await self.loop.run_in_executor(self.server.pool, self.server.respond, head, handed)
+            return await self.server.respond_later(head, handed, size_read)
         finally:
             self.server.budget.release(size)
 
@@ -400,23 +429,19 @@ class Connection:
         return self.h11.their_state is h11.DONE
 
     async def _send(self, reply: Reply, keep: bool) -> None:
-        body = (reply.reason + "\n").encode("utf-8", "replace")
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-                   *reply.headers]
-        if not keep:
-            headers.append(("Connection", "close"))
-        phrase = HTTPStatus(reply.status).phrase if reply.status in _KNOWN_STATUS else ""
+        answer = _answer(reply, keep)
         try:
-            out = self.h11.send(h11.Response(status_code=reply.status, headers=headers, reason=phrase))
+            out = self.h11.send(answer.response)
             if self.method != "HEAD":
-                out += self.h11.send(h11.Data(data=body))
-            out += self.h11.send(h11.EndOfMessage())
+                out += self.h11.send(answer.body)
+            out += self.h11.send(_END)
         except h11.LocalProtocolError:
             # No request head to answer (it timed out half-sent): h11 has nothing to pair a response with.
-            out = _plain_response(reply.status, phrase, headers, body)
+            out = _plain_response(reply.status, answer.phrase, answer.headers, answer.body.data)
         self.writer.write(out)
-        async with asyncio.timeout(self.limits.request_timeout_s):
-            await self.writer.drain()
+        if self.writer.transport.get_write_buffer_size():   # most answers are sent at once: no timer to set
+            async with asyncio.timeout(self.limits.request_timeout_s):
+                await self.writer.drain()
 
     async def _linger(self) -> None:
         """Before closing a connection whose request was not read to its end: stop sending, and read and drop
@@ -432,9 +457,50 @@ class Connection:
             pass
 
 
+class _Answer(NamedTuple):
+    response: h11.Response
+    body: h11.Data
+    headers: tuple[tuple[str, str], ...]
+    phrase: str
+
+
+_END = h11.EndOfMessage()
+
+
+@functools.lru_cache(maxsize=64)
+def _answer(reply: Reply, keep: bool) -> _Answer:
+    """The h11 events of an answer, built once per distinct reply: h11 validates every header of a new Response,
+    about 7 us of CPU for the same "200 OK" every time (~4 % of the agent's CPU per one-event request).  h11's
+    events are immutable, so one can be sent on every connection."""
+    body = (reply.reason + "\n").encode("utf-8", "replace")
+    headers = (("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *reply.headers,
+               *((("Connection", "close"),) if not keep else ()))
+    phrase = HTTPStatus(reply.status).phrase if reply.status in _KNOWN_STATUS else ""
+    return _Answer(h11.Response(status_code=reply.status, headers=list(headers), reason=phrase),
+                   h11.Data(data=body), headers, phrase)
+
+
+def _settle(futures: list[asyncio.Future], done: asyncio.Future) -> None:
+    """Give each request of a group handed over its Reply (or the exception ``respond`` raised: a bug, answered
+    500); a request whose connection was cancelled meanwhile is skipped."""
+    if done.cancelled():
+        for future in futures:
+            future.cancel()
+        return
+    error = done.exception()
+    replies = done.result() if error is None else [None] * len(futures)
+    for future, reply in zip(futures, replies, strict=True):
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(reply)
+        else:
+            future.set_exception(error)
+
+
 _KNOWN_STATUS = frozenset(s.value for s in HTTPStatus)
 
 
-def _plain_response(status: int, phrase: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+def _plain_response(status: int, phrase: str, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
     lines = [f"HTTP/1.1 {status} {phrase}"] + [f"{k}: {v}" for k, v in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
