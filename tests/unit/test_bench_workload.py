@@ -89,3 +89,11 @@ def test_the_benchmark_s_agent_files_are_valid_and_replicate_into_every_channel(
         assert config.sources["r1"].channels == tuple(f"c{n}" for n in range(1, copies + 1))
         assert {config.sinks[f"k{n}"].config.batch_size for n in range(1, copies + 1)} == {sink_batch}
         assert len({config.sinks[f"k{n}"].config.directory for n in range(1, copies + 1)}) == copies
+
+
+def test_the_journal_cost_benchmark_runs_both_forms_of_ids():
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "journal_cost.py"), "--batches", "3", "--events", "100",
+                          "--ranges", "2"], capture_output=True, text=True, timeout=60, check=True).stdout
+    forms = re.findall(r"^journal work per 100-event batch \(2 ranges\), ids as (ranges|one string per event): "
+                       r"\d+\.\d{3} ms$", out, re.M)
+    assert forms == ["ranges", "one string per event"], out
