@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import RejectedEvents
-from core.options import opt, positive
+from core.options import non_negative, opt, positive
 from workers.sinks.base import Sink
 from workers.sinks.file_roll import FileRollSink
 
@@ -60,11 +60,21 @@ class FailingSink(_FileSink):
         self.append(batch.bodies)
 
 
+@dataclass(frozen=True)
+class KeyedConfig(FaultConfig):
+    delay_ms: int = opt("delayMs", 0, check=non_negative, doc="time each write takes at least")
+
+
 class KeyedFileSink(_FileSink):
     """Writes ``<event id> <body>`` lines: what a store keyed by the event id (ES ``_id``, Mongo ``_id``) would hold
-    is then the last body written under each id, so a test can count duplicates at rest as well as on the wire."""
+    is then the last body written under each id, so a test can count duplicates at rest as well as on the wire.
+    ``delayMs`` bounds its rate, for a test that must stop the agent before the source reaches the end of a file."""
+
+    Config = KeyedConfig
 
     def write(self, batch) -> None:
+        if self.config.delay_ms:
+            time.sleep(self.config.delay_ms / 1000)
         ids = list(batch.ids) if batch.ids is not None else [""] * len(batch)
         self.append([i.encode() + b" " + b for i, b in zip(ids, batch.bodies)])
 

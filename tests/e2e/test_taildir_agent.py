@@ -210,9 +210,11 @@ def test_sigkill_mid_file_loses_nothing_and_a_keyed_store_holds_every_line_once(
     lines = [f"event {i:07d} of a file being read when the agent is killed".encode() for i in range(total)]
     (logs / "app.log").write_bytes(b"".join(line + b"\n" for line in lines))
     out = tmp_path / "out"
-    # A small channel keeps the source back-pressured, so each kill finds it in the middle of the file.  The sink
-    # writes "<event id> <line>": what a store keyed by the id would hold.
-    conf = agent_conf(tmp_path, r"app\\.log", capacity=5000).replace(
+    # A small channel keeps the source back-pressured, and a sink that takes 20 ms a batch of 1,000 (at most 50,000
+    # lines/s) leaves 1.2 s at least between the last stop (140,000 lines delivered) and the end of the file, so each
+    # kill finds the source in the middle of it (an unbounded sink could finish the file between two looks at the
+    # output, and did once).  The sink writes "<event id> <line>": what a store keyed by the id would hold.
+    conf = agent_conf(tmp_path, r"app\\.log", capacity=5000, sink="a1.sinks.k1.delayMs = 20").replace(
         "a1.sinks.k1.type = file_roll", "a1.sinks.k1.type = tests.fault_sinks:KeyedFileSink").replace(
         "a1.sinks.k1.sink.directory", "a1.sinks.k1.directory").replace(
         "a1.sinks.k1.sink.batchSize", "a1.sinks.k1.batchSize")
