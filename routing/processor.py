@@ -93,22 +93,56 @@ class ChannelWriter:
 
     def put_many(self, puts: list[dict[str, Batch]], message_events: int = 0) -> list[Exception | None]:
         """:meth:`put` of each of ``puts``, each its own transaction, committed together (one round trip when they
-        fit in one group): returns, per put, None once it is committed, or the exception :meth:`put` would raise."""
+        fit in one group): returns, per put, None once it is committed, or the exception :meth:`put` would raise.
+
+        Puts bound for the same channels go as one transaction, their batches joined: one channel message where
+        there would be one per put (less for Redis to hold, and for the sink to take).  If that transaction is
+        refused for room, each of its puts is tried again on its own, so that the puts that fit are put and only
+        the others refused, as if each had come alone."""
         outcomes: list[Exception | None] = [None] * len(puts)
-        pending, transactions = [], []
-        for i, batches in enumerate(puts):
+        units: list[tuple[list[int], tuple[Transaction, int]]] = []
+        for indexes in _same_channels(puts).values():
+            self._plan(puts, indexes, message_events, units, outcomes)
+        again = self._commit_units(units, outcomes)
+        if again:
+            units = []
+            for i in again:
+                self._plan(puts, [i], message_events, units, outcomes)
+            self._commit_units(units, outcomes)
+        return outcomes
+
+    def _plan(self, puts: list[dict[str, Batch]], indexes: list[int], message_events: int,
+              units: list, outcomes: list) -> None:
+        """Add to ``units`` the transaction of the puts at ``indexes``: one joined transaction if there are several
+        and they fit in their channels together, else one each; a put's own error (BatchTooLarge) goes to
+        ``outcomes``."""
+        if len(indexes) > 1:
             try:
-                transaction = self._transaction(batches, message_events)
-            except Exception as exc:         # BatchTooLarge (or a bug): this put's own outcome
+                units.append((indexes, self._transaction(_joined([puts[i] for i in indexes]), message_events)))
+                return
+            except BatchTooLarge:             # too large together: each may still fit alone
+                pass
+        for i in indexes:
+            try:
+                transaction = self._transaction(puts[i], message_events)
+            except Exception as exc:          # BatchTooLarge (or a bug): this put's own outcome
                 outcomes[i] = exc
                 continue
             if transaction is not None:
-                pending.append(i)
-                transactions.append(transaction)
-        for i, result in zip(pending, self._group.submit_many(transactions)):
-            if isinstance(result, BaseException):
-                outcomes[i] = result
-        return outcomes
+                units.append(([i], transaction))
+
+    def _commit_units(self, units: list, outcomes: list) -> list[int]:
+        """Commit ``units`` together; set each put's outcome; return the puts of joined transactions refused for
+        room (nothing of them was put), to be tried again one by one."""
+        again: list[int] = []
+        results = self._group.submit_many([transaction for _, transaction in units]) if units else []
+        for (indexes, _), result in zip(units, results, strict=True):
+            if isinstance(result, ChannelFullError) and len(indexes) > 1:
+                again += indexes
+            elif isinstance(result, BaseException):
+                for i in indexes:
+                    outcomes[i] = result
+        return sorted(again)
 
     def _transaction(self, batches: dict[str, Batch], message_events: int) -> tuple[Transaction, int] | None:
         """The put transaction of ``batches`` and its weight in bytes, None if they hold no event; raises
@@ -126,6 +160,33 @@ class ChannelWriter:
 
     def close(self) -> None:
         self.connection.release()
+
+
+
+def _same_channels(puts: list[dict[str, Batch]]) -> dict[tuple[str, ...], list[int]]:
+    """The indexes of ``puts``, by the channels their non-empty batches go to; puts with no event, or with an
+    event without an id (a joined batch would lose the ids), alone under their own key."""
+    out: dict[tuple, list[int]] = {}
+    for i, batches in enumerate(puts):
+        names = tuple(sorted(name for name, batch in batches.items() if len(batch)))
+        if not names or any(batch.ids is None for batch in batches.values() if len(batch)):
+            names = ("", i)
+        out.setdefault(names, []).append(i)
+    return out
+
+
+def _joined(puts: list[dict[str, Batch]]) -> dict[str, Batch]:
+    """One put of the events of ``puts`` (all to the same channels), in order."""
+    out: dict[str, Batch] = {}
+    for batches in puts:
+        for name, batch in batches.items():
+            if not len(batch):
+                continue
+            if name in out:
+                out[name].extend(batch)
+            else:
+                out[name] = Batch(batch.bodies, batch.headers, batch.ids)
+    return out
 
 
 class ChannelProcessor:

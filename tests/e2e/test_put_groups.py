@@ -160,3 +160,61 @@ def test_put_many_commits_one_callers_puts_in_one_call_each_with_its_own_outcome
     assert isinstance(outcomes[1], ChannelFullError) and isinstance(outcomes[2], BatchTooLarge)
     assert bodies_in(redis_server, writer, "c1") == [b"a0", b"a1", *(f"e{i}".encode() for i in range(8))]
     assert bodies_in(redis_server, writer, "c2") == [b"d0", b"d1", b"d2"]
+
+
+def with_ids(n: int, tag: str) -> Batch:
+    return batch(n, tag).with_fresh_ids()
+
+
+def counted(writer) -> list[int]:
+    """The transactions of each PUT script call the writer makes from now on."""
+    calls: list[int] = []
+    commit = writer.channel.put_transactions
+
+    def counting(exchange, transactions, **kwargs):
+        calls.append(len(transactions))
+        return commit(exchange, transactions, **kwargs)
+
+    writer.channel.put_transactions = counting
+    return calls
+
+
+def test_put_many_joins_the_puts_bound_for_the_same_channels_into_one_message(writer, redis_server):
+    """Four one-event puts into c1 and two into c2, interleaved: one script call, one message per channel, the
+    events in the order of the puts, every put answered None, every event keeping its own id."""
+    calls = counted(writer)
+    puts = [{"c1": with_ids(1, "a")}, {"c2": with_ids(1, "x")}, {"c1": with_ids(1, "b")}, {"c1": with_ids(1, "c")},
+            {"c2": with_ids(1, "y")}, {"c1": with_ids(1, "d")}]
+    ids = [next(iter(p.values())).ids[0] for p in puts]
+    assert writer.put_many(puts) == [None] * 6
+    assert calls == [2]                                          # one call, one transaction per channel
+    client = redis_server.client()
+    assert client.llen("flumery.a1.c1") == 1 and client.llen("flumery.a1.c2") == 1
+    [c1] = [codec.decode_stored(m)[1] for m in writer.channel.peek("flumery.a1.c1", 10)]
+    [c2] = [codec.decode_stored(m)[1] for m in writer.channel.peek("flumery.a1.c2", 10)]
+    assert c1.bodies == [b"a0", b"b0", b"c0", b"d0"] and c2.bodies == [b"x0", b"y0"]
+    assert list(c1.ids) == [ids[0], ids[2], ids[3], ids[5]] and list(c2.ids) == [ids[1], ids[4]]
+    assert read_sizes(client, "flumery.a1") == {"c1": 4, "c2": 2}
+
+
+def test_joined_puts_refused_for_room_are_tried_one_by_one(writer, redis_server):
+    """c1 (capacity 10) holds 7: three puts of 2 do not fit together (6), so each is tried alone: the first fits,
+    the other two are refused (ChannelFullError each), as if they had come one by one."""
+    assert writer.put_many([{"c1": with_ids(4, "f")}, {"c1": with_ids(3, "g")}]) == [None, None]
+    calls = counted(writer)
+    outcomes = writer.put_many([{"c1": with_ids(2, "a")}, {"c1": with_ids(2, "b")}, {"c1": with_ids(2, "c")}])
+    assert calls == [1, 3]                                       # joined and refused; then one by one
+    assert outcomes[0] is None and all(isinstance(o, ChannelFullError) for o in outcomes[1:])
+    assert bodies_in(redis_server, writer, "c1")[-2:] == [b"a0", b"a1"]
+    assert read_sizes(redis_server.client(), "flumery.a1") == {"c1": 9}
+
+
+def test_puts_too_large_together_go_alone_and_a_put_without_ids_is_never_joined(writer, redis_server):
+    """Together 12 events exceed c1's capacity (10): no joined transaction is tried (each alone, one call); a put
+    whose batch has no ids is put on its own (a joined batch would carry no ids)."""
+    calls = counted(writer)
+    outcomes = writer.put_many([{"c1": with_ids(6, "a")}, {"c1": with_ids(6, "b")}, {"c2": batch(1, "n")},
+                                {"c2": with_ids(1, "w")}])
+    assert calls == [4]
+    assert outcomes[0] is None and isinstance(outcomes[1], ChannelFullError) and outcomes[2:] == [None, None]
+    assert redis_server.client().llen("flumery.a1.c2") == 2
