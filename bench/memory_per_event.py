@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: Redis memory per event held in a channel when a source puts one event per message.
+"""Benchmark: Redis memory per event held in a channel when a source puts one event per request.
 
     python bench/memory_per_event.py [--events 20000] [--clients 8] [--channel file] [--work DIR]
 
@@ -9,7 +9,9 @@ the same ``BODY`` bytes), and prints:
 
 * Redis ``INFO memory`` ``used_memory`` after minus before, divided by the number of events: what one held event
   costs, keys, lists, hash and allocator overhead included; and the same less the event body's bytes;
-* ``MEMORY USAGE`` of the channel's queue list per message, how many message keys (``flumery.msg:<tag>``) there
+* how many channel messages hold them (requests of concurrent clients that the source hands over together are
+  joined into one message; with ``--clients 1`` every message holds one event: the most memory per event),
+  ``MEMORY USAGE`` of the channel's queue list per message, how many message keys (``flumery.msg:<tag>``) there
   are and, if any, the ``MEMORY USAGE`` of one (since small messages are queued whole in the list there are
   none; versions before that kept every message in a key of its own).
 
@@ -107,6 +109,7 @@ def main() -> int:
         post_all(port, 100, 1)                    # warm-up: the channel's first message, scripts loaded
         time.sleep(0.5)
         before = client.info("memory")["used_memory"]
+        warm_messages = client.llen("flumery.m.c1")
         post_all(port, args.events, args.clients)
         time.sleep(0.5)
         after = client.info("memory")["used_memory"]
@@ -119,7 +122,8 @@ def main() -> int:
         tag = client.lindex("flumery.m.c1", 0)
         one = client.memory_usage(b"flumery.msg:" + tag) if keys else None
         per_event = (after - before) / args.events
-        print(f"{args.events} one-event messages ({len(BODY)}-byte body) in a {args.channel} channel: used_memory "
+        print(f"{args.events} one-event requests ({len(BODY)}-byte body) from {args.clients} clients in "
+              f"{messages - warm_messages:,} messages of a {args.channel} channel: used_memory "
               f"+{(after - before) / 2 ** 20:.1f} MiB, {per_event:.0f} bytes per event "
               f"({per_event - len(BODY):.0f} beyond the body); the queue's list: {listed:.0f} bytes per message; "
               f"message keys: {keys}" + (f", MEMORY USAGE of one: {one} bytes" if one else ""))
