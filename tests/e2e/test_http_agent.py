@@ -11,6 +11,8 @@ from agents import AgentProcess, port_open, wait_until
 from helpers import ReportingThread
 
 from app.broker import free_port
+from routing import codec
+from routing.transport import connect
 
 CONF = """
 a1.sources = r1
@@ -85,3 +87,38 @@ def test_broker_out_of_memory_is_503_and_loses_nothing(tmp_path, redis_server):
     held = int(broker.hget("flumery.a1:sizes", "c1"))
     assert held == 1 + 100 * statuses.count(200) + 1               # every 200 is there, nothing of a 503
     assert "Traceback" not in agent.output()
+
+
+def test_concurrent_requests_into_a_channel_that_fills_are_each_put_whole_or_refused(tmp_path, redis_server):
+    """32 clients at once (requests that arrive together are joined into one channel message, and retried one by
+    one when the joined put does not fit) into a channel of 100 events with no sink: every request answered 200
+    is in the channel whole and once, nothing of a request answered 503 is."""
+    port = free_port()
+    conf = CONF.format(port=port).replace("capacity = 1000000", "capacity = 100").replace(
+        "transactionCapacity = 1000", "transactionCapacity = 100")
+    with AgentProcess(tmp_path, conf, broker_url=redis_server.url, role="sources"):
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        answers: dict[int, list[int]] = {}
+        start = threading.Barrier(32)
+
+        def client(n: int) -> None:
+            start.wait()
+            answers[n] = [post(port, [{"body": f"{n}-{i}-{j}"} for j in range(3)])[0] for i in range(4)]
+
+        threads = [ReportingThread(client, name=f"client-{n}", args=(n,)) for n in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    accepted = {(n, i) for n, statuses in answers.items() for i, status in enumerate(statuses) if status == 200}
+    statuses = [status for codes in answers.values() for status in codes]
+    assert len(statuses) == 128 and set(statuses) == {200, 503}, "the channel should have filled midway"
+    connection = connect(redis_server.url, {})
+    try:
+        held = [body for message in connection.default_channel.peek("flumery.a1.c1", 1000)
+                for body in codec.decode_stored(message)[1].bodies]
+    finally:
+        connection.release()
+    expected = sorted(f"{n}-{i}-{j}".encode() for n, i in accepted for j in range(3))
+    assert sorted(held) == expected and len(held) == 3 * len(accepted) <= 100
+    assert redis_server.client().hget("flumery.a1:sizes", "c1") == str(len(held)).encode()
