@@ -145,14 +145,7 @@ def test_many_threads_putting_at_once_lose_nothing_and_duplicate_nothing(writer,
 def test_put_many_commits_one_callers_puts_in_one_call_each_with_its_own_outcome(writer, redis_server):
     """HTTP requests that arrived together: one script call for all, and each put's own outcome: one does not fit
     (ChannelFullError), one exceeds the channel's capacity (BatchTooLarge, never sent), the others are put."""
-    calls: list[int] = []
-    commit = writer.channel.put_transactions
-
-    def counted_commit(exchange, transactions, **kwargs):
-        calls.append(len(transactions))
-        return commit(exchange, transactions, **kwargs)
-
-    writer.channel.put_transactions = counted_commit
+    calls = counted(writer)
     outcomes = writer.put_many([{"c1": batch(2, "a")}, {"c1": batch(9, "b"), "c2": batch(1, "b")},
                                 {"c1": batch(11, "c")}, {"c2": batch(3, "d")}, {}, {"c1": batch(8, "e")}])
     assert calls == [4]                                   # the too large one and the empty one are not sent
