@@ -162,7 +162,6 @@ class ChannelWriter:
         self.connection.release()
 
 
-
 def _same_channels(puts: list[dict[str, Batch]]) -> dict[tuple[str, ...], list[int]]:
     """The indexes of ``puts``, by the channels their non-empty batches go to; puts with no event, or with an
     event without an id (a joined batch would lose the ids), alone under their own key."""
