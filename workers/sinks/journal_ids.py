@@ -35,8 +35,7 @@ def expand(parts: Iterable) -> list[str]:
         if isinstance(part, str):
             out.append(part)
         else:
-            prefix, start, count = part
-            out.extend([f"{prefix}-{n}" for n in range(start, start + count)])
+            out.extend(IdRange(*part))          # spelled as the range spells its ids
     return out
 
 
