@@ -11,6 +11,7 @@ The keyspace, as Flumery names it (one Redis database may hold many agents):
 | ``flumery.<agent>:sizes`` | hash | events held per channel (queued plus in flight) | :func:`sizes_key` |
 | ``flumery.<agent>:bytes`` | hash | event body bytes held per channel | :func:`bytes_key` |
 | ``flumery.msg:<tag>`` | hash | one channel message (see :mod:`routing.scripts`) | :func:`message_key` |
+| ``flumery.msg:<tag>.d`` | hash | the data several messages share (a batch replicated into channels) | :data:`SHARED_DATA_SUFFIX` |
 | ``flumery.tpl:<id>`` | hash | what every message of a channel shares (see :mod:`routing.codec`) | :data:`TEMPLATE_PREFIX` |
 | ``flumery.inflight`` | sorted set | taken, unacknowledged message tags by lease start | :data:`INFLIGHT` |
 | ``flumery.<agent>:metrics:<KIND>.<name>`` | hash | one component's counters | :func:`metrics_prefix` |
@@ -31,6 +32,8 @@ NAMESPACE = "flumery."              # agents' exchanges and queues: flumery.<age
 MESSAGE_PREFIX = "flumery.msg:"     # + tag: one message's hash
 TEMPLATE_PREFIX = "flumery.tpl:"    # + template id: what a channel's messages share; the scripts derive it from
                                     # MESSAGE_PREFIX by replacing its last four characters
+SHARED_DATA_SUFFIX = ".d"           # after a message's key: the data it shares with other messages (tags never
+                                    # hold a '.', so no message key ends so)
 INFLIGHT = "flumery.inflight"       # taken, unacknowledged tags
 BELL_SUFFIX = ":bell"
 SIZES_SUFFIX = ":sizes"

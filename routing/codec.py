@@ -102,9 +102,9 @@ def new_tag() -> str:
     return secrets.token_urlsafe(12)
 
 
-def encode(batch: Batch) -> ChannelMessage:
-    """The message carrying ``batch`` (into the channel whose template it is put with)."""
-    return ChannelMessage(new_tag(), len(batch), _data(batch.to_wire()))
+def encode_data(batch: Batch) -> bytes:
+    """The data of the message carrying ``batch``: the same for every channel it is put into."""
+    return _data(batch.to_wire())
 
 
 def expand(template_envelope: str, tag: str, events: int) -> dict:

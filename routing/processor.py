@@ -68,6 +68,9 @@ class ChannelWriter:
 
     def targets(self, batches: dict[str, Batch], message_events: int = 0) -> list[PutTarget]:
         out = []
+        # A replicating selector hands every channel the same batch: encode each of its parts once; the messages
+        # still get a tag each, and the PUT call carries the shared data once (see PutTarget.args).
+        encoded: dict[tuple[int, int], list[bytes]] = {}
         for name, batch in batches.items():
             capacity, step, byte_limit = self.limits(name)
             step = min(step, message_events) if message_events else step
@@ -78,8 +81,12 @@ class ChannelWriter:
             if byte_limit and sum(sizes) > byte_limit:
                 raise BatchTooLarge(f"{sum(sizes)} bytes of event bodies for channel '{name}' exceed its byte "
                                     f"capacity ({byte_limit})")
+            data = encoded.get((id(batch), step))
+            if data is None:
+                data = encoded[(id(batch), step)] = [codec.encode_data(part) for part in parts]
+            messages = [codec.ChannelMessage(codec.new_tag(), len(part), d) for part, d in zip(parts, data)]
             out.append(PutTarget(name, queue_name(self.agent.name, name), capacity, len(batch), self.template(name),
-                                 [codec.encode(part) for part in parts], byte_limit, sizes))
+                                 messages, byte_limit, sizes))
         return out
 
     def put(self, batches: dict[str, Batch], message_events: int = 0) -> None:

@@ -13,6 +13,10 @@ Keyspace (names from :mod:`core.keys`; kombu's ``global_keyprefix`` goes in fron
 * ``<namespace><tag>`` (namespace ``flumery.msg:``): a hash per message: ``a`` its data (the msgpack of its
   batch's columns, raw bytes), ``n`` its events, ``z`` the bytes of its event bodies, ``t`` the id of its channel's
   template, and ``o`` the consumer holding it while in flight.  Everything else is the template's;
+* ``<namespace><tag>.d``: a hash of data that several messages share (a batch replicated into several channels is
+  stored once, not once per channel): ``a`` the data, ``r`` how many messages refer to it.  Such a message's hash
+  holds ``d``, this key, instead of ``a``; the data is deleted with the last message that refers to it (ACK or
+  PURGE).  Named after the first of those messages, which may be acknowledged before the others;
 * ``<template namespace><id>`` (``flumery.tpl:``, derived from the message namespace by replacing its last four
   characters): a hash per channel template (:class:`routing.codec.Template`, content-addressed, written by PUT if
   missing, never deleted): ``e`` the kombu/Celery envelope (JSON, with the tag and event count left out), ``h``
@@ -35,7 +39,7 @@ prefixed keys it was given; the bell suffix comes in ``ARGV``.  No script hard-c
 Cluster, the derived keys are only reachable when they share a slot with ``KEYS``: use a hash tag as the prefix.)
 
 The payload is written once (by PUT; a small one once more by FETCH, into its hash) and deleted once (by ACK or
-PURGE); giving back and reclaiming move only the tag.  Each
+PURGE, of its last message when it is shared); giving back and reclaiming move only the tag.  Each
 script runs atomically inside Redis, which is what makes the channel operations transactions:
 
 * PUT: Flume's put.  Checks every target channel's capacity in events and in body bytes, then stores and queues
@@ -54,12 +58,14 @@ script runs atomically inside Redis, which is what makes the channel operations 
 * RECLAIM: returns messages whose lease expired (their consumer died) to the front of their queues.
 * PURGE: deletes every queued message of a queue and releases what they held.
 """
+from core.keys import SHARED_DATA_SUFFIX
 
 # KEYS: message namespace, sizes hash, bytes hash, then per target of every transaction in order: queue, bell
 # ARGV: n_transactions, then per transaction: n_targets, then per target: field, capacity, byte_capacity (0: no
 #       bound), n_events, n_bytes, n_messages, template id, template envelope, body head, body tail (the template
 #       strings may be "" when an earlier target of the call gave the same template), then per message: tag,
-#       events, bytes, data
+#       events, bytes, data, shared (0: the data is this message's own; else the ARGV index of data that several
+#       messages of the call carry, given once: data is "" in the others; stored once if large, see the keyspace)
 # Returns one result per transaction, in order: {} if it was put, or {field, unit ('events' | 'bytes'), held,
 # capacity} of its first channel without room (nothing of that transaction written; the others are unaffected).
 INLINE_MAX_BYTES = 1024     # a message whose data is this small is queued whole, in its list item
@@ -81,6 +87,7 @@ local ns, sizes, bytes = KEYS[1], KEYS[2], KEYS[3]
 local tns = string.sub(ns, 1, #ns - 4) .. 'tpl:'
 local pos, key = 2, 4
 local results = {}
+local shared = {}     -- ARGV index of shared data -> its key, once stored by this call
 for x = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[pos])
   pos = pos + 1
@@ -91,7 +98,7 @@ for x = 1, tonumber(ARGV[1]) do
                count = tonumber(ARGV[pos + 5]), template = ARGV[pos + 6], envelope = ARGV[pos + 7],
                head = ARGV[pos + 8], tail = ARGV[pos + 9], first = pos + 10}
     key = key + 2
-    pos = t.first + 4 * t.count
+    pos = t.first + 5 * t.count
     targets[i] = t
     -- templates first: a later transaction of the call may use one given here even if this one has no room
     local tk = tns .. t.template
@@ -119,11 +126,24 @@ for x = 1, tonumber(ARGV[1]) do
   if #full == 0 then
     for i = 1, n do
       local t = targets[i]
-      for j = t.first, t.first + 4 * (t.count - 1), 4 do
-        local tag, data = ARGV[j], ARGV[j + 3]
+      for j = t.first, t.first + 5 * (t.count - 1), 5 do
+        local tag, data, at = ARGV[j], ARGV[j + 3], tonumber(ARGV[j + 4])
+        if at > 0 then
+          data = ARGV[at]
+        end
         if #data <= $INLINE_MAX_BYTES then
           redis.call('LPUSH', t.queue, '\0' .. tag .. '\0' .. t.template .. '\0' .. ARGV[j + 1] .. '\0' ..
                      ARGV[j + 2] .. '\0' .. data)
+        elseif at > 0 then
+          local dk = shared[at]
+          if not dk then
+            dk = ns .. tag .. '$SHARED_DATA_SUFFIX'
+            shared[at] = dk
+            redis.call('HSET', dk, 'a', data)
+          end
+          redis.call('HINCRBY', dk, 'r', 1)
+          redis.call('HSET', ns .. tag, 'd', dk, 'n', ARGV[j + 1], 'z', ARGV[j + 2], 't', t.template)
+          redis.call('LPUSH', t.queue, tag)
         else
           redis.call('HSET', ns .. tag, 'a', data, 'n', ARGV[j + 1], 'z', ARGV[j + 2], 't', t.template)
           redis.call('LPUSH', t.queue, tag)
@@ -139,7 +159,7 @@ for x = 1, tonumber(ARGV[1]) do
   results[x] = full
 end
 return results
-""".replace("$INLINE_MAX_BYTES", str(INLINE_MAX_BYTES))
+""".replace("$INLINE_MAX_BYTES", str(INLINE_MAX_BYTES)).replace("$SHARED_DATA_SUFFIX", SHARED_DATA_SUFFIX)
 
 # KEYS: message namespace, in-flight set, then per queue: queue, bell
 # ARGV: now, owner, start (rotation of the queue list), max_events
@@ -169,7 +189,7 @@ for k = 0, nq - 1 do
       redis.call('HSET', key, 'a', data, 'n', events, 'z', size, 't', template)
     else
       tag, key = item, ns .. item
-      message = redis.call('HMGET', key, 'p', 'b', 'n', 't', 'a')
+      message = redis.call('HMGET', key, 'p', 'b', 'n', 't', 'a', 'd')
       if (message[1] or message[4]) and #out > 1 and taken + tonumber(message[3]) > budget then break end
     end
     redis.call('RPOP', queue)
@@ -181,7 +201,7 @@ for k = 0, nq - 1 do
         out[#out + 1] = message[2]
       else
         out[#out + 1] = '\0' .. message[4] .. '\0' .. tag .. '\0' .. message[3]
-        out[#out + 1] = message[5]
+        out[#out + 1] = message[5] or redis.call('HGET', message[6], 'a')
       end
       taken = taken + tonumber(message[3])
       if taken >= budget then break end
@@ -198,21 +218,31 @@ end
 return nil
 """
 
+# Deletes a message's hash, and the data it shares with others once no other message refers to it.
+DELETE_MESSAGE = """
+local function delete_message(key, shared)
+  redis.call('DEL', key)
+  if shared and redis.call('HINCRBY', shared, 'r', -1) <= 0 then
+    redis.call('DEL', shared)
+  end
+end
+"""
+
 # KEYS: message namespace, in-flight set
 # ARGV: owner, tag...  Acknowledges every listed message this owner holds; returns how many it acknowledged
 # (a message no longer held, because its lease expired and it was given back, is left alone).
-ACK = """
+ACK = DELETE_MESSAGE + """
 local tns = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'tpl:'
 local acked = 0
 for i = 2, #ARGV do
   local key = KEYS[1] .. ARGV[i]
-  local info = redis.call('HMGET', key, 'o', 's', 'f', 'n', 'y', 'z', 't')
+  local info = redis.call('HMGET', key, 'o', 's', 'f', 'n', 'y', 'z', 't', 'd')
   if info[1] == ARGV[1] and redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
     if info[7] then
       local route = redis.call('HMGET', tns .. info[7], 's', 'f', 'y')
       info[2], info[3], info[5] = route[1], route[2], route[3]
     end
-    redis.call('DEL', key)
+    delete_message(key, info[8])
     -- 0 - n, not -n: -0 would reach Redis as '-0', which HINCRBY refuses (bodies may all be empty)
     redis.call('HINCRBY', info[2], info[3], 0 - tonumber(info[4]))
     if info[5] then
@@ -301,7 +331,7 @@ return #expired
 
 # KEYS: message namespace, queue
 # Deletes every queued message of the queue and releases their events and bytes.  Returns the count.
-PURGE = UNPACK_INLINE + """
+PURGE = UNPACK_INLINE + DELETE_MESSAGE + """
 local tns = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'tpl:'
 local tags = redis.call('LRANGE', KEYS[2], 0, -1)
 for _, item in ipairs(tags) do
@@ -311,7 +341,7 @@ for _, item in ipairs(tags) do
     info = {false, false, events, false, size, template}
   else
     key = KEYS[1] .. item
-    info = redis.call('HMGET', key, 's', 'f', 'n', 'y', 'z', 't')
+    info = redis.call('HMGET', key, 's', 'f', 'n', 'y', 'z', 't', 'd')
   end
   if info[6] then
     local route = redis.call('HMGET', tns .. info[6], 's', 'f', 'y')
@@ -324,7 +354,7 @@ for _, item in ipairs(tags) do
     redis.call('HINCRBY', info[4], info[2], 0 - tonumber(info[5]))
   end
   if key then
-    redis.call('DEL', key)
+    delete_message(key, info[7])
   end
 end
 redis.call('DEL', KEYS[2])

@@ -30,6 +30,7 @@ import os
 import socket
 import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from time import monotonic, time
 from urllib.parse import urlsplit
@@ -115,16 +116,26 @@ class PutTarget:
     def bytes(self) -> int:
         return sum(self.message_bytes)
 
-    def args(self, templates_sent: set[str]) -> list:
-        """This target's part of the PUT script's ARGV (see :mod:`routing.scripts`); the template's strings only
-        if not in ``templates_sent`` yet (the ids given earlier in the same call), which it is added to."""
+    def args(self, templates_sent: set[str], shared: dict[int, int], argc: int) -> list:
+        """This target's part of the PUT script's ARGV (see :mod:`routing.scripts`), to follow ``argc`` arguments
+        already in it.  The template's strings only if not in ``templates_sent`` yet (the ids given earlier in the
+        same call), which it is added to.  ``shared``: the data objects that several messages of the call carry
+        (by ``id``), each mapped to its 1-based ARGV index once given (0 before): the first message gives the data,
+        the others refer to it."""
         sizes = self.message_bytes or (0,) * len(self.messages)
         t = self.template
         out: list = [self.channel, self.capacity, self.byte_capacity, self.events, self.bytes, len(self.messages),
                      t.id, *(("", "", "") if t.id in templates_sent else (t.envelope, t.head, t.tail))]
         templates_sent.add(t.id)
         for (tag, events, data), size in zip(self.messages, sizes, strict=True):
-            out += [tag, events, size, data]
+            at = shared.get(id(data))
+            if at is None:
+                out += [tag, events, size, data, 0]
+            elif at:
+                out += [tag, events, size, "", at]
+            else:
+                at = shared[id(data)] = argc + len(out) + 4      # ARGV is 1-based: data is the 4th of the 5
+                out += [tag, events, size, data, at]
         return out
 
 
@@ -423,11 +434,15 @@ class Channel(kombu_redis.Channel):
         script_keys = [self._namespace, self._key(sizes_key(exchange)), self._key(bytes_key(exchange))]
         args: list = [len(transactions)]
         sent: set[str] = set()
+        # The same data object in several messages: a batch replicated into several channels (the objects stay
+        # alive in ``transactions`` all along, so their ids do not change meaning).
+        carried = Counter(id(m.data) for t in targets for m in t.messages)
+        shared = {key: 0 for key, n in carried.items() if n > 1}
         for x in transactions:
             args.append(len(x.targets))
             for t in x.targets:
                 script_keys += [self._key(t.queue), self._key(bell_key(t.queue))]
-                args += t.args(sent)
+                args += t.args(sent, shared, len(args))
         replicas = max(x.replicas for x in transactions)
         try:
             if replicas > 0:
@@ -501,7 +516,7 @@ class Channel(kombu_redis.Channel):
         with client.pipeline(transaction=False) as pipe:
             for item in items:
                 if item[:1] != b"\0":          # a small message is queued whole (see routing.scripts)
-                    pipe.hmget(self._key(message_key(_text(item))), "p", "b", "t", "n", "a")
+                    pipe.hmget(self._key(message_key(_text(item))), "p", "b", "t", "n", "a", "d")
             stored = iter(pipe.execute())
         out = []
         for item in items:
@@ -509,10 +524,12 @@ class Channel(kombu_redis.Channel):
                 _, tag, template, events, _, data = item.split(b"\0", 5)
                 out.append(message_from_template(self.template(_text(template)), _text(tag), int(events), data))
                 continue
-            p, b, t, n, a = next(stored)
+            p, b, t, n, a, d = next(stored)
+            if a is None and d is not None:     # data shared with other messages (its key is stored whole)
+                a = client.hget(d, "a")
             if p is not None:
                 out.append(message_from_redis(p, b))
-            elif t is not None:         # None: purged since
+            elif t is not None and a is not None:         # None: purged since
                 out.append(message_from_template(self.template(_text(t)), _text(item), int(n), a))
         return out
 

@@ -47,7 +47,7 @@ class ClusterChannel:
         script_keys = [self.ns, self.prefix + keys.sizes_key(self.exchange),
                        self.prefix + keys.bytes_key(self.exchange), *self.queue_keys(queue)]
         return self.run("PUT", script_keys, [1, 1, field, 100, 0, 1, len(body), 1, "tpl1", "{}", "h", "t",
-                                             tag, 1, len(body), body])
+                                             tag, 1, len(body), body, 0])
 
     def fetch(self, queue: str):
         return self.run("FETCH", [self.ns, self.inflight, *self.queue_keys(queue)], [repr(time.time()), "me", 0, 0])
