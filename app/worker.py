@@ -11,6 +11,7 @@ agent therefore starts ``python -c BOOTSTRAP --quiet worker ...``: the bootstrap
 """
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 
@@ -29,10 +30,28 @@ def _cwd_not_in_path():
 
 
 def main() -> None:
-    """The ``celery`` command line after ``-c BOOTSTRAP`` (``[--quiet] worker ...``), on Flumery's app; exits with
-    the worker's status."""
+    """The ``celery`` command line after ``-c BOOTSTRAP`` (``[--quiet] worker ...``, or another command such as
+    ``flower ...``), on Flumery's app; exits with the command's status."""
     # Celery's import_from_cwd / find_module look this name up in their module when called.
     celery.utils.imports.cwd_in_path = _cwd_not_in_path
     from app import app as celery_app  # built from the FLUMERY_* environment, after the patch above
 
-    sys.exit(celery_app.start(sys.argv[1:]))
+    argv = sys.argv[1:]
+    quiet = argv[:1] == ["--quiet"]
+    command = argv[1:] if quiet else argv
+    if command[:1] == ["worker"]:
+        sys.exit(_worker(celery_app, command[1:], quiet))
+    sys.exit(celery_app.start(argv))
+
+
+def _worker(celery_app, args: list[str], quiet: bool):
+    """``celery worker ARGS``: Celery's own ``worker`` command, run without the ``celery`` command group around it.
+    The group imports every other subcommand and every installed plugin before it starts any of them (Flower with
+    Tornado, click-repl with prompt_toolkit): 0.2 s of CPU at each worker start, which an agent pays once per sink
+    worker and again at each reload.  Flumery's app declares no user or preload options, the only other thing the
+    group adds; the worker's options, their parsing and its exit status are Celery's.  Returns the exit status."""
+    from celery.bin.base import CLIContext
+    from celery.bin.worker import worker
+
+    context = CLIContext(app=celery_app, no_color=bool(os.environ.get("NO_COLOR")), workdir=None, quiet=quiet)
+    return worker.main(args=args, obj=context, prog_name="celery worker", standalone_mode=False)
