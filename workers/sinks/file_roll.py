@@ -88,7 +88,8 @@ class FileRollSink(Sink):
             return b""
         newline = b"\n" if self.config.append_newline else b""
         if self.config.serializer.lower() == "text":
-            return newline.join(batch.bodies) + newline
+            # The trailing newline joined in: "+ newline" would copy the whole batch once more.
+            return newline.join([*batch.bodies, b""])
         return b"".join([java_map(e.headers).encode() + b" " + e.body + newline for e in batch])
 
     def write(self, batch) -> None:
