@@ -97,3 +97,12 @@ def test_the_journal_cost_benchmark_runs_both_forms_of_ids():
     forms = re.findall(r"^journal work per 100-event batch \(2 ranges\), ids as (ranges|one string per event): "
                        r"\d+\.\d{3} ms$", out, re.M)
     assert forms == ["ranges", "one string per event"], out
+
+
+def test_the_replicated_memory_benchmark_fills_every_channel_and_prints_its_figure():
+    """Its own redis-server; it fails unless every channel holds every event (checked inside the script)."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "memory_replicated.py"), "--events", "3000",
+                          "--copies", "2", "--batch", "500"], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert re.fullmatch(r"3,000 events in batches of 500, held in 2 channel\(s\): [\d,]+ bytes per event \(mean body "
+                        r"\d+ bytes; [\d,]+ per event per channel\)\n", out), out
