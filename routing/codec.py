@@ -94,7 +94,7 @@ def _pack(value) -> bytes:
 
 def _data(columns) -> bytes:
     bodies, headers, ids = columns
-    return _pack(bodies) + _pack(headers) + _pack(ids)
+    return b"".join((_pack(bodies), _pack(headers), _pack(ids)))        # one copy of the bodies, not two
 
 
 def new_tag() -> str:

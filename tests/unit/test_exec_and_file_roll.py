@@ -56,6 +56,16 @@ def test_exec_lines_batches_and_crlf():
     assert [len(b) for _, b in rec.batches] == [2, 2, 1]
 
 
+def test_exec_joins_lines_and_crlf_split_across_reads():
+    """A line (and its CR LF) written in parts, with pauses, so that the parts come in separate reads."""
+    command = "printf 'ab'; sleep 0.2; printf 'c\\r'; sleep 0.2; printf '\\nd\\r'; sleep 0.2; printf '\\ne\\n'"
+    source, rec = exec_source({"command": command, "shell": "/bin/sh -c", "batchSize": "1"})
+    source.start()
+    wait_until(lambda: len(rec.bodies()) >= 3, 10, what="3 lines")
+    source.stop()
+    assert rec.bodies() == [b"abc", b"d", b"e"]
+
+
 def test_exec_puts_full_batches_read_at_once_together_within_the_put_limit(tmp_path):
     log = tmp_path / "lines"
     log.write_bytes(b"".join(b"%d\n" % i for i in range(1003)))

@@ -108,10 +108,11 @@ class ExecSource(Source):
                 if pending:
                     batch.append(pending.removesuffix(b"\r"))
                 return self._flush(batch)
-            chunk = pending + data
-            lines = chunk.split(b"\n")
+            # The unfinished line goes in front of the first line only: "pending + data" would copy every read.
+            lines = data.split(b"\n")
+            lines[0] = pending + lines[0]
             pending = lines.pop()
-            if b"\r" in chunk:
+            if b"\r" in data or (lines and b"\r" in lines[0]):        # lines[0] holds what was pending
                 lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
             if lines and not batch:
                 first_at = time.monotonic()
