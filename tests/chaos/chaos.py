@@ -115,8 +115,12 @@ class Load:
         self.thread.start()
         return self
 
+    def events(self, first: int) -> list[dict]:
+        """The events of the request that starts with event ``first``."""
+        return [{"body": f"e{first + j}"} for j in range(PER_REQUEST)]
+
     def _post(self, first: int) -> int | None:
-        body = json.dumps([{"body": f"e{first + j}"} for j in range(PER_REQUEST)]).encode()
+        body = json.dumps(self.events(first)).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/", data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
         try:
@@ -176,6 +180,17 @@ class Load:
         self.thread.join(timeout_s)
         if self.acked_events() < self.total:
             raise AssertionError(f"the load generator ended after {self.acked_events()} of {self.total} events")
+
+
+class PaddedLoad(Load):
+    """A :class:`Load` whose events carry ``PAD`` after their number (``e<n> xx...``): a request's batch is then
+    larger than a channel message queued inline (``routing.scripts.INLINE_MAX_BYTES``), so a batch replicated into
+    several channels is stored once, shared by its messages in each channel."""
+
+    PAD = "x" * 150
+
+    def events(self, first: int) -> list[dict]:
+        return [{"body": f"e{first + j} {self.PAD}"} for j in range(PER_REQUEST)]
 
 
 class FileLoad(Load):
@@ -341,6 +356,89 @@ def worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: flo
     finally:
         agent.stop()
     return count(result, load, out)
+
+
+def replicated_conf(port: int, outs: list[Path]) -> str:
+    """An http source replicating into one file channel per output, each drained by its own file_roll sink (its own
+    sink worker)."""
+    names = range(1, len(outs) + 1)
+    return (f"""
+a1.sources = r1
+a1.channels = {' '.join(f'c{n}' for n in names)}
+a1.sinks = {' '.join(f'k{n}' for n in names)}
+a1.sources.r1.type = http
+a1.sources.r1.bind = 127.0.0.1
+a1.sources.r1.port = {port}
+a1.sources.r1.channels = {' '.join(f'c{n}' for n in names)}
+""" + "".join(f"""
+a1.channels.c{n}.type = file
+a1.channels.c{n}.transactionCapacity = 1000
+a1.sinks.k{n}.type = file_roll
+a1.sinks.k{n}.sink.directory = {out}
+a1.sinks.k{n}.sink.rollInterval = 1
+a1.sinks.k{n}.sink.batchSize = 500
+a1.sinks.k{n}.channel = c{n}
+""" for n, out in zip(names, outs)))
+
+
+def unit_worker_pid(agent: AgentProcess, unit: str) -> int:
+    """The pid of the agent's sink worker for ``unit`` (its Celery node name starts with ``<unit>@``)."""
+    def find():
+        for pid in children(agent.process.pid):
+            try:
+                if f"--hostname\0{unit}@".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
+                pass
+        return None
+    return wait_until(find, 60, what=f"the sink worker of {unit}")
+
+
+def numbers(out: Path) -> list[bytes]:
+    """The event numbers (``e<n>``) of the lines a :class:`PaddedLoad` sent, as a file_roll sink wrote them."""
+    return [line.split(b" ", 1)[0] for line in read_lines(out)]
+
+
+def replicated_worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float, vt_s: float) -> Result:
+    """kill -9 of one of two sink workers, in turn, while a replicating source fills their two channels with the
+    same batches (stored once in Redis, shared by both channels' messages).  Each output must get every event once,
+    and once everything is delivered no message and no shared data may be left in Redis: a reference count off by
+    one would keep the data for ever, or delete it while the other channel still needs it (that channel's sink
+    would then fail to decode its message)."""
+    port, outs = free_port(), [tmp / "out1", tmp / "out2"]
+    server = RedisServer(tmp / "redis").start()
+    agent = AgentProcess(tmp, replicated_conf(port, outs), broker_url=server.url,
+                         env={"FLUMERY_VISIBILITY_TIMEOUT_S": str(vt_s)}).start()
+    result = Result("kill -9 one of two sink workers of replicated batches (shared data)", faults=kills)
+    result.notes.append(f"visibility timeout {vt_s:.0f} s")
+    try:
+        wait_until(lambda: port_open(port), 60, what="the http source")
+        load = PaddedLoad(port, total, rate).start()
+        recovery = Recovery(outs[0], load, outputs=lambda: set(numbers(outs[0])) & set(numbers(outs[1])))
+        for k in range(kills):
+            load.wait_for(int((k + 1) * interval_s * rate))
+            unit = f"k{k % 2 + 1}"
+            pid = unit_worker_pid(agent, unit)
+            recovery.fault()
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda pid=pid, unit=unit: unit_worker_pid(agent, unit) != pid, 60,
+                       what=f"the restarted worker of {unit}")
+        settle(result, load, recovery, outs[0])
+        client = server.client()
+        try:
+            wait_until(lambda: not client.keys("flumery.msg:*"), 30, what="no message left in Redis")
+        except AssertionError:
+            result.notes.append(f"{len(client.keys('flumery.msg:*'))} message or shared-data keys left in Redis "
+                                "after everything was delivered")
+    finally:
+        agent.stop()
+        server.stop()
+    sent, per_output = load.all_sent(), [Counter(numbers(out)) for out in outs]
+    result.sent = len(sent)
+    result.delivered = min(len(sent & set(seen)) for seen in per_output)
+    result.lost = result.sent - result.delivered
+    result.duplicated = sum(n - 1 for seen in per_output for n in seen.values() if n > 1)
+    return result
 
 
 def kill_after_write(tmp: Path, total: int, rate: float, kills: int, interval_s: float) -> Result:
@@ -1274,6 +1372,8 @@ def scenarios(long: bool) -> dict:
         return {
             "worker": lambda t: worker_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
             "worker-after-write": lambda t: kill_after_write(t, 200_000, 2500, kills=5, interval_s=12),
+            "replicated-worker": lambda t: replicated_worker_kills(t, 200_000, 2500, kills=6, interval_s=10,
+                                                                   vt_s=30),
             "held-batch": lambda t: held_batch_kill(t, 30),      # the default visibility timeout
         "held-batch-long-lease": lambda t: held_batch_kill(t, 600),
             "pool-child": lambda t: pool_child_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
@@ -1299,6 +1399,7 @@ def scenarios(long: bool) -> dict:
     return {
         "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
         "worker-after-write": lambda t: kill_after_write(t, 6_000, 1000, kills=2, interval_s=2),
+        "replicated-worker": lambda t: replicated_worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
         "held-batch": lambda t: held_batch_kill(t, 5),
         # A lease far longer than the test's wait: only the agent giving back its dead worker's messages passes.
         "held-batch-long-lease": lambda t: held_batch_kill(t, 600),

@@ -12,7 +12,8 @@ import pytest
 pytestmark = pytest.mark.chaos
 SHORT = chaos.scenarios(long=False)
 # kill -9 of a file_roll sink worker: what it wrote before the kill is not written again when its batch comes back.
-FILE_ROLL_WORKER_KILLS = ("worker", "worker-after-write", "pool-child", "held-batch", "held-batch-long-lease")
+FILE_ROLL_WORKER_KILLS = ("worker", "worker-after-write", "replicated-worker", "pool-child", "held-batch",
+                          "held-batch-long-lease")
 
 
 @pytest.mark.parametrize("name", list(SHORT))
@@ -28,6 +29,8 @@ def test_no_acknowledged_event_is_lost(name, tmp_path):
     if name.startswith("hdfs-"):
         assert result.duplicated == 0, f"duplicates at rest: {result.row()}"
         assert result.tmp_left == 0, f"in-use files left after the next start: {result.row()}"
+    if name == "replicated-worker":
+        assert "left in Redis" not in " ".join(result.notes), result.row()
     if name == "reload":
         # A replaced source finishes its in-flight requests, a replaced worker its batch: nothing is doubled.
         assert result.duplicated == 0, result.row()
