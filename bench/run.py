@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import make_access_log  # bench/make_access_log.py: the workload (this script's folder is on sys.path)
@@ -232,8 +233,11 @@ def run_rsyslog(log: Path, work: Path, total: int) -> tuple[float, float]:
 def one_round(args, log: Path, work: Path, size: int, expected, peers: dict) -> list[Run]:
     runs = []
 
-    def record(name: str, result: tuple[float, float]) -> None:
-        seconds, stretch = result
+    def record(name: str, run) -> None:
+        # What the runs before wrote may still be on its way to the disk: let it land first, so that no program
+        # pays for the writeback of another's output (Flumery fsyncs, and would wait for it).
+        os.sync()
+        seconds, stretch = run()
         runs.append(Run(name, seconds, 0.8 * args.lines / stretch))
         print(f"  {name:<34} {seconds:6.2f} s from launch   steady {runs[-1].steady:10,.0f} events/s", flush=True)
 
@@ -243,17 +247,18 @@ def one_round(args, log: Path, work: Path, size: int, expected, peers: dict) -> 
         for workload in args.workloads:
             if workload == "replicating":
                 record(f"flumery {label}replicating x3 (10000)",
-                       run_flumery(log, work, args.source, size, expected, flumery, copies=3, sink_batch=10000))
+                       partial(run_flumery, log, work, args.source, size, expected, flumery, copies=3,
+                               sink_batch=10000))
             else:
                 batch = int(workload.split("-")[1])
                 record(f"flumery {label}{args.source} ({batch})",
-                       run_flumery(log, work, args.source, size, expected, flumery, sink_batch=batch))
+                       partial(run_flumery, log, work, args.source, size, expected, flumery, sink_batch=batch))
     if "syslog-ng" in peers:
-        record("syslog-ng tuned", run_syslog_ng(log, work, size, SYSLOG_NG_CONF))
+        record("syslog-ng tuned", partial(run_syslog_ng, log, work, size, SYSLOG_NG_CONF))
     if "rsyslog" in peers:
-        record("rsyslog tuned", run_rsyslog(log, work, size))
+        record("rsyslog tuned", partial(run_rsyslog, log, work, size))
     if "syslog-ng" in peers:
-        record("syslog-ng defaults", run_syslog_ng(log, work, size, SYSLOG_NG_DEFAULT_CONF))
+        record("syslog-ng defaults", partial(run_syslog_ng, log, work, size, SYSLOG_NG_DEFAULT_CONF))
     return runs
 
 
