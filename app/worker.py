@@ -16,6 +16,7 @@ import sys
 from contextlib import contextmanager
 
 import celery.utils.imports
+import click
 
 # Run by ``python -c``: only ``os`` and ``sys`` (already loaded by the interpreter's start-up) are imported before
 # the working directory is gone from the path.  The trailing comment keeps "celery worker" in the command line
@@ -39,9 +40,12 @@ def main() -> None:
     argv = sys.argv[1:]
     quiet = argv[:1] == ["--quiet"]
     command = argv[1:] if quiet else argv
-    if command[:1] == ["worker"]:
-        sys.exit(_worker(celery_app, command[1:], quiet))
-    sys.exit(celery_app.start(argv))
+    try:
+        status = _worker(celery_app, command[1:], quiet) if command[:1] == ["worker"] else celery_app.start(argv)
+    except click.ClickException as exc:         # a bad option: its usage message, not a traceback
+        exc.show()
+        status = exc.exit_code
+    sys.exit(status)
 
 
 def _worker(celery_app, args: list[str], quiet: bool):

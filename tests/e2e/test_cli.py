@@ -75,6 +75,16 @@ def test_worker_without_a_broker_says_so_in_one_line(tmp_path):
     assert result.stderr == "flumery worker: give the broker: --broker-url, FLUMERY_BROKER_URL or REDIS_URL\n"
 
 
+def test_a_bad_celery_worker_option_is_its_usage_message_not_a_traceback(tmp_path):
+    (tmp_path / "flume.conf").write_text(README_SAMPLE_CONF.replace("netcta", "netcat").replace("c9", "c1")
+                                         + "a1.sources.r1.bind = 127.0.0.1\na1.sources.r1.port = 0\n")
+    # The option is refused before the worker connects: no broker needs to be there.
+    result = flumery("worker", "-f", "flume.conf", "-n", "a1", "--broker-url", "redis://127.0.0.1:1/0",
+                     "--concurency", "2", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Error: No such option '--concurency'" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_unknown_options_are_refused_except_for_celery_commands(tmp_path):
     result = flumery("validate", "-f", "x.conf", "-n", "a1", "--port=5555", cwd=tmp_path)
     assert result.returncode == 2 and "unrecognized arguments: --port=5555" in result.stderr
