@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
+import msgpack
+
 
 def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy, and return that; fail the test after ``timeout_s``.
@@ -75,3 +77,10 @@ def record_waits(event: threading.Event) -> list:
 
     event.wait = wait
     return calls
+
+
+def msgpack_columns(data: bytes) -> list:
+    """The bodies, headers and ids packed one after the other in a channel message's data."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    return list(unpacker)

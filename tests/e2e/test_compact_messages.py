@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-import msgpack
 import pytest
 from agents import REPO
+from helpers import msgpack_columns
 from kombu import Connection
 from kombu.serialization import dumps as serialize
 from legacy_messages import put_whole
@@ -84,13 +84,6 @@ def test_a_message_stores_its_tag_events_bytes_and_data_and_the_channel_its_temp
     stored = client.hgetall(f"flumery.msg:{tag}")
     assert stored[b"n"] == b"1" and stored[b"z"] == b"7" and stored[b"t"] == small[0][2]
     assert stored[b"o"] == consumer.owner.encode() and client.zscore("flumery.inflight", tag) is not None
-
-
-def msgpack_columns(data: bytes) -> list:
-    """The bodies, headers and ids packed one after the other in a message's data."""
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(data)
-    return list(unpacker)
 
 
 def test_small_and_large_messages_are_taken_in_order_given_back_and_purged(writer, consumer, redis_server):

@@ -3,8 +3,8 @@ channel) refer to one shared data key, each channel takes, gives back, peeks and
 data goes with the last message that refers to it (routing.scripts, routing.transport)."""
 from __future__ import annotations
 
-import msgpack
 import pytest
+from helpers import msgpack_columns
 from kombu import Connection
 
 from app.celery_app import create_app
@@ -97,12 +97,6 @@ def test_a_replicated_batch_is_stored_once_and_deleted_with_the_last_message_tha
     assert client.keys("flumery.msg:*") == []
     assert read_sizes(client, "flumery.a1") == dict.fromkeys(CHANNELS, 0)
     assert read_bytes(client, "flumery.a1") == dict.fromkeys(CHANNELS, 0)
-
-
-def msgpack_columns(data: bytes) -> list:
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(data)
-    return list(unpacker)
 
 
 def test_peek_and_purge_each_channel_on_its_own(writer, consumers, redis_server):
