@@ -11,7 +11,9 @@ agent therefore starts ``python -c BOOTSTRAP --quiet worker ...``: the bootstrap
 """
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 from contextlib import contextmanager
 
@@ -37,6 +39,9 @@ def main() -> None:
     celery.utils.imports.cwd_in_path = _cwd_not_in_path
     from app import app as celery_app  # built from the FLUMERY_* environment, after the patch above
 
+    # kill -USR1 prints every thread's stack (a process that hangs can say where); Celery's worker puts its own
+    # handler, which logs the same, in place of this one.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     argv = sys.argv[1:]
     quiet = argv[:1] == ["--quiet"]
     command = argv[1:] if quiet else argv

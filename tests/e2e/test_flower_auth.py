@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -29,6 +31,19 @@ def flower(tmp_path, broker_url: str, *extra: str, **env: str) -> subprocess.Pop
     return subprocess.Popen([sys.executable, "-m", "app.cli", "flower", "-f", str(conf), "-n", "a1",
                              "--broker-url", broker_url, *extra], cwd=REPO, env={**clean, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, and fail if it has not exited 30 s later, with every thread's stack (SIGUSR1: see app.worker)."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        process.kill()
+        raise AssertionError("flumery flower did not exit within 30 s of SIGTERM; its output and threads:\n"
+                             + process.communicate()[0][-20000:]) from None
 
 
 def status(port: int, auth: str | None = None) -> int | None:
@@ -61,8 +76,7 @@ def test_flower_with_basic_auth_answers_401_without_it(tmp_path, redis_server):
         assert status(port, "admin:wrong") == 401
         assert status(port, "admin:a-long-password") == 200
     finally:
-        process.terminate()
-        process.wait(30)
+        stop(process)
 
 
 def test_flower_no_auth_is_an_explicit_choice(tmp_path, redis_server):
@@ -72,5 +86,4 @@ def test_flower_no_auth_is_an_explicit_choice(tmp_path, redis_server):
         wait_until(lambda: status(port) is not None or process.poll() is not None, 60, what="Flower to listen")
         assert status(port) == 200
     finally:
-        process.terminate()
-        process.wait(30)
+        stop(process)
