@@ -313,17 +313,18 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def sink_worker_pid(agent: AgentProcess) -> int:
-    """The pid of the agent's celery worker child (solo pool: the process that runs the sink)."""
+def sink_worker_pid(agent: AgentProcess, marker: bytes = b"celery", what: str = "the sink worker") -> int:
+    """The pid of the agent's celery worker child (solo pool: the process that runs the sink) whose command line
+    holds ``marker``."""
     def find():
         for pid in children(agent.process.pid):
             try:
-                if b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
                     return pid
             except OSError:
                 pass
         return None
-    return wait_until(find, 60, what="the sink worker")
+    return wait_until(find, 60, what=what)
 
 
 def rss_kib(pid: int) -> int:
@@ -383,15 +384,7 @@ a1.sinks.k{n}.channel = c{n}
 
 def unit_worker_pid(agent: AgentProcess, unit: str) -> int:
     """The pid of the agent's sink worker for ``unit`` (its Celery node name starts with ``<unit>@``)."""
-    def find():
-        for pid in children(agent.process.pid):
-            try:
-                if f"--hostname\0{unit}@".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return pid
-            except OSError:
-                pass
-        return None
-    return wait_until(find, 60, what=f"the sink worker of {unit}")
+    return sink_worker_pid(agent, f"--hostname\0{unit}@".encode(), f"the sink worker of {unit}")
 
 
 def numbers(out: Path) -> list[bytes]:
