@@ -51,6 +51,9 @@ from workers.sources.base import SourceContext
 log = logging.getLogger(__name__)
 
 ROLES = ("all", "sources", "sinks")
+# How the agent runs its sinks: one worker process per sink unit (sink group or lone sink), or one process for all,
+# a Celery threads-pool thread per unit (the take transactions of different sinks then run side by side in it).
+SINK_WORKERS = ("per-sink", "one")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_RESTART_FIRST_S = 1.0
 WORKER_RESTART_MAX_S = 30.0
@@ -61,9 +64,12 @@ WORKER_HEALTHY_AFTER_S = 5.0      # a worker that ran this long before dying is 
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings, role: str = "all",
                  metrics_port: int | None = None, worker_log_level: str = "INFO", stats_interval_s: float = 60.0,
-                 reload_interval_s: float = 30.0, metrics_bind: str = "0.0.0.0"):
+                 reload_interval_s: float = 30.0, metrics_bind: str = "0.0.0.0", sink_workers: str = "per-sink"):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if sink_workers not in SINK_WORKERS:
+            raise ValueError(f"sink_workers must be one of {', '.join(SINK_WORKERS)}")
+        self.sink_workers = sink_workers
         self.config = config
         self.settings = settings.with_(agent=config.name, conf_file=settings.conf_file or config.file)
         self.role = role
@@ -75,7 +81,7 @@ class Agent:
         self.stop_reason = "after an error"          # what the stop line says, unless a signal asked for it
         self.embedded: EmbeddedRedis | None = None
         self.sources: dict = {}
-        self.workers: dict[str, subprocess.Popen] = {}
+        self.workers: dict[str, subprocess.Popen] = {}     # by worker name (see worker_plan)
         self.started_at: dict[str, float] = {}
         self.restarts: dict[str, int] = {}          # sink unit -> times its worker was restarted
         self.writer: ChannelWriter | None = None
@@ -120,8 +126,8 @@ class Agent:
         if self.stats_interval_s > 0:            # before the components start: the first line counts from zero
             self.throughput = ThroughputLog(self.snapshot, self.stats_interval_s).start()
         if self.role in ("all", "sinks"):
-            for unit, sinks in self.config.sink_units():
-                self._start_worker(unit, sinks)
+            for name, units in self.worker_plan().items():
+                self._start_worker(name, units)
         if self.role in ("all", "sources"):
             self._start_sources()
         if self.metrics_port is not None:
@@ -211,20 +217,34 @@ class Agent:
             for name in channels:
                 self.metrics.group("CHANNEL", name).started()
 
-    def _start_worker(self, unit: str, sinks: tuple[str, ...]) -> None:
-        channel = self.config.channel_of_unit(sinks)
-        env = {**os.environ, **self.settings.with_(sinks=(unit,), conf_file=self.worker_conf).env()}
+    def worker_plan(self) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+        """The sink worker processes the agent runs, by name: the sink units (sink group or lone sink, with its
+        sinks) each serves.  ``per-sink``: a worker per unit, named after it; ``one``: a single worker for every
+        unit, named after them joined by ``+`` (as ``flumery worker`` names one serving several)."""
+        units = self.config.sink_units()
+        if self.sink_workers == "per-sink" or len(units) < 2:
+            return {unit: [(unit, sinks)] for unit, sinks in units}
+        return {"+".join(unit for unit, _ in units): units}
+
+    def _start_worker(self, name: str, units: list[tuple[str, tuple[str, ...]]]) -> None:
+        channels = list(dict.fromkeys(self.config.channel_of_unit(sinks) for _, sinks in units))
+        env = {**os.environ, **self.settings.with_(sinks=tuple(u for u, _ in units), conf_file=self.worker_conf).env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        # One unit: the solo pool, one take transaction at a time, as Flume's SinkRunner.  Several: a thread per
+        # unit; the worker runs one take transaction per sink at a time (workers.runtime.WorkerRuntime._claim).
+        pool = ["--pool", "solo"] if len(units) == 1 else ["--pool", "threads", "--concurrency", str(len(units))]
         # --quiet: no Celery banner per worker; the line logged below says what the worker does.
         # Not `python -m celery -A app`: that imports from the working directory first (see app.worker).
-        argv = [sys.executable, "-c", WORKER_BOOTSTRAP, "--quiet", "worker", "--pool", "solo",
-                "--loglevel", self.worker_log_level, "--hostname", f"{unit}@{self.config.name}.%h",
-                "--queues", queue_name(self.config.name, channel), "--without-gossip", "--without-mingle"]
+        argv = [sys.executable, "-c", WORKER_BOOTSTRAP, "--quiet", "worker", *pool,
+                "--loglevel", self.worker_log_level, "--hostname", f"{name}@{self.config.name}.%h",
+                "--queues", ",".join(queue_name(self.config.name, c) for c in channels),
+                "--without-gossip", "--without-mingle"]
         # Own session: a Ctrl-C in the terminal reaches only the agent, which then stops the workers in order.
-        self.started_at[unit] = time.monotonic()
-        self.workers[unit] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+        self.started_at[name] = time.monotonic()
+        self.workers[name] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                                               preexec_fn=die_with_parent)
-        log.info("sink worker for %s (pid %d) drains channel %s", unit, self.workers[unit].pid, channel)
+        log.info("sink worker for %s (pid %d) drains channel%s %s", name, self.workers[name].pid,
+                 "" if len(channels) == 1 else "s", ", ".join(channels))
 
     # -- run -------------------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -257,7 +277,7 @@ class Agent:
             if self.reload_requested.is_set() or (polled and self.watch.changed()):
                 self.reload_requested.clear()
                 self.reload()
-            units = dict(self.config.sink_units())
+            plan = self.worker_plan()
             for unit, process in list(self.workers.items()):
                 if process.poll() is None:
                     continue
@@ -271,8 +291,9 @@ class Agent:
                     delay[unit] = min(delay[unit] * 2, WORKER_RESTART_MAX_S)
                 elif now >= due[unit]:
                     del due[unit]
-                    self.restarts[unit] = self.restarts.get(unit, 0) + 1
-                    self._start_worker(unit, units[unit])
+                    for member, _sinks in plan[unit]:
+                        self.restarts[member] = self.restarts.get(member, 0) + 1
+                    self._start_worker(unit, plan[unit])
 
     # -- hot reload (app/reload.py) --------------------------------------------------------------------------
     def reload(self) -> bool:
@@ -329,7 +350,16 @@ class Agent:
             self.metrics.group("CHANNEL", name).started()
 
     def _reload_workers(self, change) -> None:
-        stopping = [(unit, self.workers.pop(unit)) for unit in change.stop_units if unit in self.workers]
+        """Stop the workers of the sink units that changed or went, start those of the new and changed units.
+        With ``--sink-workers one`` any such change restarts the one worker."""
+        plan = self.worker_plan()
+        if self.sink_workers == "per-sink":
+            stop, start = change.stop_units, change.start_units
+        elif change.stop_units or change.start_units:
+            stop, start = list(self.workers), list(plan)
+        else:
+            stop = start = []
+        stopping = [(name, self.workers.pop(name)) for name in stop if name in self.workers]
         for _unit, process in stopping:
             process.terminate()                       # warm shutdown: the batch is written or given back
         for _unit, process in stopping:
@@ -339,9 +369,8 @@ class Agent:
                 process.kill()
                 process.wait()
                 self._give_back_held_by(process.pid)
-        units = dict(self.config.sink_units())
-        for unit in change.start_units:
-            self._start_worker(unit, units[unit])
+        for name in start:
+            self._start_worker(name, plan[name])
 
     def _give_back_held_by(self, pid: int) -> None:
         """A sink worker of ours died: its messages go back to their channels now, not when their leases

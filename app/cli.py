@@ -2,7 +2,7 @@
 
     flumery agent    -f FILE -n NAME [--data-dir DIR] [--broker-url URL] [--role all|sources|sinks]
                      [--metrics-port N] [--metrics-bind ADDR] [--log-level INFO] [--stats-interval 60]
-                     [--reload-interval 30]
+                     [--reload-interval 30] [--sink-workers per-sink|one]
     flumery validate -f FILE -n NAME
     flumery dlq      list|replay|purge -f FILE -n NAME [--limit N] [--channel C] [--json] [--yes]
     flumery worker   -f FILE -n NAME [--broker-url URL] [--sinks k1,g1] [--log-level INFO] [celery worker options]
@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 from app import dlq
-from app.agent import Agent
+from app.agent import SINK_WORKERS, Agent
 from app.worker import BOOTSTRAP
 from core import options
 from core.config import AgentConfig, load_agent
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--reload-interval", type=float, default=30.0, metavar="SECONDS",
                        help="look for changes to the agent file this often, as Flume does (default 30; 0: only "
                             "on SIGHUP); a valid new file replaces only the components that changed")
+    agent.add_argument("--sink-workers", choices=SINK_WORKERS, default="per-sink",
+                       help="per-sink (default): one worker process per sink or sink group, each on its own; "
+                            "one: a single worker process for all of them, a thread each (less CPU and memory, "
+                            "but a crash or a reload of one restarts all)")
     validate = sub.add_parser("validate", help="check an agent file and summarise the flow")
     _common(validate)
     dlq = sub.add_parser("dlq", help="list, replay or purge the agent's dead letters")
@@ -326,7 +330,7 @@ def run_agent(args) -> int:
         logging.getLogger("flumery").info("note: %s", notice)
     agent = Agent(config, settings, role=args.role, metrics_port=port, worker_log_level=args.log_level.upper(),
                   stats_interval_s=args.stats_interval, reload_interval_s=args.reload_interval,
-                  metrics_bind=_metrics_bind(args))
+                  metrics_bind=_metrics_bind(args), sink_workers=args.sink_workers)
     try:
         return agent.run()
     except SettingsError as exc:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: a web-server access log through a Flumery agent into files, beside syslog-ng and rsyslog.
 
-    python bench/run.py [--lines 1000000] [--rounds 1] [--workloads file-1000,file-10000,replicating]
+    python bench/run.py [--lines 1000000] [--rounds 1] [--workloads file-1000,file-10000,replicating,replicating-one]
                         [--source exec|taildir] [--work DIR] [--no-peers] [--flumery DIR]
 
 Workloads (each run checks that every line arrived exactly once, in every output):
@@ -9,7 +9,9 @@ Workloads (each run checks that every line arrived exactly once, in every output
 * ``file-1000`` / ``file-10000``: ``exec`` (``cat LOG``, ``batchSize`` 1000) -> one ``file`` channel (embedded
   Redis, appendfsync always) -> ``file_roll`` (fsync per batch) with sink ``batchSize`` 1000 / 10000;
 * ``replicating``: the same source replicated into 3 ``file`` channels, each drained by its own ``file_roll``
-  sink (batchSize 10000), timed against ``file-10000`` of the same round.
+  sink (batchSize 10000), timed against ``file-10000`` of the same round;
+* ``replicating-one``: the same, the agent run with ``--sink-workers one`` (one sink worker process, a thread per
+  sink, instead of a process per sink).
 
 Peers, on the same file in the same round: syslog-ng 3.38 (Debian ``syslog-ng-core``), tuned and with default
 options, and rsyslog 8 (Debian ``rsyslog``: ``imfile`` -> ``omfile``, run as a plain process with its own
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -104,7 +107,7 @@ input(type="imfile" file="{log}" tag="bench" freshStartTail="off" maxLinesAtOnce
 action(type="omfile" file="{out}" template="line" ioBufferSize="1m" flushOnTXEnd="on")
 """
 
-WORKLOADS = ("file-1000", "file-10000", "replicating")
+WORKLOADS = ("file-1000", "file-10000", "replicating", "replicating-one")
 
 
 @dataclass
@@ -157,7 +160,7 @@ def flumery_conf(log: Path, work: Path, source: str, copies: int, sink_batch: in
 
 
 def run_flumery(log: Path, work: Path, source: str, total: int, expected, flumery: Path, copies: int = 1,
-                sink_batch: int = 10000) -> tuple[float, float]:
+                sink_batch: int = 10000, agent_args: tuple[str, ...] = ()) -> tuple[float, float]:
     outs = [work / f"flumery-out-{n}" for n in range(1, copies + 1)]
     for stale in (*outs, work / "data"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -165,7 +168,7 @@ def run_flumery(log: Path, work: Path, source: str, total: int, expected, flumer
     conf = work / "bench.conf"
     conf.write_text(flumery_conf(log, work, source, copies, sink_batch))
     cmd = [sys.executable, "-m", "app.cli", "agent", "-f", str(conf), "-n", "b", "--data-dir", str(work / "data"),
-           "--log-level", "WARNING"]
+           "--log-level", "WARNING", *agent_args]
     env = {**os.environ, "PYTHONPATH": str(flumery)}     # the sink workers import the same checkout
     agent = subprocess.Popen(cmd, cwd=flumery, env=env, stdout=subprocess.DEVNULL,
                              stderr=open(work / "agent.log", "w"))
@@ -249,6 +252,10 @@ def one_round(args, log: Path, work: Path, size: int, expected, peers: dict) -> 
                 record(f"flumery {label}replicating x3 (10000)",
                        partial(run_flumery, log, work, args.source, size, expected, flumery, copies=3,
                                sink_batch=10000))
+            elif workload == "replicating-one":
+                record(f"flumery {label}replicating x3 (10000, one worker)",
+                       partial(run_flumery, log, work, args.source, size, expected, flumery, copies=3,
+                               sink_batch=10000, agent_args=("--sink-workers", "one")))
             else:
                 batch = int(workload.split("-")[1])
                 record(f"flumery {label}{args.source} ({batch})",
@@ -289,7 +296,7 @@ def summary(rounds: list[list[Run]], lines: int, source: str) -> None:
             steady = [r[f].steady / r[p].steady for r in rounds]
             print(f"  {name:<34} {span(launch, '.2f')} | {span(steady, '.2f')}")
     for rep, name in enumerate(names):
-        single = name.replace("replicating x3", source)
+        single = re.sub(r"replicating x3 \((\d+)[^)]*\)", rf"{source} (\1)", name)
         if "replicating" not in name or single not in names:
             continue
         one = names.index(single)

@@ -107,6 +107,31 @@ class AgentProcess:
         return url_file.read_text().strip()
 
 
+def children(pid: int) -> list[int]:
+    """The pids of the children of process ``pid`` (of all its threads)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def sink_worker_pid(agent: AgentProcess, marker: bytes = b"celery", what: str = "the sink worker") -> int:
+    """The pid of the agent's celery worker child whose command line holds ``marker`` (e.g.
+    ``b"--hostname\\0k1@"``), waited for up to 60 s."""
+    def find():
+        for pid in children(agent.process.pid):
+            try:
+                if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
+                pass
+        return None
+    return wait_until(find, 60, what=what)
+
+
 def read_lines(directory: Path) -> list[bytes]:
     """Every line of every file in ``directory`` (what a file_roll sink wrote)."""
     lines: list[bytes] = []

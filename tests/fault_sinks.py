@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,3 +109,27 @@ class SlowSink(_FileSink):
     def write(self, batch) -> None:
         time.sleep(self.config.delay_ms / 1000)
         self.append(batch.bodies)
+
+
+class HeldSink(SlowSink):
+    """A store that hangs: while the file ``<directory>.hold`` exists a write does not return; otherwise it
+    writes like :class:`SlowSink` (``delayMs`` per batch).  Every write also records whether another write of
+    the same sink was still running when it began (in ``<directory>.overlap``, with both threads' names): a sink
+    writes one batch at a time, whatever pool runs the worker's tasks."""
+
+    def start(self) -> None:
+        super().start()
+        self.writing: list[str] = []
+
+    def write(self, batch) -> None:
+        me = threading.current_thread().name
+        if self.writing:
+            with open(f"{self.config.directory}.overlap", "a") as f:
+                f.write(f"{me} began while {self.writing} wrote\n")
+        self.writing.append(me)
+        try:
+            while Path(f"{self.config.directory}.hold").exists():
+                time.sleep(0.05)
+            super().write(batch)
+        finally:
+            self.writing.remove(me)

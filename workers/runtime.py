@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # A task keeps draining its channel (batch after batch, while they come full) at most this long, so that Celery's
 # event loop (remote control, the shutdown signal, other channels of the same worker) runs in between.
 DRAIN_MAX_S = 1.0
+# Under Celery's threads pool, how long a task waits for a busy sink of its channel before giving its message back
+# (a busy sink is draining the channel, which returns within DRAIN_MAX_S while the store answers).
+CLAIM_WAIT_S = 2 * DRAIN_MAX_S
 
 
 @lru_cache(maxsize=8)
@@ -147,19 +150,22 @@ class WorkerRuntime:
         self.metrics = MetricsStore(redis_client(url, settings.transport_options()), self.config.name,
                                     key_prefix=settings.redis_key_prefix()).start()
         self.housekeeper = Housekeeper(self.channel, max(1.0, settings.visibility_timeout_s / 4))
-        # Takes the next batch while the sink writes the current one (see _drain).
-        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flumery-take-ahead")
         context = SinkContext(self.config.name, settings.data_path(), self.metrics)
-        self.runners: dict[str, itertools.cycle] = {}
         self.all_runners: list[SinkRunner] = []
         for unit, sinks in served_units(settings, self.config):
             runner = self._build_runner(unit, sinks, context)
             self.all_runners.append(runner)
-        by_channel: dict[str, list[SinkRunner]] = {}
+        self.by_channel: dict[str, list[SinkRunner]] = {}
         for runner in self.all_runners:
-            by_channel.setdefault(runner.channel, []).append(runner)
+            self.by_channel.setdefault(runner.channel, []).append(runner)
         # Several sinks outside a group on one channel compete for its messages, as in Flume.
-        self.runners = {channel: itertools.cycle(rs) for channel, rs in by_channel.items()}
+        self.runners = {channel: itertools.cycle(rs) for channel, rs in self.by_channel.items()}
+        # A sink writes one batch at a time.  Celery's threads pool runs tasks side by side in this process (the
+        # agent's shared sink worker does): a task claims a runner (see _claim) for its whole take transaction.
+        self.claims = {runner.unit: threading.Lock() for runner in self.all_runners}
+        # Takes the next batch while a sink writes the current one (see _drain): one thread per runner at most.
+        self._ahead = ThreadPoolExecutor(max_workers=max(1, len(self.all_runners)),
+                                         thread_name_prefix="flumery-take-ahead")
 
     def _build_runner(self, unit: str, sinks: tuple[str, ...], context: SinkContext) -> SinkRunner:
         built = [self.config.sinks[s].cls(s, self.config.sinks[s].config, context) for s in sinks]
@@ -186,10 +192,7 @@ class WorkerRuntime:
         """Process one channel message (and whatever else of the channel fits the sink's batch): write it,
         then acknowledge what was gathered.  If the batch came full (the channel holds more), go on draining the
         channel (:meth:`_drain`).  Returns ``{"events": written, "messages": messages}``."""
-        runners = self.runners.get(channel)
-        if runners is None:
-            raise Requeue(f"this worker serves no sink of channel '{channel}'")
-        runner = next(runners)
+        runner = self._claim(channel)
         started = time.monotonic()
         extras: list[str] = []                    # tags of the messages of the batch beyond the task's own
         self.housekeeper.hold([tag])
@@ -207,6 +210,24 @@ class WorkerRuntime:
             # Whatever happened, this task renews none of these leases any more (a message given back and taken by
             # another worker must expire if that worker dies).
             self.housekeeper.release([tag, *extras])
+            self.claims[runner.unit].release()
+
+    def _claim(self, channel: str) -> SinkRunner:
+        """A runner of ``channel`` that no other task of this process is using, claimed for the caller (who
+        releases ``self.claims[runner.unit]``).  Under the solo and prefork pools a task never waits here.  Under
+        the threads pool, a task of a channel whose every sink is busy (draining it already, or retrying a failing
+        store) waits up to :data:`CLAIM_WAIT_S`, then raises Requeue: its message goes back to the channel and the
+        thread is free for the other channels, so one stuck store never holds every thread."""
+        runners = self.by_channel.get(channel)
+        if runners is None:
+            raise Requeue(f"this worker serves no sink of channel '{channel}'")
+        for _ in runners:
+            runner = next(self.runners[channel])
+            if self.claims[runner.unit].acquire(blocking=False):
+                return runner
+        if self.claims[runner.unit].acquire(timeout=CLAIM_WAIT_S):
+            return runner
+        raise Requeue(f"every sink of channel '{channel}' is busy with another batch")
 
     def _drain(self, runner: SinkRunner, channel: str, written: list[str], timing: tuple) -> tuple[int, int]:
         """Go on taking and writing ``channel`` while its batches come full, for up to :data:`DRAIN_MAX_S`,

@@ -38,7 +38,7 @@ TESTS = Path(__file__).resolve().parent.parent         # tests/: the helpers sha
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent))
 
-from agents import REPO, AgentProcess, port_open, read_lines  # noqa: E402
+from agents import REPO, AgentProcess, children, port_open, read_lines, sink_worker_pid  # noqa: E402
 from cluster_deployment import ClusterDeployment  # noqa: E402
 from conftest import RedisServer  # noqa: E402
 from hadoop import HadoopCluster  # noqa: E402
@@ -301,30 +301,6 @@ def wait_delivered(outputs, load: Load, timeout_s: float) -> bool:
             return True
         time.sleep(0.25)
     return False
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def sink_worker_pid(agent: AgentProcess, marker: bytes = b"celery", what: str = "the sink worker") -> int:
-    """The pid of the agent's celery worker child (solo pool: the process that runs the sink) whose command line
-    holds ``marker``."""
-    def find():
-        for pid in children(agent.process.pid):
-            try:
-                if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return pid
-            except OSError:
-                pass
-        return None
-    return wait_until(find, 60, what=what)
 
 
 def rss_kib(pid: int) -> int:

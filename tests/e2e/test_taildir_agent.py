@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from agents import REPO, AgentProcess, drained, read_lines, taildir_caught_up, wait_until
+from agents import REPO, AgentProcess, children, drained, read_lines, taildir_caught_up, wait_until
 from helpers import ReportingThread
 from test_taildir import TAILDIR_CONF
 
@@ -175,16 +175,6 @@ def test_rotation_while_a_writer_appends_delivers_every_line_once(tmp_path, redi
     expected = [line_of("app.log", i) for i in range(total)]
     assert len(got) == len(set(got)), "duplicates"
     assert sorted(got) == expected
-
-
-def children(pid: int) -> list[int]:
-    kids = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            kids += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return kids
 
 
 def gone(pid: int) -> bool:

@@ -3,7 +3,9 @@ writes, acknowledgements and give-backs, which the real-Redis tests (tests/e2e/t
 observe.  The stand-in keeps a list of messages of 10 events and records every call."""
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -132,3 +134,37 @@ def test_a_batch_that_cannot_be_written_goes_back_with_the_one_taken_ahead(drain
     assert len(rt.metrics.batches) == 2              # the first batch and m0's: a batch not written has none
     assert rt.channel.queue == [f"m{i}" for i in range(6, 10)]
     assert rt.housekeeper.tags == {"task"}
+
+
+def claiming_runtime(units_by_channel: dict[str, list[str]]) -> WorkerRuntime:
+    """A runtime with only what :meth:`WorkerRuntime._claim` reads: runners by channel and their claims."""
+    rt = object.__new__(WorkerRuntime)
+    rt.by_channel = {c: [type("Runner", (), {"unit": u})() for u in units] for c, units in units_by_channel.items()}
+    rt.runners = {c: itertools.cycle(rs) for c, rs in rt.by_channel.items()}
+    rt.claims = {r.unit: threading.Lock() for rs in rt.by_channel.values() for r in rs}
+    return rt
+
+
+def test_a_busy_sink_is_not_claimed_twice_and_its_task_goes_back_after_the_wait(monkeypatch):
+    """Under Celery's threads pool two tasks of one channel can run at once: the second waits for the sink the
+    first holds, for CLAIM_WAIT_S at most, then gives its message back (Requeue) instead of holding a thread."""
+    monkeypatch.setattr(runtime, "CLAIM_WAIT_S", 0.3)
+    rt = claiming_runtime({"c1": ["k1"], "c2": ["k2"]})
+    first = rt._claim("c1")
+    assert rt._claim("c2").unit == "k2"                  # another channel's sink: claimed at once
+    started = time.monotonic()
+    with pytest.raises(Requeue, match="every sink of channel 'c1' is busy"):
+        rt._claim("c1")
+    assert time.monotonic() - started >= 0.3
+    threading.Timer(0.1, rt.claims[first.unit].release).start()
+    assert rt._claim("c1") is first                      # released within the wait: the waiting task gets it
+
+
+def test_sinks_sharing_a_channel_are_claimed_one_each(monkeypatch):
+    monkeypatch.setattr(runtime, "CLAIM_WAIT_S", 0.1)
+    rt = claiming_runtime({"c1": ["k1", "k2"]})
+    assert {rt._claim("c1").unit, rt._claim("c1").unit} == {"k1", "k2"}
+    with pytest.raises(Requeue):
+        rt._claim("c1")
+    with pytest.raises(Requeue, match="serves no sink of channel 'c9'"):
+        rt._claim("c9")

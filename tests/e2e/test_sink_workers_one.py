@@ -1,0 +1,138 @@
+"""``flumery agent --sink-workers one``: every sink of the agent in one worker process (Celery's threads pool, a
+thread per sink unit), against a real Redis: delivery into every channel's sink, a ``kill -9`` of that process,
+a sink whose store hangs while the others go on, and one write at a time per sink however the pool runs tasks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.request
+from pathlib import Path
+
+from agents import AgentProcess, children, port_open, read_lines, sink_worker_pid, wait_until
+
+from app.broker import free_port
+
+
+def post(port: int, bodies: list[str]) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", method="POST",
+                                     data=json.dumps([{"body": b} for b in bodies]).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
+def http_source(port: int, channels: str) -> str:
+    return f"""a1.sources = r1
+a1.sources.r1.type = http
+a1.sources.r1.bind = 127.0.0.1
+a1.sources.r1.port = {port}
+a1.sources.r1.channels = {channels}
+"""
+
+
+def sink_conf(name: str, channel: str, sink_type: str, directory: Path, extra: str = "") -> str:
+    key = "sink.directory" if sink_type == "file_roll" else "directory"
+    return f"""a1.channels.{channel}.type = file
+a1.sinks.{name}.type = {sink_type}
+a1.sinks.{name}.channel = {channel}
+a1.sinks.{name}.{key} = {directory}
+{extra}"""
+
+
+def worker_processes(agent: AgentProcess) -> list[bytes]:
+    lines = []
+    for pid in children(agent.process.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"celery worker" in cmdline:
+            lines.append(cmdline)
+    return lines
+
+
+def test_one_worker_replicates_into_every_sink_and_recovers_from_kill9(tmp_path):
+    port, outs = free_port(), [tmp_path / f"out{n}" for n in (1, 2, 3)]
+    conf = (http_source(port, "c1 c2 c3") + "a1.channels = c1 c2 c3\na1.sinks = k1 k2 k3\n"
+            + "".join(sink_conf(f"k{n}", f"c{n}", "file_roll", outs[n - 1], f"a1.sinks.k{n}.sink.rollInterval = 0\n")
+                      for n in (1, 2, 3)))
+    with AgentProcess(tmp_path, conf, extra=["--sink-workers", "one"]) as agent:
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        pid = sink_worker_pid(agent, b"--hostname\0k1+k2+k3@", "the one sink worker")
+        workers = worker_processes(agent)
+        assert len(workers) == 1 and b"--pool\0threads\0--concurrency\0" + b"3" in workers[0], workers
+        first = [f"a{i}" for i in range(300)]
+        for i in range(0, 300, 30):
+            post(port, first[i:i + 30])
+        for out in outs:
+            wait_until(lambda out=out: len(read_lines(out)) >= 300, 60, what=f"the first 300 events in {out.name}")
+        os.kill(pid, signal.SIGKILL)
+        later = [f"b{i}" for i in range(300)]
+        for i in range(0, 300, 30):                 # put while the worker is dead: the channels hold them
+            post(port, later[i:i + 30])
+        new_pid = sink_worker_pid(agent, b"--hostname\0k1+k2+k3@", "the restarted sink worker")
+        assert new_pid != pid
+        for out in outs:
+            wait_until(lambda out=out: len(read_lines(out)) >= 600, 60, what=f"all 600 events in {out.name}")
+    for out in outs:
+        got = read_lines(out)
+        assert sorted(got) == sorted(e.encode() for e in first + later), f"{out.name}: lost or duplicated events"
+    assert "restarting it" in agent.output()
+
+
+def test_a_hung_store_holds_only_its_own_sink(tmp_path):
+    """k1's store hangs (its write does not return while ``out1.hold`` exists) while the channels fill; k2, in the
+    same worker process, delivers everything meanwhile (its 50 ms writes span several tasks, so k1's messages
+    reach the worker's threads in between).  Once k1's store answers, k1 delivers everything too, and neither
+    sink ever ran two writes at once (HeldSink records an overlap)."""
+    port, out1, out2 = free_port(), tmp_path / "out1", tmp_path / "out2"
+    hold = tmp_path / "out1.hold"
+    hold.write_text("")
+    conf = (http_source(port, "c1 c2") + "a1.channels = c1 c2\na1.sinks = k1 k2\n"
+            + sink_conf("k1", "c1", "tests.fault_sinks:HeldSink", out1,
+                        "a1.sinks.k1.delayMs = 5\na1.sinks.k1.batchSize = 10\n")
+            + sink_conf("k2", "c2", "tests.fault_sinks:HeldSink", out2,
+                        "a1.sinks.k2.delayMs = 50\na1.sinks.k2.batchSize = 10\n"))
+    with AgentProcess(tmp_path, conf, extra=["--sink-workers", "one"]) as agent:
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        sink_worker_pid(agent, b"--hostname\0k1+k2@", "the one sink worker")
+        events = [f"e{i}" for i in range(400)]
+        for i in range(0, 400, 10):                 # 40 messages in each channel: k1's pile up behind its hang
+            post(port, events[i:i + 10])
+        wait_until(lambda: len(read_lines(out2)) >= 400, 90, what="k2's 400 events while k1's store hangs")
+        assert read_lines(out1) == []
+        hold.unlink()
+        wait_until(lambda: len(read_lines(out1)) >= 400, 90, what="k1's 400 events once its store answers")
+    for out in (out1, out2):
+        overlap = tmp_path / f"{out.name}.overlap"
+        assert not overlap.exists(), overlap.read_text()
+        assert sorted(read_lines(out)) == sorted(e.encode() for e in events), f"{out.name}: lost or duplicated"
+
+
+def test_a_reload_that_adds_a_sink_restarts_the_one_worker_with_every_sink(tmp_path):
+    port, out1, out2 = free_port(), tmp_path / "out1", tmp_path / "out2"
+    roll = "a1.sinks.{0}.sink.rollInterval = 0\n"
+    before = (http_source(port, "c1") + "a1.channels = c1\na1.sinks = k1\n"
+              + sink_conf("k1", "c1", "file_roll", out1, roll.format("k1")))
+    after = (http_source(port, "c1 c2") + "a1.channels = c1 c2\na1.sinks = k1 k2\n"
+             + sink_conf("k1", "c1", "file_roll", out1, roll.format("k1"))
+             + sink_conf("k2", "c2", "file_roll", out2, roll.format("k2")))
+    with AgentProcess(tmp_path, before, extra=["--sink-workers", "one", "--reload-interval", "0"]) as agent:
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        alone = sink_worker_pid(agent, b"--hostname\0k1@", "k1's worker (one sink: the solo pool)")
+        assert b"--pool\0solo" in Path(f"/proc/{alone}/cmdline").read_bytes()
+        post(port, [f"a{i}" for i in range(50)])
+        wait_until(lambda: len(read_lines(out1)) >= 50, 60, what="the first events in out1")
+        agent.conf.write_text(after)
+        agent.process.send_signal(signal.SIGHUP)
+        both = sink_worker_pid(agent, b"--hostname\0k1+k2@", "the one worker of k1 and k2")
+        wait_until(lambda: not Path(f"/proc/{alone}").exists() or b"zombie" in Path(f"/proc/{alone}/status")
+                   .read_bytes().lower(), 60, what="k1's own worker to stop")
+        later = [f"b{i}" for i in range(50)]
+        post(port, later)
+        wait_until(lambda: len(read_lines(out2)) >= 50 and len(read_lines(out1)) >= 100, 60,
+                   what="the later events in out1 and out2")
+        assert len(worker_processes(agent)) == 1 and both in children(agent.process.pid)
+    assert sorted(read_lines(out1)) == sorted(e.encode() for e in [f"a{i}" for i in range(50)] + later)
+    assert sorted(read_lines(out2)) == sorted(e.encode() for e in later)
