@@ -242,7 +242,7 @@ def one_round(args, log: Path, work: Path, size: int, expected, peers: dict) -> 
         os.sync()
         seconds, stretch = run()
         runs.append(Run(name, seconds, 0.8 * args.lines / stretch))
-        print(f"  {name:<34} {seconds:6.2f} s from launch   steady {runs[-1].steady:10,.0f} events/s", flush=True)
+        print(f"  {name:<42} {seconds:6.2f} s from launch   steady {runs[-1].steady:10,.0f} events/s", flush=True)
 
     for checkout in args.flumery:
         flumery = Path(checkout).resolve()
@@ -253,7 +253,7 @@ def one_round(args, log: Path, work: Path, size: int, expected, peers: dict) -> 
                        partial(run_flumery, log, work, args.source, size, expected, flumery, copies=3,
                                sink_batch=10000))
             elif workload == "replicating-one":
-                record(f"flumery {label}replicating x3 (10000, one worker)",
+                record(f"flumery {label}replicating x3 (10000, 1 worker)",
                        partial(run_flumery, log, work, args.source, size, expected, flumery, copies=3,
                                sink_batch=10000, agent_args=("--sink-workers", "one")))
             else:
@@ -294,7 +294,7 @@ def summary(rounds: list[list[Run]], lines: int, source: str) -> None:
             f, p = names.index(name), names.index(peer)
             launch = [r[p].seconds / r[f].seconds for r in rounds]
             steady = [r[f].steady / r[p].steady for r in rounds]
-            print(f"  {name:<34} {span(launch, '.2f')} | {span(steady, '.2f')}")
+            print(f"  {name:<42} {span(launch, '.2f')} | {span(steady, '.2f')}")
     for rep, name in enumerate(names):
         single = re.sub(r"replicating x3 \((\d+)[^)]*\)", rf"{source} (\1)", name)
         if "replicating" not in name or single not in names:

@@ -368,17 +368,21 @@ def numbers(out: Path) -> list[bytes]:
     return [line.split(b" ", 1)[0] for line in read_lines(out)]
 
 
-def replicated_worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float, vt_s: float) -> Result:
+def replicated_worker_kills(tmp: Path, total: int, rate: float, kills: int, interval_s: float, vt_s: float,
+                            one_worker: bool = False) -> Result:
     """kill -9 of one of two sink workers, in turn, while a replicating source fills their two channels with the
     same batches (stored once in Redis, shared by both channels' messages).  Each output must get every event once,
     and once everything is delivered no message and no shared data may be left in Redis: a reference count off by
     one would keep the data for ever, or delete it while the other channel still needs it (that channel's sink
-    would then fail to decode its message)."""
+    would then fail to decode its message).  ``one_worker``: the agent runs both sinks in one worker process
+    (``--sink-workers one``, two threads), killed each time."""
     port, outs = free_port(), [tmp / "out1", tmp / "out2"]
     server = RedisServer(tmp / "redis").start()
     agent = AgentProcess(tmp, replicated_conf(port, outs), broker_url=server.url,
+                         extra=["--sink-workers", "one"] if one_worker else [],
                          env={"FLUMERY_VISIBILITY_TIMEOUT_S": str(vt_s)}).start()
-    result = Result("kill -9 one of two sink workers of replicated batches (shared data)", faults=kills)
+    result = Result("kill -9 the one sink worker (two sink threads) of replicated batches (shared data)" if one_worker
+                    else "kill -9 one of two sink workers of replicated batches (shared data)", faults=kills)
     result.notes.append(f"visibility timeout {vt_s:.0f} s")
     try:
         wait_until(lambda: port_open(port), 60, what="the http source")
@@ -386,7 +390,7 @@ def replicated_worker_kills(tmp: Path, total: int, rate: float, kills: int, inte
         recovery = Recovery(outs[0], load, outputs=lambda: set(numbers(outs[0])) & set(numbers(outs[1])))
         for k in range(kills):
             load.wait_for(int((k + 1) * interval_s * rate))
-            unit = f"k{k % 2 + 1}"
+            unit = "k1+k2" if one_worker else f"k{k % 2 + 1}"
             pid = unit_worker_pid(agent, unit)
             recovery.fault()
             os.kill(pid, signal.SIGKILL)
@@ -1343,6 +1347,8 @@ def scenarios(long: bool) -> dict:
             "worker-after-write": lambda t: kill_after_write(t, 200_000, 2500, kills=5, interval_s=12),
             "replicated-worker": lambda t: replicated_worker_kills(t, 200_000, 2500, kills=6, interval_s=10,
                                                                    vt_s=30),
+            "one-worker": lambda t: replicated_worker_kills(t, 200_000, 2500, kills=6, interval_s=10, vt_s=30,
+                                                            one_worker=True),
             "held-batch": lambda t: held_batch_kill(t, 30),      # the default visibility timeout
         "held-batch-long-lease": lambda t: held_batch_kill(t, 600),
             "pool-child": lambda t: pool_child_kills(t, 200_000, 2500, kills=5, interval_s=12, vt_s=30),
@@ -1369,6 +1375,8 @@ def scenarios(long: bool) -> dict:
         "worker": lambda t: worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
         "worker-after-write": lambda t: kill_after_write(t, 6_000, 1000, kills=2, interval_s=2),
         "replicated-worker": lambda t: replicated_worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5),
+        "one-worker": lambda t: replicated_worker_kills(t, 6_000, 1000, kills=2, interval_s=2, vt_s=5,
+                                                        one_worker=True),
         "held-batch": lambda t: held_batch_kill(t, 5),
         # A lease far longer than the test's wait: only the agent giving back its dead worker's messages passes.
         "held-batch-long-lease": lambda t: held_batch_kill(t, 600),
