@@ -220,11 +220,12 @@ class Agent:
     def worker_plan(self) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
         """The sink worker processes the agent runs, by name: the sink units (sink group or lone sink, with its
         sinks) each serves.  ``per-sink``: a worker per unit, named after it; ``one``: a single worker for every
-        unit, named after them joined by ``+`` (as ``flumery worker`` names one serving several)."""
+        unit, named after them joined by ``+`` (as ``flumery worker`` names one serving several), in sorted order:
+        a reload that only reorders the sinks in the file keeps the name of the running worker."""
         units = self.config.sink_units()
         if self.sink_workers == "per-sink" or len(units) < 2:
             return {unit: [(unit, sinks)] for unit, sinks in units}
-        return {"+".join(unit for unit, _ in units): units}
+        return {"+".join(sorted(unit for unit, _ in units)): units}
 
     def _start_worker(self, name: str, units: list[tuple[str, tuple[str, ...]]]) -> None:
         channels = list(dict.fromkeys(self.config.channel_of_unit(sinks) for _, sinks in units))

@@ -11,7 +11,10 @@ from pathlib import Path
 
 from agents import AgentProcess, children, port_open, read_lines, sink_worker_pid, wait_until
 
+from app.agent import Agent
 from app.broker import free_port
+from core.config import load_agent
+from core.settings import Settings
 
 
 def post(port: int, bodies: list[str]) -> None:
@@ -136,3 +139,19 @@ def test_a_reload_that_adds_a_sink_restarts_the_one_worker_with_every_sink(tmp_p
         assert len(worker_processes(agent)) == 1 and both in children(agent.process.pid)
     assert sorted(read_lines(out1)) == sorted(e.encode() for e in [f"a{i}" for i in range(50)] + later)
     assert sorted(read_lines(out2)) == sorted(e.encode() for e in later)
+
+
+def test_the_plan_names_one_worker_after_its_sorted_sinks_and_keeps_groups_whole(tmp_path):
+    conf = tmp_path / "a1.conf"
+    conf.write_text("a1.sources = r1\na1.channels = c1 c2\na1.sinks = k3 k1 k2\n"
+                    "a1.sources.r1.type = seq\na1.sources.r1.channels = c1 c2\n"
+                    "a1.channels.c1.type = memory\na1.channels.c2.type = memory\n"
+                    + "".join(f"a1.sinks.{k}.type = null\na1.sinks.{k}.channel = {c}\n"
+                              for k, c in (("k1", "c1"), ("k2", "c1"), ("k3", "c2")))
+                    + "a1.sinkgroups = g1\na1.sinkgroups.g1.sinks = k1 k2\n"
+                      "a1.sinkgroups.g1.processor.type = failover\n")
+    config = load_agent(conf, "a1")
+    one = Agent(config, Settings(), sink_workers="one").worker_plan()
+    assert list(one) == ["g1+k3"] and sorted(u for u, _ in one["g1+k3"]) == ["g1", "k3"]
+    per_sink = Agent(config, Settings()).worker_plan()
+    assert sorted(per_sink) == ["g1", "k3"] and per_sink["g1"] == [("g1", ("k1", "k2"))]
