@@ -118,5 +118,10 @@ class Requeue(FlumeryError):
     """The batch was not written and must go back to its channel."""
 
 
+class SinkBusy(Requeue):
+    """Every sink of the channel is busy with another task's batch (Celery's threads pool): the message goes back
+    untouched.  Routine under that pool, so logged at DEBUG only."""
+
+
 class UndecodableMessage(FlumeryError):
     """A channel message that can never be written: it cannot even be decoded."""

@@ -34,7 +34,7 @@ from celery.worker import state as worker_state
 
 from core.config import AgentConfig, load_agent
 from core.counters import EVENT_PUT_SUCCESS, EVENT_TAKE_ATTEMPT, EVENT_TAKE_SUCCESS, MetricsStore
-from core.errors import Requeue, SettingsError, UndecodableMessage
+from core.errors import Requeue, SettingsError, SinkBusy, UndecodableMessage
 from core.event import Batch
 from core.keys import queue_name
 from core.settings import Settings
@@ -216,8 +216,8 @@ class WorkerRuntime:
         """A runner of ``channel`` that no other task of this process is using, claimed for the caller (who
         releases ``self.claims[runner.unit]``).  Under the solo and prefork pools a task never waits here.  Under
         the threads pool, a task of a channel whose every sink is busy (draining it already, or retrying a failing
-        store) waits up to :data:`CLAIM_WAIT_S`, then raises Requeue: its message goes back to the channel and the
-        thread is free for the other channels, so one stuck store never holds every thread."""
+        store) waits up to :data:`CLAIM_WAIT_S`, then raises SinkBusy (a Requeue): its message goes back to the
+        channel and the thread is free for the other channels, so one stuck store never holds every thread."""
         runners = self.by_channel.get(channel)
         if runners is None:
             raise Requeue(f"this worker serves no sink of channel '{channel}'")
@@ -227,7 +227,7 @@ class WorkerRuntime:
                 return runner
         if self.claims[runner.unit].acquire(timeout=CLAIM_WAIT_S):
             return runner
-        raise Requeue(f"every sink of channel '{channel}' is busy with another batch")
+        raise SinkBusy(f"every sink of channel '{channel}' is busy with another batch")
 
     def _drain(self, runner: SinkRunner, channel: str, written: list[str], timing: tuple) -> tuple[int, int]:
         """Go on taking and writing ``channel`` while its batches come full, for up to :data:`DRAIN_MAX_S`,

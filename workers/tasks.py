@@ -15,7 +15,7 @@ import time
 from celery import signals
 from celery.exceptions import Reject
 
-from core.errors import Requeue, UndecodableMessage
+from core.errors import Requeue, SinkBusy, UndecodableMessage
 from routing import codec
 from workers.runtime import WorkerRuntime
 
@@ -31,7 +31,8 @@ def take(task, channel, bodies, headers=None, ids=None):
     try:
         return runtime.take(channel, codec.decode_args(bodies, headers, ids), task.request.id)
     except Requeue as exc:
-        log.info("channel message %s goes back to channel %s: %s", task.request.id, channel, exc)
+        log.log(logging.DEBUG if isinstance(exc, SinkBusy) else logging.INFO,
+                "channel message %s goes back to channel %s: %s", task.request.id, channel, exc)
         raise Reject(str(exc), requeue=True) from None
     except UndecodableMessage as exc:
         # Keep its raw content as one dead letter, then drop the message from its channel.

@@ -153,7 +153,7 @@ def test_a_busy_sink_is_not_claimed_twice_and_its_task_goes_back_after_the_wait(
     first = rt._claim("c1")
     assert rt._claim("c2").unit == "k2"                  # another channel's sink: claimed at once
     started = time.monotonic()
-    with pytest.raises(Requeue, match="every sink of channel 'c1' is busy"):
+    with pytest.raises(runtime.SinkBusy, match="every sink of channel 'c1' is busy"):
         rt._claim("c1")
     assert time.monotonic() - started >= 0.3
     threading.Timer(0.1, rt.claims[first.unit].release).start()
