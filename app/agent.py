@@ -35,6 +35,7 @@ from app.reload import FileWatch
 from app.reload import plan as reload_plan
 from app.throughput import ThroughputLog
 from app.worker import BOOTSTRAP as WORKER_BOOTSTRAP
+from app.worker import pool_options
 from core.config import AgentConfig, read_agent
 from core.counters import MetricsStore
 from core.errors import ConfigInvalid
@@ -231,12 +232,9 @@ class Agent:
         channels = list(dict.fromkeys(self.config.channel_of_unit(sinks) for _, sinks in units))
         env = {**os.environ, **self.settings.with_(sinks=tuple(u for u, _ in units), conf_file=self.worker_conf).env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        # One unit: the solo pool, one take transaction at a time, as Flume's SinkRunner.  Several: a thread per
-        # unit; the worker runs one take transaction per sink at a time (workers.runtime.WorkerRuntime._claim).
-        pool = ["--pool", "solo"] if len(units) == 1 else ["--pool", "threads", "--concurrency", str(len(units))]
         # --quiet: no Celery banner per worker; the line logged below says what the worker does.
         # Not `python -m celery -A app`: that imports from the working directory first (see app.worker).
-        argv = [sys.executable, "-c", WORKER_BOOTSTRAP, "--quiet", "worker", *pool,
+        argv = [sys.executable, "-c", WORKER_BOOTSTRAP, "--quiet", "worker", *pool_options(len(units)),
                 "--loglevel", self.worker_log_level, "--hostname", f"{name}@{self.config.name}.%h",
                 "--queues", ",".join(queue_name(self.config.name, c) for c in channels),
                 "--without-gossip", "--without-mingle"]

@@ -31,11 +31,12 @@ from pathlib import Path
 
 from app import dlq
 from app.agent import SINK_WORKERS, Agent
-from app.worker import BOOTSTRAP
+from app.worker import BOOTSTRAP, pool_options
 from core import options
 from core.config import AgentConfig, load_agent
 from core.errors import BrokerRefused, ConfigFileUnreadable, ConfigInvalid, SettingsError
 from core.settings import Settings
+from workers.runtime import served_units
 
 EXIT_INVALID = 2
 EXIT_BROKEN_PIPE = 128 + 13       # what a shell reports for a command that a closed pipe (SIGPIPE) ended
@@ -304,7 +305,13 @@ def run_celery(args, extra: list[str]) -> int:
     env = {**os.environ, **settings.env()}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     if args.command == "worker":
-        command = ["worker", "--pool", "solo", "--hostname", worker_name(config, settings.sinks, os.environ),
+        try:
+            units = served_units(settings, config)
+        except SettingsError as exc:        # --sinks names a sink the agent has not
+            print(f"flumery worker: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        # A --pool given among the Celery options comes later and wins.
+        command = ["worker", *pool_options(len(units)), "--hostname", worker_name(config, settings.sinks, os.environ),
                    "--loglevel", args.log_level.upper(), "--without-gossip", "--without-mingle", *extra]
     else:
         command = ["flower", *extra]

@@ -27,6 +27,13 @@ BOOTSTRAP = ("import os, sys; sys.path[:] = [p for p in sys.path if p and os.pat
              "from app.worker import main; main()  # flumery sink worker: celery worker")
 
 
+def pool_options(units: int) -> list[str]:
+    """The Celery pool of a sink worker serving ``units`` sink units (sink groups or lone sinks): one, the solo pool
+    (one take transaction at a time, as Flume's SinkRunner); several, a thread per unit, so that one store that
+    hangs holds only its own sink (each sink still writes one batch at a time: WorkerRuntime._claim)."""
+    return ["--pool", "solo"] if units <= 1 else ["--pool", "threads", "--concurrency", str(units)]
+
+
 @contextmanager
 def _cwd_not_in_path():
     yield None

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
-from agents import AgentProcess, children, port_open, read_lines, sink_worker_pid, wait_until
+from agents import REPO, AgentProcess, children, port_open, read_lines, sink_worker_pid, wait_until
 
 from app.agent import Agent
 from app.broker import free_port
@@ -84,29 +86,34 @@ def test_one_worker_replicates_into_every_sink_and_recovers_from_kill9(tmp_path)
     assert "restarting it" in agent.output()
 
 
-def test_a_hung_store_holds_only_its_own_sink(tmp_path):
-    """k1's store hangs (its write does not return while ``out1.hold`` exists) while the channels fill; k2, in the
-    same worker process, delivers everything meanwhile (its 50 ms writes span several tasks, so k1's messages
-    reach the worker's threads in between).  Once k1's store answers, k1 delivers everything too, and neither
-    sink ever ran two writes at once (HeldSink records an overlap)."""
-    port, out1, out2 = free_port(), tmp_path / "out1", tmp_path / "out2"
-    hold = tmp_path / "out1.hold"
-    hold.write_text("")
-    conf = (http_source(port, "c1 c2") + "a1.channels = c1 c2\na1.sinks = k1 k2\n"
+def held_flow(port: int, out1: Path, out2: Path) -> str:
+    """c1 -> k1, c2 -> k2, both tests.fault_sinks:HeldSink.  k2's writes take 150 ms a batch of 10: 200 events are
+    3 s of writing, longer than one task drains (DRAIN_MAX_S), so k1's messages reach the worker's threads while
+    k2 still has work (a worker that ran them on k2's thread would stop delivering to k2)."""
+    return (http_source(port, "c1 c2") + "a1.channels = c1 c2\na1.sinks = k1 k2\n"
             + sink_conf("k1", "c1", "tests.fault_sinks:HeldSink", out1,
                         "a1.sinks.k1.delayMs = 5\na1.sinks.k1.batchSize = 10\n")
             + sink_conf("k2", "c2", "tests.fault_sinks:HeldSink", out2,
-                        "a1.sinks.k2.delayMs = 50\na1.sinks.k2.batchSize = 10\n"))
-    with AgentProcess(tmp_path, conf, extra=["--sink-workers", "one"]) as agent:
+                        "a1.sinks.k2.delayMs = 150\na1.sinks.k2.batchSize = 10\n"))
+
+
+def test_a_hung_store_holds_only_its_own_sink(tmp_path):
+    """k1's store hangs (its write does not return while ``out1.hold`` exists) while the channels fill; k2, in the
+    same worker process, delivers everything meanwhile (see held_flow).  Once k1's store answers, k1 delivers
+    everything too, and neither sink ever ran two writes at once (HeldSink records an overlap)."""
+    port, out1, out2 = free_port(), tmp_path / "out1", tmp_path / "out2"
+    hold = tmp_path / "out1.hold"
+    hold.write_text("")
+    with AgentProcess(tmp_path, held_flow(port, out1, out2), extra=["--sink-workers", "one"]) as agent:
         wait_until(lambda: port_open(port), 30, what="the http source")
         sink_worker_pid(agent, b"--hostname\0k1+k2@", "the one sink worker")
-        events = [f"e{i}" for i in range(400)]
-        for i in range(0, 400, 10):                 # 40 messages in each channel: k1's pile up behind its hang
+        events = [f"e{i}" for i in range(200)]
+        for i in range(0, 200, 10):                 # 20 messages in each channel: k1's pile up behind its hang
             post(port, events[i:i + 10])
-        wait_until(lambda: len(read_lines(out2)) >= 400, 90, what="k2's 400 events while k1's store hangs")
+        wait_until(lambda: len(read_lines(out2)) >= 200, 90, what="k2's 200 events while k1's store hangs")
         assert read_lines(out1) == []
         hold.unlink()
-        wait_until(lambda: len(read_lines(out1)) >= 400, 90, what="k1's 400 events once its store answers")
+        wait_until(lambda: len(read_lines(out1)) >= 200, 90, what="k1's 200 events once its store answers")
     for out in (out1, out2):
         overlap = tmp_path / f"{out.name}.overlap"
         assert not overlap.exists(), overlap.read_text()
@@ -155,3 +162,44 @@ def test_the_plan_names_one_worker_after_its_sorted_sinks_and_keeps_groups_whole
     assert list(one) == ["g1+k3"] and sorted(u for u, _ in one["g1+k3"]) == ["g1", "k3"]
     per_sink = Agent(config, Settings()).worker_plan()
     assert sorted(per_sink) == ["g1", "k3"] and per_sink["g1"] == [("g1", ("k1", "k2"))]
+
+
+def test_flumery_worker_serving_two_sinks_runs_a_thread_each(tmp_path, redis_server):
+    """``flumery worker`` (the Procfile's ``sinks``) serving several sinks: the threads pool, so k1's hung store
+    does not keep k2 from delivering; ``--sinks`` naming a sink the agent has not is refused before Celery starts."""
+    port, out1, out2 = free_port(), tmp_path / "out1", tmp_path / "out2"
+    hold = tmp_path / "out1.hold"
+    hold.write_text("")
+    conf = held_flow(port, out1, out2)
+    sources = AgentProcess(tmp_path, conf, role="sources", broker_url=redis_server.url)
+    env = {k: v for k, v in os.environ.items() if k not in ("FLUMERY_BROKER_URL", "REDIS_URL")}
+    worker_cmd = [sys.executable, "-m", "app.cli", "worker", "-f", str(sources.conf), "-n", "a1",
+                  "--broker-url", redis_server.url]
+    refused = subprocess.run([*worker_cmd, "--sinks", "k1,k9"], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2 and "FLUMERY_SINKS names k9" in refused.stderr, refused.stderr
+    with sources, open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(worker_cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: port_open(port), 30, what="the http source")
+            cmdline = Path(f"/proc/{worker.pid}/cmdline").read_bytes()       # Celery's worker, exec'd in place
+            assert b"--pool\0threads\0--concurrency\0" + b"2" in cmdline, cmdline
+            events = [f"e{i}" for i in range(200)]
+            for i in range(0, 200, 10):
+                post(port, events[i:i + 10])
+            wait_until(lambda: len(read_lines(out2)) >= 200, 90, what="k2's events while k1's store hangs")
+            assert read_lines(out1) == []
+            hold.unlink()
+            wait_until(lambda: len(read_lines(out1)) >= 200, 90, what="k1's events once its store answers")
+        finally:
+            worker.terminate()
+            try:
+                code = worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(30)
+                code = "killed: no exit within 60 s of SIGTERM"
+            assert code == 0, f"{code}\n" + (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
+    for out in (out1, out2):
+        assert not (tmp_path / f"{out.name}.overlap").exists()
+        assert sorted(read_lines(out)) == sorted(e.encode() for e in events)
