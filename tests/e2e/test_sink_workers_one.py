@@ -105,14 +105,16 @@ def test_a_hung_store_holds_only_its_own_sink(tmp_path):
     hold = tmp_path / "out1.hold"
     hold.write_text("")
     with AgentProcess(tmp_path, held_flow(port, out1, out2), extra=["--sink-workers", "one"]) as agent:
-        wait_until(lambda: port_open(port), 30, what="the http source")
-        sink_worker_pid(agent, b"--hostname\0k1+k2@", "the one sink worker")
-        events = [f"e{i}" for i in range(200)]
-        for i in range(0, 200, 10):                 # 20 messages in each channel: k1's pile up behind its hang
-            post(port, events[i:i + 10])
-        wait_until(lambda: len(read_lines(out2)) >= 200, 90, what="k2's 200 events while k1's store hangs")
-        assert read_lines(out1) == []
-        hold.unlink()
+        try:
+            wait_until(lambda: port_open(port), 30, what="the http source")
+            sink_worker_pid(agent, b"--hostname\0k1+k2@", "the one sink worker")
+            events = [f"e{i}" for i in range(200)]
+            for i in range(0, 200, 10):                 # 20 messages in each channel: k1's pile up behind its hang
+                post(port, events[i:i + 10])
+            wait_until(lambda: len(read_lines(out2)) >= 200, 90, what="k2's 200 events while k1's store hangs")
+            assert read_lines(out1) == []
+        finally:
+            hold.unlink(missing_ok=True)     # a store hung for ever would keep its worker from stopping
         wait_until(lambda: len(read_lines(out1)) >= 200, 90, what="k1's 200 events once its store answers")
     for out in (out1, out2):
         overlap = tmp_path / f"{out.name}.overlap"
@@ -192,6 +194,7 @@ def test_flumery_worker_serving_two_sinks_runs_a_thread_each(tmp_path, redis_ser
             hold.unlink()
             wait_until(lambda: len(read_lines(out1)) >= 200, 90, what="k1's events once its store answers")
         finally:
+            hold.unlink(missing_ok=True)
             worker.terminate()
             try:
                 code = worker.wait(60)
