@@ -166,6 +166,13 @@ def test_the_plan_names_one_worker_after_its_sorted_sinks_and_keeps_groups_whole
     assert sorted(per_sink) == ["g1", "k3"] and per_sink["g1"] == [("g1", ("k1", "k2"))]
 
 
+def celery_cmdline(pid: int) -> bytes | None:
+    """The command line of ``pid`` once it is Celery's worker (``flumery worker`` checks the agent file, then execs
+    the worker in its place), else None."""
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return cmdline if b"celery worker" in cmdline else None
+
+
 def test_flumery_worker_serving_two_sinks_runs_a_thread_each(tmp_path, redis_server):
     """``flumery worker`` (the Procfile's ``sinks``) serving several sinks: the threads pool, so k1's hung store
     does not keep k2 from delivering; ``--sinks`` naming a sink the agent has not is refused before Celery starts."""
@@ -184,7 +191,7 @@ def test_flumery_worker_serving_two_sinks_runs_a_thread_each(tmp_path, redis_ser
         worker = subprocess.Popen(worker_cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until(lambda: port_open(port), 30, what="the http source")
-            cmdline = Path(f"/proc/{worker.pid}/cmdline").read_bytes()       # Celery's worker, exec'd in place
+            cmdline = wait_until(lambda: celery_cmdline(worker.pid), 60, what="Celery's worker in place of the command")
             assert b"--pool\0threads\0--concurrency\0" + b"2" in cmdline, cmdline
             events = [f"e{i}" for i in range(200)]
             for i in range(0, 200, 10):
