@@ -1,9 +1,10 @@
-"""The HTTP/1.1 server under the ``http`` source: h11 parses, asyncio moves bytes, a bounded pool does the work.
+"""The HTTP/1.1 server under the ``http`` source: llhttp parses (:mod:`.http_parser`), asyncio moves bytes, a
+bounded pool does the work.
 
 Why not :mod:`http.server`: its request handling is hand-written (lenient ``int()`` Content-Length parsing, no
 chunked bodies, the body left unread on an early error so that it is parsed as the next request, one thread per
-connection, no timeouts).  h11 is a strict, sans-IO HTTP/1.1 parser (Content-Length digits only, conflicting
-duplicates refused, chunked bodies, head size limit); the I/O around it is this module, small enough to read.
+connection, no timeouts).  :mod:`.http_parser` is strict (Content-Length digits only, duplicates refused, chunked
+bodies, head size limit) and sans-IO; the I/O around it is this module, small enough to read.
 
 The application (the source) gives two callables:
 
@@ -27,7 +28,7 @@ Limits (:class:`Limits`):
   closed; a request whose head has not arrived ``request_timeout_s`` after its first byte, or whose body has not
   arrived ``request_timeout_s`` after the server started reading it, is answered 408 and its connection closed;
   a TLS handshake or an answer the client does not read within ``request_timeout_s`` ends the connection;
-* a head over 16 KiB is 431; a body over ``max_request_bytes`` is 413, before reading it when Content-Length says
+* a head over 16 KiB is 431 (see :mod:`.http_parser` for what else the parser refuses); a body over ``max_request_bytes`` is 413, before reading it when Content-Length says
   so, as soon as the limit is passed for a chunked body.
 
 Any answer given before the body was completely read closes the connection (``Connection: close``), so a body
@@ -46,12 +47,12 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Callable, NamedTuple
 
-import h11
+from workers.sources import http_parser
+from workers.sources.http_parser import CLOSED, END, NEED_DATA, ParseError, RequestParser
 
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024          # the kernel caps it at net.core.somaxconn; Python's default (128) is too small
-MAX_HEAD_BYTES = 16 * 1024
 READ_CHUNK = 64 * 1024            # also the stream buffer: a connection holds at most about twice this unread
 SHUTDOWN_GRACE_S = 5.0         # requests already running get this long to answer when the source stops
 LINGER_S = 2.0                 # reading and dropping the rest of a refused request before closing
@@ -98,14 +99,6 @@ class Limits:
     max_request_bytes: int
     idle_timeout_s: float
     request_timeout_s: float
-
-
-def head_from_h11(request: h11.Request) -> Head:
-    headers: dict[str, str] = {}
-    for name, value in request.headers:
-        key, text = name.decode("latin-1"), value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return Head(request.method.decode("ascii", "replace"), request.target.decode("latin-1"), headers)
 
 
 class ByteBudget:
@@ -273,12 +266,13 @@ class Connection:
         self.sock = sock
         self.loop = server.loop
         self.limits = server.limits
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.parser = RequestParser()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task | None = None
         self.busy = False             # a request is being read or answered: finish it before stopping
         self.method = ""              # of the request being answered ("HEAD" answers carry no body)
+        self.ended = False            # the request being answered has been read to its end
         self.deadline = 0.0           # when the current request must have fully arrived
 
     def stop_if_idle(self) -> None:
@@ -289,8 +283,8 @@ class Connection:
         try:
             await self._open_streams()
             while not self.server.closing and await self._one_request():
-                self.h11.start_next_cycle()
-        except (OSError, TimeoutError, h11.LocalProtocolError) as exc:   # ssl.SSLError is an OSError
+                pass
+        except (OSError, TimeoutError) as exc:   # ssl.SSLError is an OSError
             log.debug("http source %s: connection ended: %r", self.server.name, exc)
             if self.writer is not None:
                 self.writer.transport.abort()
@@ -311,66 +305,56 @@ class Connection:
     # -- one request -----------------------------------------------------------------------------------------
     async def _one_request(self) -> bool:
         """Read, answer; True if the connection may carry another request."""
-        self.method = ""
+        self.method, self.ended = "", False
         must_close: Reply | None = None
+        keep_alive = False
         try:
             request = await self._read_head()
             if request is None:
                 return False
             self.busy = True
-            head = head_from_h11(request)
-            self.method = head.method
-            must_close = self._framing_error(head)
-            reply = must_close or self.server.refuse(head)
+            head = Head(request.method, request.target, request.headers)
+            self.method, keep_alive = head.method, request.keep_alive
+            reply = self.server.refuse(head)
             if reply is None:
                 reply = await self._admitted(head)
-        except h11.RemoteProtocolError as exc:       # malformed, too large or too slow: never read on after it
-            reply = must_close = Reply(exc.error_status_hint, str(exc))
-            log.debug("http source %s: bad request: %s", self.server.name, exc)
+        except ParseError as exc:                    # malformed, too large or too slow: never read on after it
+            reply = must_close = Reply(exc.status, exc.reason)
+            log.debug("http source %s: bad request: %s", self.server.name, exc.reason)
         except (OSError, asyncio.CancelledError):
             raise
         except Exception:                            # a bug in refuse() or respond(): answer, do not hang up
             log.exception("http source %s: request failed", self.server.name)
             reply = must_close = Reply(500, "internal error")
         complete = not must_close and self._body_complete()
-        await self._send(reply, keep=complete)
+        await self._send(reply, keep=complete and keep_alive)
         if not complete:
             await self._linger()
         self.busy = False
-        return complete and self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        return complete and keep_alive
 
-    async def _read_head(self) -> h11.Request | None:
+    async def _read_head(self) -> http_parser.Request | None:
         """The next request's head; None when the client closed or stayed idle too long."""
         self.deadline = self.loop.time() + self.limits.idle_timeout_s
-        started = bool(self.h11.trailing_data[0])
+        started = self.parser.started
         if started:
             self.deadline = self.loop.time() + self.limits.request_timeout_s
         while True:
-            event = self.h11.next_event()
-            if isinstance(event, h11.Request):
-                # h11 bounds a head that is still incomplete; one that arrived whole in a read is measured here.
-                if len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers) > MAX_HEAD_BYTES:
-                    raise h11.RemoteProtocolError("request head larger than 16 KiB", error_status_hint=431)
-                return event
-            if isinstance(event, h11.ConnectionClosed):
+            event = self.parser.next_event()
+            if event is CLOSED:
                 return None
+            if event is not NEED_DATA:
+                return event                         # a head: nothing else comes before one
             try:
                 data = await self._read()
             except TimeoutError:
                 if not started:
                     return None
-                raise h11.RemoteProtocolError("request not received in time", error_status_hint=408) from None
+                raise ParseError(408, "request not received in time") from None
             if data and not started:
                 started = True
                 self.deadline = self.loop.time() + self.limits.request_timeout_s
-            self.h11.receive_data(data)
-
-    def _framing_error(self, head: Head) -> Reply | None:
-        """What h11 allows but a server must refuse: a body framed two ways (request smuggling).  Where that body
-        ends is ambiguous, so the connection is closed whatever is buffered."""
-        if "transfer-encoding" in head.headers and "content-length" in head.headers:
-            return Reply(400, "both Transfer-Encoding and Content-Length given")
-        return None
+            self.parser.receive_data(data)
 
     async def _admitted(self, head: Head) -> Reply:
         """Read the body once its size fits in the byte budget, then run ``respond`` in a worker thread."""
@@ -389,56 +373,52 @@ class Connection:
             self.server.budget.release(size)
 
     def _reservation(self, head: Head) -> int:
-        """Bytes to reserve for the body: its Content-Length (h11 checked it is digits), else (chunked) the most
-        it may be."""
+        """Bytes to reserve for the body: its Content-Length (the parser checked it is digits), else (chunked)
+        the most it may be."""
         limit = self.limits.max_request_bytes
         if "transfer-encoding" in head.headers:
             return limit
         return min(int(head.headers.get("content-length", "0")), limit)
 
     async def _read_body(self) -> bytes | Reply:
-        if self.h11.they_are_waiting_for_100_continue:
-            self.writer.write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+        if self.parser.expects_continue:
+            self.writer.write(_CONTINUE)
         limit = self.limits.max_request_bytes
         chunks, size = [], 0
         while True:
-            event = self.h11.next_event()
-            if isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > limit:
-                    return Reply(413, f"request body exceeds maxRequestBytes ({limit})")
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            event = self.parser.next_event()
+            if event is END:
+                self.ended = True
                 return b"".join(chunks)
-            else:                                   # NEED_DATA
+            if event is NEED_DATA:
                 try:
-                    self.h11.receive_data(await self._read())
+                    self.parser.receive_data(await self._read())
                 except TimeoutError:
                     return Reply(408, "request body not received in time")
+                continue
+            size += len(event.data)
+            if size > limit:
+                return Reply(413, f"request body exceeds maxRequestBytes ({limit})")
+            chunks.append(event.data)
 
     async def _read(self) -> bytes:
         async with asyncio.timeout_at(self.deadline):
             return await self.reader.read(READ_CHUNK)
 
     def _body_complete(self) -> bool:
-        """True if the request's body has been consumed, or is wholly in the buffer (then it is skipped)."""
-        while self.h11.their_state is h11.SEND_BODY:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
+        """True if the request's body has been read, or is wholly in the buffer (then it is skipped)."""
+        while not self.ended:
+            try:
+                event = self.parser.next_event()
+            except ParseError:
                 return False
-        return self.h11.their_state is h11.DONE
+            if event is NEED_DATA or event is CLOSED:
+                return False
+            self.ended = event is END
+        return True
 
     async def _send(self, reply: Reply, keep: bool) -> None:
-        answer = _answer(reply, keep)
-        try:
-            out = self.h11.send(answer.response)
-            if self.method != "HEAD":
-                out += self.h11.send(answer.body)
-            out += self.h11.send(_END)
-        except h11.LocalProtocolError:
-            # No request head to answer (it timed out half-sent): h11 has nothing to pair a response with.
-            out = _plain_response(reply.status, answer.phrase, answer.headers, answer.body.data)
-        self.writer.write(out)
+        self.writer.write(_answer(reply, keep, self.method == "HEAD"))
         if self.writer.transport.get_write_buffer_size():   # most answers are sent at once: no timer to set
             async with asyncio.timeout(self.limits.request_timeout_s):
                 await self.writer.drain()
@@ -457,27 +437,22 @@ class Connection:
             pass
 
 
-class _Answer(NamedTuple):
-    response: h11.Response
-    body: h11.Data
-    headers: tuple[tuple[str, str], ...]
-    phrase: str
-
-
-_END = h11.EndOfMessage()
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 @functools.lru_cache(maxsize=64)
-def _answer(reply: Reply, keep: bool) -> _Answer:
-    """The h11 events of an answer, built once per distinct reply: h11 validates every header of a new Response,
-    about 7 us of CPU for the same "200 OK" every time (~4 % of the agent's CPU per one-event request).  h11's
-    events are immutable, so one can be sent on every connection."""
+def _answer(reply: Reply, keep: bool, head_only: bool) -> bytes:
+    """The bytes of an answer, built once per distinct reply (most are the same "200 OK").  A HEAD answer has
+    the headers of the answer it stands for and no body (RFC 9110 9.3.2)."""
     body = (reply.reason + "\n").encode("utf-8", "replace")
     headers = (("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *reply.headers,
                *((("Connection", "close"),) if not keep else ()))
+    for name, value in headers:               # the application's headers: a line break would split the answer
+        if any(c in f"{name}{value}" for c in "\r\n\0") or not name or ":" in name:
+            raise ValueError(f"invalid response header {name!r}: {value!r}")
     phrase = HTTPStatus(reply.status).phrase if reply.status in _KNOWN_STATUS else ""
-    return _Answer(h11.Response(status_code=reply.status, headers=list(headers), reason=phrase),
-                   h11.Data(data=body), headers, phrase)
+    lines = [f"HTTP/1.1 {reply.status} {phrase}"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else body)
 
 
 def _settle(futures: list[asyncio.Future], done: asyncio.Future) -> None:
@@ -500,7 +475,3 @@ def _settle(futures: list[asyncio.Future], done: asyncio.Future) -> None:
 
 _KNOWN_STATUS = frozenset(s.value for s in HTTPStatus)
 
-
-def _plain_response(status: int, phrase: str, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
-    lines = [f"HTTP/1.1 {status} {phrase}"] + [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
