@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import threading
+import time
 
 import pytest
 from test_http_handler import make_source
@@ -323,13 +324,13 @@ def test_requests_completed_in_one_turn_are_handed_over_together_each_with_its_o
     monkeypatch.setattr(http_server, "GROUP_BODY_BYTES", 100)
     source, processor, _ = serve()
     calls: list[int] = []
-    respond = source.server.respond
+    respond = source.server.pool.respond
 
     def recorded(requests):
         calls.append(len(requests))
         return respond(requests)
 
-    source.server.respond = recorded
+    source.server.pool.respond = recorded
     clients = [Client(source.port) for _ in range(8)]
     for client in clients:                                  # connections open, each past its first request
         assert client.send(post_head(len(EVENT)) + EVENT).response()[0] == 200
@@ -347,3 +348,36 @@ def test_requests_completed_in_one_turn_are_handed_over_together_each_with_its_o
     assert len(processor.batches) == 8 + 7
     for client in clients:
         client.close()
+
+
+def test_a_respond_that_raises_is_500_for_each_request_of_its_group(serve):
+    source, processor, _ = serve()
+
+    def broken(requests):
+        raise RuntimeError("respond bug")
+    source.server.pool.respond = broken
+    client = Client(source.port).send(post_head(len(EVENT)) + EVENT)
+    status, headers, reason = client.response()
+    assert status == 500 and headers.get("connection") == "close" and b"respond bug" not in reason
+    client.close()
+    assert processor.batches == []
+
+
+def test_fifty_concurrent_clients_use_at_most_max_threads(serve):
+    source, processor, _ = serve(maxThreads="2")
+    respond = source.server.pool.respond
+
+    def slow(requests):                                     # every thread stays busy: each hand-over wants one
+        time.sleep(0.02)
+        return respond(requests)
+    source.server.pool.respond = slow
+    before = threading.active_count()
+    clients = [Client(source.port) for _ in range(50)]
+    for client in clients:                                  # one by one: handed over in separate turns
+        client.send(post_head(len(EVENT)) + EVENT)
+        time.sleep(0.002)
+    assert [c.response()[0] for c in clients] == [200] * 50
+    assert threading.active_count() <= before + 2
+    for client in clients:
+        client.close()
+    assert len(processor.batches) == 50
