@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -381,3 +382,15 @@ def test_fifty_concurrent_clients_use_at_most_max_threads(serve):
     for client in clients:
         client.close()
     assert len(processor.batches) == 50
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+def test_the_put_threads_do_not_preempt_the_event_loop_on_wakeup(serve):
+    source, _, _ = serve()
+    client = Client(source.port).send(post_head(len(EVENT)) + EVENT)
+    assert client.response()[0] == 200
+    client.close()
+    threads = [t for t in threading.enumerate() if t.name.startswith("source-r1-http")]
+    assert threads and all(os.sched_getscheduler(t.native_id) == os.SCHED_BATCH for t in threads)
+    loop_thread = [t for t in threading.enumerate() if t.name == "source-r1-main"]
+    assert os.sched_getscheduler(loop_thread[0].native_id) == os.SCHED_OTHER

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import queue
 import socket
 import ssl
@@ -291,6 +292,7 @@ class WorkerThreads:
         self.threads.clear()
 
     def _run(self) -> None:
+        _no_wakeup_preemption()
         while True:
             with self.lock:
                 self.idle += 1
@@ -307,6 +309,17 @@ class WorkerThreads:
                 error = exc
             del requests, item                    # memory: the bodies are not held while waiting for work
             self.loop.call_soon_threadsafe(_settle, futures, replies, error)
+
+
+def _no_wakeup_preemption() -> None:
+    """Make the calling thread SCHED_BATCH (Linux; same priority, no privilege needed): a thread woken for a
+    hand-over then no longer preempts the event loop's thread on its core, only to wait there for the GIL that
+    thread holds.  With 16 clients, the wake-up in ``submit`` went from 22 % to 4 % of the event loop's samples
+    (py-spy --gil), and 16 clients' requests/s from 4,224-7,010 to 5,289-7,251 in eight interleaved runs."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):           # not Linux, or a sandbox that forbids it: only slower
+        pass
 
 
 class Connection:
