@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from workers.sources.http_parser import (CLOSED, END, FEED_SLICE, MAX_HEAD_BYTES, NEED_DATA, Data, ParseError,
-                                         Request, RequestParser)
+from workers.sources.http_parser import (
+    CLOSED,
+    END,
+    FEED_SLICE,
+    MAX_HEAD_BYTES,
+    NEED_DATA,
+    Data,
+    ParseError,
+    Request,
+    RequestParser,
+)
 
 
 def post(body: bytes = b"[]", extra: bytes = b"") -> bytes:

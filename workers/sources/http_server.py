@@ -28,8 +28,9 @@ Limits (:class:`Limits`):
   closed; a request whose head has not arrived ``request_timeout_s`` after its first byte, or whose body has not
   arrived ``request_timeout_s`` after the server started reading it, is answered 408 and its connection closed;
   a TLS handshake or an answer the client does not read within ``request_timeout_s`` ends the connection;
-* a head over 16 KiB is 431 (see :mod:`.http_parser` for what else the parser refuses); a body over ``max_request_bytes`` is 413, before reading it when Content-Length says
-  so, as soon as the limit is passed for a chunked body.
+* a head over 16 KiB is 431 (see :mod:`.http_parser` for what else the parser refuses); a body over
+  ``max_request_bytes`` is 413, before reading it when Content-Length says so, as soon as the limit is passed for
+  a chunked body.
 
 Any answer given before the body was completely read closes the connection (``Connection: close``), so a body
 can never be taken for the next request.
