@@ -192,6 +192,55 @@ def test_what_was_taken_over_survives_the_heirs_own_death(tmp_path):
     assert lines(tmp_path) == [b"a"]
 
 
+def _age_directory(path: Path, seconds: float) -> int:
+    """Set the directory's mtime ``seconds`` into the past (as if its last change were that old); returns it."""
+    then = os.stat(path).st_mtime_ns - int(seconds * 1e9)
+    os.utime(path, ns=(then, then))
+    return then
+
+
+def test_the_journal_directory_is_not_listed_again_while_nothing_changes(tmp_path, monkeypatch):
+    """orphans() runs before every write: with the directory unchanged for a while, it costs one stat."""
+    s = sink(tmp_path)
+    s.write(batch("first"))
+    _age_directory(journal_dir(tmp_path), 10)
+    listed = []
+    real_glob = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: listed.append(pattern) or real_glob(self, pattern))
+    for n in range(50):
+        s.write(batch(f"b{n}"))
+    s.stop()
+    assert len(listed) <= 1
+
+
+def test_a_sibling_that_dies_after_the_listing_is_still_taken_over(tmp_path):
+    sibling = sink(tmp_path)
+    dying = sink(tmp_path)
+    sibling.write(batch("own"))                               # lists the directory: sees dying's lock, held
+    _age_directory(journal_dir(tmp_path), 10)
+    sibling.journal._listed_mtime_ns = os.stat(journal_dir(tmp_path)).st_mtime_ns
+    dying.write(batch("held"))
+    kill(dying)                                               # frees its lock; the directory does not change
+    sibling.write(batch("held"))
+    sibling.stop()
+    assert lines(tmp_path).count(b"held") == 1
+
+
+def test_a_lock_file_created_in_the_same_clock_tick_as_the_listing_is_seen(tmp_path):
+    """Coarse file-system timestamps: a new lock file may leave the directory's mtime as it was when listed.
+    A recent mtime is not trusted, so the directory is listed again."""
+    heir = sink(tmp_path)
+    heir.write(batch("own"))
+    stamp = heir.journal._listed_mtime_ns
+    dying = sink(tmp_path)                                    # its lock file: a change within the same tick
+    dying.write(batch("held"))
+    kill(dying)
+    os.utime(journal_dir(tmp_path), ns=(stamp, stamp))
+    heir.write(batch("held"))
+    heir.stop()
+    assert lines(tmp_path).count(b"held") == 1
+
+
 # --- a clean first start, permissions, bounds ----------------------------------------------------------------------
 
 def test_a_first_start_without_a_journal_and_the_journals_permissions(tmp_path):

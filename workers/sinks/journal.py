@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 FRAME = struct.Struct(">I")
 COMPACT_BYTES = 4 * 1024 * 1024       # journal size beyond which it is rewritten (and twice the last rewrite)
 MODE = 0o600                          # the journal names files and events: owner only, like the data directory
+# File systems stamp times from a coarse clock: a lock file created in the same tick as the directory's last change
+# leaves its mtime as it was.  A listing is trusted for as long as the mtime stays the same only if it was made at
+# least one tick after that mtime: a jiffy (at most 10 ms) where mtimes have sub-second parts, else up to 2 s (FAT).
+FINE_MTIME_TICK_NS = 50_000_000
+COARSE_MTIME_TICK_NS = 2_000_000_000
 
 
 @dataclass
@@ -170,6 +175,9 @@ class Journal:
         self.lock_fd: int | None = None
         self.size = 0                    # bytes in the journal file
         self.compact_at = COMPACT_BYTES
+        self._listed_mtime_ns: int | None = None     # the directory's mtime when its lock files were last listed
+        self._listed_at_ns = 0                       # and when that listing started
+        self._other_locks: list[Path] = []           # the lock files of other processes then
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -305,11 +313,14 @@ class Journal:
 
     # -- journals of processes that are gone --------------------------------------------------------------------------
     def orphans(self) -> list[Path]:
-        """Journals of this sink whose process is gone (their lock is free)."""
+        """Journals of this sink whose process is gone (their lock is free).
+
+        Called before every write, so it is cheap when nothing changed: the directory is listed again only when
+        its mtime moved (a lock file came or went) or the last listing was too close to it to be trusted (see
+        FINE_MTIME_TICK_NS); in between only the lock files of the other processes seen are tried (none,
+        usually: one stat)."""
         found = []
-        for lock_path in sorted(self.directory.glob("*.lock")):
-            if lock_path == self.lock_path:
-                continue
+        for lock_path in self._lock_files_of_others():
             try:
                 fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -322,6 +333,19 @@ class Journal:
                 os.close(fd)
             found.append(lock_path.with_suffix(".journal"))
         return found
+
+    def _lock_files_of_others(self) -> list[Path]:
+        try:
+            mtime_ns = os.stat(self.directory).st_mtime_ns
+        except FileNotFoundError:
+            self._listed_mtime_ns = None
+            return []
+        tick_ns = FINE_MTIME_TICK_NS if mtime_ns % 1_000_000_000 else COARSE_MTIME_TICK_NS
+        if mtime_ns != self._listed_mtime_ns or self._listed_at_ns - mtime_ns < tick_ns:
+            self._listed_at_ns = time.time_ns()
+            self._other_locks = [p for p in sorted(self.directory.glob("*.lock")) if p != self.lock_path]
+            self._listed_mtime_ns = mtime_ns
+        return self._other_locks
 
     def adopt(self, journal: Path, finished: JournalState) -> None:
         """Take over what ``journal`` knew (``finished``: its state once its files in use were dealt with): its ids
