@@ -135,6 +135,9 @@ class RequestParser:
         except httptools.HttpParserError as exc:
             self._fail(ParseError(400, _reason(str(exc))))
             return
+        except httptools.HttpParserUpgrade:      # not an HttpParserError; upgrades are refused at their head
+            self._fail(ParseError(400, "protocol upgrade is not supported"))
+            return
         # A request that began inside this piece is charged the whole piece (at most FEED_SLICE too much).
         if self._open and not self._head_done:
             self._head_bytes += len(piece)
