@@ -1158,7 +1158,7 @@ class HdfsOutput:
     def files(self) -> list[str]:
         try:
             return self.cluster.list_files(self.root)
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return []
 
     def lines(self) -> list[bytes]:
@@ -1166,8 +1166,8 @@ class HdfsOutput:
         for path in self.files():
             try:
                 data = self.cluster.read(path)
-            except OSError:                # renamed meanwhile, or HDFS down: the next poll sees it
-                continue
+            except (OSError, http.client.HTTPException):   # renamed meanwhile, HDFS down, or a DataNode killed
+                continue                                    # mid-read (IncompleteRead): the next poll sees it
             out += data.split(b"\n")[:-1]
         return out
 
