@@ -12,6 +12,7 @@ agent therefore starts ``python -c BOOTSTRAP --quiet worker ...``: the bootstrap
 from __future__ import annotations
 
 import faulthandler
+import importlib
 import os
 import signal
 import sys
@@ -66,8 +67,29 @@ def _worker(celery_app, args: list[str], quiet: bool):
     Tornado, click-repl with prompt_toolkit): 0.2 s of CPU at each worker start, which an agent pays once per sink
     worker and again at each reload.  Flumery's app declares no user or preload options, the only other thing the
     group adds; the worker's options, their parsing and its exit status are Celery's.  Returns the exit status."""
+    _import_without("celery.bin.base", "pygments")
     from celery.bin.base import CLIContext
     from celery.bin.worker import worker
 
     context = CLIContext(app=celery_app, no_color=bool(os.environ.get("NO_COLOR")), workdir=None, quiet=quiet)
     return worker.main(args=args, obj=context, prog_name="celery worker", standalone_mode=False)
+
+
+def _import_without(module: str, optional: str) -> None:
+    """Import ``module`` as if the package ``optional``, which it only tries to import, were not installed.
+
+    ``celery.bin.base`` imports pygments when it can, to colour the output of ``celery inspect``, and builds a
+    Python lexer on import: 40-60 ms of CPU at every worker start, which a worker never uses (pygments is there
+    when pytest is, in the development venv that ``make run`` and the benchmarks use).  A ``None`` in
+    ``sys.modules`` makes ``import optional`` raise ImportError (the import system's documented meaning), and
+    Celery falls back to plain text; the entry is put back as it was afterwards, so later imports are unaffected."""
+    missing = object()
+    saved = sys.modules.get(optional, missing)
+    sys.modules[optional] = None
+    try:
+        importlib.import_module(module)
+    finally:
+        if saved is missing:
+            del sys.modules[optional]
+        else:
+            sys.modules[optional] = saved
