@@ -28,8 +28,10 @@ class AgentProcess:
     """``python -m app.cli agent`` on a config file, in its own data directory."""
 
     def __init__(self, tmp: Path, conf_text: str, name: str = "a1", broker_url: str | None = None,
-                 role: str = "all", extra: list[str] | None = None, env: dict | None = None, cwd: Path = REPO):
+                 role: str = "all", extra: list[str] | None = None, env: dict | None = None, cwd: Path = REPO,
+                 start_new_session: bool = False):
         self.tmp = tmp
+        self.start_new_session = start_new_session          # as a terminal or a service manager starts it
         self.conf = tmp / f"{name}.conf"
         self.conf.write_text(conf_text)
         self.name = name
@@ -48,7 +50,7 @@ class AgentProcess:
     def start(self) -> "AgentProcess":
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.args, cwd=self.cwd, env=self.env, stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, start_new_session=self.start_new_session)
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout_s: float = 60) -> int:
