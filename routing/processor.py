@@ -68,26 +68,33 @@ class ChannelWriter:
 
     def targets(self, batches: dict[str, Batch], message_events: int = 0) -> list[PutTarget]:
         out = []
-        # A replicating selector hands every channel the same batch: encode each of its parts once; the messages
-        # still get a tag each, and the PUT call carries the shared data once (see PutTarget.args).
-        encoded: dict[tuple[int, int], list[bytes]] = {}
+        # A replicating selector hands every channel the same batch: split it, size its parts and encode them once;
+        # the messages still get a tag each, and the PUT call carries the shared data once (see PutTarget.args).
+        # Keyed by id(): every batch stays referenced by ``batches`` meanwhile, so no id is reused.
+        split: dict[tuple[int, int], tuple[list[Batch], tuple[int, ...], list[bytes]]] = {}
         for name, batch in batches.items():
             capacity, step, byte_limit = self.limits(name)
             step = min(step, message_events) if message_events else step
             if len(batch) > capacity:
                 raise BatchTooLarge(f"{len(batch)} events for channel '{name}' exceed its capacity ({capacity})")
-            parts = [batch[i:i + step] for i in range(0, len(batch), step)]
-            sizes = tuple(sum(map(len, part.bodies)) for part in parts)
+            if (id(batch), step) not in split:
+                split[id(batch), step] = self._split(batch, step)
+            parts, sizes, data = split[id(batch), step]
             if byte_limit and sum(sizes) > byte_limit:
                 raise BatchTooLarge(f"{sum(sizes)} bytes of event bodies for channel '{name}' exceed its byte "
                                     f"capacity ({byte_limit})")
-            data = encoded.get((id(batch), step))
-            if data is None:
-                data = encoded[(id(batch), step)] = [codec.encode_data(part) for part in parts]
+            if len(data) < len(parts):          # encoded once the first channel found the batch within its limits
+                data.extend(codec.encode_data(part) for part in parts)
             messages = [codec.ChannelMessage(codec.new_tag(), len(part), d) for part, d in zip(parts, data)]
             out.append(PutTarget(name, queue_name(self.agent.name, name), capacity, len(batch), self.template(name),
                                  messages, byte_limit, sizes))
         return out
+
+    @staticmethod
+    def _split(batch: Batch, step: int) -> tuple[list[Batch], tuple[int, ...], list[bytes]]:
+        """``batch`` in parts of ``step`` events, their body bytes, and an empty list for their encoded data."""
+        parts = [batch[i:i + step] for i in range(0, len(batch), step)]
+        return parts, tuple(sum(map(len, part.bodies)) for part in parts), []
 
     def put(self, batches: dict[str, Batch], message_events: int = 0) -> None:
         """All of ``batches`` (channel -> batch) or nothing; raises ChannelFullError or BatchTooLarge, or
