@@ -453,11 +453,12 @@ def _sink_worker_child() -> None:
     A sink worker stays in the agent's session (in a process group of its own), where it used to start a session of
     its own.  Linux schedules each session as one group (autogroups, on by default in most distributions' kernels):
     a worker in a session of its own weighed as much as the agent and as the embedded broker, whose session is its
-    own.  Replicating into 3 sinks on 2 cores, the broker, the one process every source and sink waits on, then spent
-    more time waiting for a core than running (1.0-1.4 s against 0.8-1.1 s); with the workers in the agent's session
-    the broker is weighed against the agent and its workers together: it waited 0.6-0.7 s, and the run took
-    2.39-3.10 s instead of 2.95-3.42 s (six interleaved pairs; one sink: no difference).  On a shared host the agent and its workers also
-    weigh as one service, not as one per sink.  A background process group is stopped by SIGTTOU when it writes to
-    a terminal set to ``tostop``: the worker ignores SIGTTOU, so its log lines are written as the agent's are."""
+    own.  Replicating into 3 sinks on 2 cores, the broker, the one process every source and sink waits on, then
+    waited for a core about as long as it ran or longer (0.85-1.39 s against 0.80-1.17 s, fifteen runs); with the
+    workers in the agent's session the broker is weighed against the agent and its workers together: it waited
+    0.6-0.7 s, and the run took 2.39-3.10 s instead of 2.95-3.42 s (six interleaved pairs; one sink: no difference).
+    On a shared host the agent and its workers also weigh as one service, not as one per sink.  A background process
+    group is stopped by SIGTTOU when it writes to a terminal set to ``tostop``: the worker ignores SIGTTOU, so its
+    log lines are written as the agent's are."""
     die_with_parent()
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)

