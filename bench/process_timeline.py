@@ -80,10 +80,17 @@ class Sampler:
         self.kinds: dict[int, str] = {}
         self.samples: list[tuple[float, dict[int, float], int]] = []    # (time, pid -> CPU s, output bytes)
         self.sched: dict[int, tuple[float, float]] = {}
+        self.error: BaseException | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
     def _run(self) -> None:
+        try:
+            self._sample()
+        except BaseException as exc:      # noqa: BLE001  (reported by main: a dead sampler is a failed run)
+            self.error = exc
+
+    def _sample(self) -> None:
         while not self.stop.is_set():
             now, cpu = time.monotonic(), {}
             for pid in sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
@@ -101,9 +108,18 @@ class Sampler:
                     self.kinds[pid] = kind
                 cpu[pid] = used
                 self.sched[pid] = schedstat_s(pid) or self.sched.get(pid, (0.0, 0.0))
-            written = sum(f.stat().st_size for out in self.outputs if out.is_dir() for f in out.iterdir())
-            self.samples.append((now, cpu, written))
+            self.samples.append((now, cpu, self._written()))
             time.sleep(SAMPLE_S)
+
+    def _written(self) -> int:
+        """Bytes in the outputs so far (the benchmark removes old outputs while this thread already runs)."""
+        total = 0
+        for out in self.outputs:
+            try:
+                total += sum(f.stat().st_size for f in out.iterdir())
+            except FileNotFoundError:
+                pass
+        return total
 
 
 class BrokerStats:
@@ -174,6 +190,8 @@ def main() -> int:
         broker.stop.set()
         sampler.thread.join()
         broker.thread.join()
+    if sampler.error is not None:
+        raise RuntimeError(f"the /proc sampler failed: {sampler.error!r}") from sampler.error
     print(f"{args.copies} channel(s), sink batchSize {args.sink_batch}: {seconds:.2f} s from launch; every line "
           f"written exactly once in each output")
     print_timeline(sampler, started, args.step_s, total * args.copies)
