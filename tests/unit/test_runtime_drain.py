@@ -17,14 +17,15 @@ from workers.runtime import WorkerRuntime
 
 
 class StandInChannel:
-    def __init__(self, messages: int):
+    def __init__(self, messages: int, per_take: int = 0):
         self.queue = [f"m{i}" for i in range(messages)]
+        self.per_take = per_take        # > 0: at most this many messages are there at each take (a slow source)
         self.log: list[tuple] = []
         self.lock = threading.Lock()
 
     def _take(self, size: int) -> list[dict]:
         taken = []
-        while self.queue and (len(taken) + 1) * 10 <= size:
+        while self.queue and (len(taken) + 1) * 10 <= size and len(taken) < (self.per_take or len(self.queue)):
             taken.append({"properties": {"delivery_tag": self.queue.pop(0)}})
         return taken
 
@@ -34,8 +35,9 @@ class StandInChannel:
             return len(tags), self._take(size)
 
     def ack_tag(self, *tags):
-        with self.lock:
-            self.log.append(("ack", tags))
+        if tags:                        # as the real channel: no tags, no call
+            with self.lock:
+                self.log.append(("ack", tags))
 
     def give_back(self, tag, front=True):
         with self.lock:
@@ -89,9 +91,9 @@ def drain(monkeypatch):
                         lambda payload: ("c1", Batch([payload["properties"]["delivery_tag"].encode()] * 10)))
     monkeypatch.setattr(runtime, "queue_name", lambda agent, channel: f"flumery.{agent}.{channel}")
 
-    def make(messages: int, fail_at: int = 0):
+    def make(messages: int, fail_at: int = 0, per_take: int = 0):
         rt = object.__new__(WorkerRuntime)
-        rt.channel, rt.housekeeper, rt.metrics = StandInChannel(messages), Held(), Counters()
+        rt.channel, rt.housekeeper, rt.metrics = StandInChannel(messages, per_take), Held(), Counters()
         rt.config = type("Config", (), {"name": "a1"})()
         rt.settings = type("Settings", (), {"sink_retry_max_s": 1.0})()
         rt.should_stop = lambda: False
@@ -120,6 +122,28 @@ def test_every_batch_is_acknowledged_once_and_only_after_its_write(drain):
         assert write_at < ack_at
     assert len(rt.metrics.batches) == 6              # the first batch and the five drained, each once
     assert rt.housekeeper.tags == {"task"}           # the task releases its own message; nothing else is held
+
+
+def test_a_batch_that_came_short_is_acknowledged_with_the_next_take_in_one_call(drain):
+    rt, runner = drain(4, per_take=1)        # a slow source: one message (10 events) there at each take, of 20
+    events, messages = rt._drain(runner, "c1", ["first"], (runner, 0.0))
+    log = [(kind, args[0].decode() if kind == "write" else args) for kind, args in rt.channel.log]
+    assert (events, messages) == (40, 4)
+    # after each write, one call acknowledges that batch and takes the next; the drain ends on an empty take
+    assert log == [("ack", ("first",)), ("write", "m0"), ("ack", ("m0",)), ("write", "m1"), ("ack", ("m1",)),
+                   ("write", "m2"), ("ack", ("m2",)), ("write", "m3"), ("ack", ("m3",))]
+    assert len(rt.metrics.batches) == 5
+    assert rt.housekeeper.tags == {"task"}
+
+
+def test_a_drain_that_must_stop_writes_the_batch_in_hand_and_acknowledges_it(drain):
+    rt, runner = drain(6, per_take=1)
+    rt.should_stop = lambda: True
+    events, messages = rt._drain(runner, "c1", ["first"], (runner, 0.0))
+    log = [(kind, args[0].decode() if kind == "write" else args) for kind, args in rt.channel.log]
+    assert (events, messages) == (10, 1)
+    assert log == [("ack", ("first",)), ("write", "m0"), ("ack", ("m0",))]
+    assert rt.channel.queue == ["m1", "m2", "m3", "m4", "m5"] and rt.housekeeper.tags == {"task"}
 
 
 def test_a_batch_that_cannot_be_written_goes_back_with_the_one_taken_ahead(drain):
