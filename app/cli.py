@@ -29,7 +29,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from app import dlq
+from app import dlq, malloc
 from app.agent import SINK_WORKERS, Agent
 from app.worker import BOOTSTRAP, pool_options
 from core import options
@@ -333,6 +333,7 @@ def run_agent(args) -> int:
         return EXIT_INVALID
     settings = Settings.from_env().with_(conf_file=str(Path(args.conf_file).resolve()), agent=args.name, data_dir=args.data_dir,
                                          broker_url=args.broker_url)
+    malloc.keep_batch_buffers()       # the sources' puts: see app/malloc.py
     for notice in config.notices:
         logging.getLogger("flumery").info("note: %s", notice)
     agent = Agent(config, settings, role=args.role, metrics_port=port, worker_log_level=args.log_level.upper(),

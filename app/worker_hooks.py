@@ -22,6 +22,7 @@ from celery import signals
 from celery.concurrency import prefork
 from celery.worker import control
 
+from app import malloc
 from routing.channels import channel_queues
 from routing.deadletter import DEAD_CHANNEL
 from workers.runtime import WorkerRuntime
@@ -61,6 +62,7 @@ def start_sinks(celery_app) -> None:
     settings = getattr(celery_app, "flumery_settings", None)
     if celery_app is None or settings is None or not settings.conf_file:
         return
+    malloc.keep_batch_buffers()       # the process that takes and writes the batches: see app/malloc.py
     for runner in WorkerRuntime.current(settings, celery_app).all_runners:
         runner.start()
 

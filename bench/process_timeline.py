@@ -9,8 +9,10 @@ output checked line for line) while a thread reads ``/proc`` every 50 ms, and pr
 
 * per ``--step-s`` interval, the cores used by the agent, ``redis-server`` (with its append-only-file rewrite
   child), the sink workers and ``cat``, and how much of the output is written;
-* per process, its main thread's time running and its time waiting for a core (``/proc/<pid>/schedstat``): a
-  process every other one waits on (the broker) should not wait long for a core;
+* per process, its CPU (of it in the kernel) and its minor page faults (``/proc/<pid>/stat``: memory faulted in
+  again for every batch shows here, see ``app/malloc.py``), its main thread's time running and its time waiting
+  for a core (``/proc/<pid>/schedstat``): a process every other one waits on (the broker) should not wait long for
+  a core;
 * the embedded broker's ``INFO commandstats`` (read while it runs: CPU time per command, script calls included).
 
 It measures one run; compare runs of different code or options interleaved, several times: on a shared 2-core
@@ -27,6 +29,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import make_access_log  # bench/ is on sys.path when this script runs
 import redis
@@ -37,14 +40,22 @@ CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.05
 
 
-def cpu_and_parent(pid: int) -> tuple[float, int] | None:
-    """(user + system CPU seconds of ``pid``, all its threads; its parent's pid), or None if it is gone."""
+class ProcStat(NamedTuple):
+    cpu_s: float            # user + system CPU seconds, all threads
+    system_s: float         # of which in the kernel
+    minor_faults: int       # pages faulted in (not read from disk): fresh memory, zeroed by the kernel
+    parent: int
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """What ``/proc/<pid>/stat`` says of ``pid`` (see :class:`ProcStat`), or None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK, int(fields[1])
+    return ProcStat((int(fields[11]) + int(fields[12])) / CLOCK_TICK, int(fields[12]) / CLOCK_TICK,
+                    int(fields[7]), int(fields[1]))
 
 
 def schedstat_s(pid: int) -> tuple[float, float] | None:
@@ -80,6 +91,7 @@ class Sampler:
         self.kinds: dict[int, str] = {}
         self.samples: list[tuple[float, dict[int, float], int]] = []    # (time, pid -> CPU s, output bytes)
         self.sched: dict[int, tuple[float, float]] = {}
+        self.last: dict[int, ProcStat] = {}          # each process's last reading
         self.error: BaseException | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="sampler", daemon=True)
@@ -94,10 +106,10 @@ class Sampler:
         while not self.stop.is_set():
             now, cpu = time.monotonic(), {}
             for pid in sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
-                read = cpu_and_parent(pid)
+                read = proc_stat(pid)
                 if read is None or pid == os.getpid():
                     continue
-                used, parent = read
+                used, parent = read.cpu_s, read.parent
                 if parent in self.ours:
                     self.ours.add(pid)      # pids mostly grow: a parent is usually met before its children
                 if pid not in self.ours:
@@ -106,7 +118,7 @@ class Sampler:
                 kind = kind_of(pid)
                 if kind != "other" or pid not in self.kinds:
                     self.kinds[pid] = kind
-                cpu[pid] = used
+                cpu[pid], self.last[pid] = used, read
                 self.sched[pid] = schedstat_s(pid) or self.sched.get(pid, (0.0, 0.0))
             self.samples.append((now, cpu, self._written()))
             time.sleep(SAMPLE_S)
@@ -195,12 +207,15 @@ def main() -> int:
     print(f"{args.copies} channel(s), sink batchSize {args.sink_batch}: {seconds:.2f} s from launch; every line "
           f"written exactly once in each output")
     print_timeline(sampler, started, args.step_s, total * args.copies)
-    print("\nper process: CPU s (all threads); main thread running | waiting for a core, s")
+    print("\nper process: CPU s (all threads), of it in the kernel; page faults (minor); main thread running | "
+          "waiting for a core, s")
     for pid in sorted(sampler.kinds, key=lambda p: (sampler.kinds[p], p)):
         cpu = max((c[pid] for _, c, _ in sampler.samples if pid in c), default=0.0)
         running, waiting = sampler.sched.get(pid, (0.0, 0.0))
-        if cpu or running:
-            print(f"  {sampler.kinds[pid]:7} {pid:>8}  {cpu:5.2f}   {running:5.2f} | {waiting:5.2f}")
+        last = sampler.last.get(pid)
+        if last and (cpu or running):
+            print(f"  {sampler.kinds[pid]:7} {pid:>8}  {cpu:5.2f}  {last.system_s:5.2f}  {last.minor_faults:>9,}"
+                  f"   {running:5.2f} | {waiting:5.2f}")
     print("\nbroker, INFO commandstats (the most CPU first):")
     for name, stat in sorted(broker.last.items(), key=lambda kv: -kv[1]["usec"])[:10]:
         print(f"  {name.removeprefix('cmdstat_'):12} {stat['calls']:8,} calls  {stat['usec'] / 1e6:6.3f} s")
