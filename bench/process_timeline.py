@@ -210,11 +210,10 @@ def main() -> int:
     print("\nper process: CPU s (all threads), of it in the kernel; page faults (minor); main thread running | "
           "waiting for a core, s")
     for pid in sorted(sampler.kinds, key=lambda p: (sampler.kinds[p], p)):
-        cpu = max((c[pid] for _, c, _ in sampler.samples if pid in c), default=0.0)
+        last = sampler.last.get(pid)            # the last reading: CPU time and faults only grow
         running, waiting = sampler.sched.get(pid, (0.0, 0.0))
-        last = sampler.last.get(pid)
-        if last and (cpu or running):
-            print(f"  {sampler.kinds[pid]:7} {pid:>8}  {cpu:5.2f}  {last.system_s:5.2f}  {last.minor_faults:>9,}"
+        if last and (last.cpu_s or running):
+            print(f"  {sampler.kinds[pid]:7} {pid:>8}  {last.cpu_s:5.2f}  {last.system_s:5.2f}  {last.minor_faults:>9,}"
                   f"   {running:5.2f} | {waiting:5.2f}")
     print("\nbroker, INFO commandstats (the most CPU first):")
     for name, stat in sorted(broker.last.items(), key=lambda kv: -kv[1]["usec"])[:10]:
