@@ -332,8 +332,7 @@ class Agent:
         directory = self.settings.data_path() / "accepted"
         directory.mkdir(mode=0o700, exist_ok=True)
         path = directory / (hashlib.sha256(text.encode()).hexdigest()[:16] + ".conf")
-        write_atomically(path, text.encode())
-        os.chmod(path, 0o600)
+        write_atomically(path, text.encode(), mode=0o600)
         self.worker_conf = str(path)
 
     def _reload_sources(self, change, old) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -28,22 +29,38 @@ def fsync_dir(directory: str | os.PathLike) -> None:
 def write_atomically(path: str | os.PathLike, data: bytes, tmp: str | os.PathLike | None = None,
                      sync_dir: bool = True, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` so that a reader, or a restart after a crash, sees the old content or the
-    new one, never a mix.  ``tmp`` is the temporary file (default: a hidden one beside ``path``); the file gets
-    permission bits ``mode`` (0o600 for a secret) before any byte is written."""
+    new one, never a mix.  ``tmp`` is the temporary file; by default a new hidden one beside ``path``
+    (``.<name>.<random>.tmp``), so that writers of the same path in several processes (an agent's sources and its
+    sinks started together on one data directory) never rename each other's file away.  The file gets permission
+    bits ``mode`` (0o600 for a secret) before any byte is written."""
     directory, name = os.path.split(os.fspath(path))
     if tmp is None:
-        tmp = os.path.join(directory, (name if name.startswith(".") else "." + name) + ".tmp")
-    # O_NOFOLLOW: a symbolic link planted where the temporary file goes must not redirect the write.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+        # mkstemp: O_EXCL (a planted file or symbolic link is never opened) and mode 0o600 until the fchmod.
+        fd, tmp = tempfile.mkstemp(prefix=(name if name.startswith(".") else "." + name) + ".", suffix=".tmp",
+                                   dir=directory or ".")
+    else:
+        # O_NOFOLLOW: a symbolic link planted where the temporary file goes must not redirect the write.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
-        os.fchmod(fd, mode)          # a temporary file left by an earlier run keeps its old mode otherwise
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)          # a temporary file left by an earlier run keeps its old mode otherwise
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
     if sync_dir:
         fsync_dir(directory or ".")
+
+
+def _remove_quietly(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def make_private_dir(path: str | os.PathLike) -> bool:

@@ -87,6 +87,9 @@ class AgentProcess:
             except Exception as stop_error:          # noqa: BLE001  (the block's failure is the one to see)
                 if hasattr(exc, "add_note"):
                     exc.add_note(f"(and stopping the agent failed too: {stop_error})")
+            if hasattr(exc, "add_note"):
+                # What the agent said is often the only clue to a failure seen on CI alone.
+                exc.add_note(f"agent {self.name} ({self.log_path.name}) log ends:\n{self.output_tail()}")
             return False
         code = self.stop()
         if code != self.expected_exit:
