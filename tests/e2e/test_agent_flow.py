@@ -7,14 +7,14 @@ import socket
 import threading
 import urllib.error
 import urllib.request
-import redis
 from contextlib import ExitStack
 
+import redis
 from agents import AgentProcess, port_open, read_lines, wait_until
 from helpers import ReportingThread
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.broker import free_port
+from app.broker import EmbeddedRedis, aof_rewrite_min_bytes, free_port
 from core.counters import BATCH_SECONDS_BUCKETS
 
 
@@ -450,7 +450,6 @@ def test_the_embedded_broker_does_not_compact_its_append_only_file_every_64_mb(t
     """Redis compacts its append-only file (a fork writing everything it holds again) at 64 MB by default; the
     embedded broker waits until the file is past its maxmemory (here 512 MiB), so ~100 MB of traffic that the
     channels no longer hold costs no compaction.  A compaction would show in INFO persistence."""
-    from app.broker import EmbeddedRedis
     embedded = EmbeddedRedis(tmp_path / "redis", fsync_always=False, maxmemory=512 * 1024 ** 2)
     embedded.start()
     try:
@@ -465,5 +464,4 @@ def test_the_embedded_broker_does_not_compact_its_append_only_file_every_64_mb(t
         assert info["aof_last_rewrite_time_sec"] == -1             # never compacted since the start
     finally:
         embedded.stop()
-    from app.broker import aof_rewrite_min_bytes
     assert aof_rewrite_min_bytes(0) == 1024 ** 3 and aof_rewrite_min_bytes(16 * 1024 ** 2) == 64 * 1024 ** 2
