@@ -82,6 +82,9 @@ class AgentProcess:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
+            exited = self.process.poll()
+            if exited is not None and hasattr(exc, "add_note"):
+                exc.add_note(f"agent {self.name} had exited on its own, with status {exited}")
             try:
                 self.stop()
             except Exception as stop_error:          # noqa: BLE001  (the block's failure is the one to see)
