@@ -1,6 +1,7 @@
 """Durable small-file writes shared by the sources and sinks that keep state on disk."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -43,24 +44,18 @@ def write_atomically(path: str | os.PathLike, data: bytes, tmp: str | os.PathLik
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         try:
-            os.fchmod(fd, mode)          # a temporary file left by an earlier run keeps its old mode otherwise
+            os.fchmod(fd, mode)          # mkstemp's is 0o600; an explicit one left by an earlier run keeps its mode
             write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        _remove_quietly(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     if sync_dir:
         fsync_dir(directory or ".")
-
-
-def _remove_quietly(path: str | os.PathLike) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def make_private_dir(path: str | os.PathLike) -> bool:
