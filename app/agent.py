@@ -36,6 +36,8 @@ from app.reload import plan as reload_plan
 from app.throughput import ThroughputLog
 from app.worker import BOOTSTRAP as WORKER_BOOTSTRAP
 from app.worker import pool_options
+from app.worker_layout import parse_layout, usable_cores
+from app.worker_layout import plan as layout_plan
 from core.config import AgentConfig, read_agent
 from core.counters import MetricsStore
 from core.errors import ConfigInvalid
@@ -52,9 +54,6 @@ from workers.sources.base import SourceContext
 log = logging.getLogger(__name__)
 
 ROLES = ("all", "sources", "sinks")
-# How the agent runs its sinks: one worker process per sink unit (sink group or lone sink), or one process for all,
-# a Celery threads-pool thread per unit (the take transactions of different sinks then run side by side in it).
-SINK_WORKERS = ("per-sink", "one")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_RESTART_FIRST_S = 1.0
 WORKER_RESTART_MAX_S = 30.0
@@ -65,12 +64,11 @@ WORKER_HEALTHY_AFTER_S = 5.0      # a worker that ran this long before dying is 
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings, role: str = "all",
                  metrics_port: int | None = None, worker_log_level: str = "INFO", stats_interval_s: float = 60.0,
-                 reload_interval_s: float = 30.0, metrics_bind: str = "0.0.0.0", sink_workers: str = "per-sink"):
+                 reload_interval_s: float = 30.0, metrics_bind: str = "0.0.0.0", sink_workers: str | int = "auto"):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
-        if sink_workers not in SINK_WORKERS:
-            raise ValueError(f"sink_workers must be one of {', '.join(SINK_WORKERS)}")
-        self.sink_workers = sink_workers
+        self.sink_workers = parse_layout(str(sink_workers))     # see app.worker_layout
+        self.cores = usable_cores()                             # once: the layout must not change under a worker
         self.config = config
         self.settings = settings.with_(agent=config.name, conf_file=settings.conf_file or config.file)
         self.role = role
@@ -83,6 +81,7 @@ class Agent:
         self.embedded: EmbeddedRedis | None = None
         self.sources: dict = {}
         self.workers: dict[str, subprocess.Popen] = {}     # by worker name (see worker_plan)
+        self.serving: dict[str, list] = {}          # worker name -> the units it was started for
         self.started_at: dict[str, float] = {}
         self.restarts: dict[str, int] = {}          # sink unit -> times its worker was restarted
         self.writer: ChannelWriter | None = None
@@ -220,13 +219,9 @@ class Agent:
 
     def worker_plan(self) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
         """The sink worker processes the agent runs, by name: the sink units (sink group or lone sink, with its
-        sinks) each serves.  ``per-sink``: a worker per unit, named after it; ``one``: a single worker for every
-        unit, named after them joined by ``+`` (as ``flumery worker`` names one serving several), in sorted order:
-        a reload that only reorders the sinks in the file keeps the name of the running worker."""
-        units = self.config.sink_units()
-        if self.sink_workers == "per-sink" or len(units) < 2:
-            return {unit: [(unit, sinks)] for unit, sinks in units}
-        return {"+".join(sorted(unit for unit, _ in units)): units}
+        sinks) each serves (see :mod:`app.worker_layout`).  Units are dealt out in name order: a reload that only
+        reorders the sinks in the file keeps every worker as it is."""
+        return layout_plan(self.config.sink_units(), self.sink_workers, self.cores)
 
     def _start_worker(self, name: str, units: list[tuple[str, tuple[str, ...]]]) -> None:
         channels = list(dict.fromkeys(self.config.channel_of_unit(sinks) for _, sinks in units))
@@ -241,6 +236,7 @@ class Agent:
         # Own process group: a Ctrl-C in the terminal reaches only the agent, which then stops the workers in order.
         # The agent's session, not one of its own: see _sink_worker_child.
         self.started_at[name] = time.monotonic()
+        self.serving[name] = units
         self.workers[name] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0,
                                               preexec_fn=_sink_worker_child)
         log.info("sink worker for %s (pid %d) drains channel%s %s", name, self.workers[name].pid,
@@ -349,16 +345,17 @@ class Agent:
             self.metrics.group("CHANNEL", name).started()
 
     def _reload_workers(self, change) -> None:
-        """Stop the workers of the sink units that changed or went, start those of the new and changed units.
-        With ``--sink-workers one`` any such change restarts the one worker."""
+        """Replace every worker whose set of units is not in the new plan or serves a unit that changed or went
+        (with ``--sink-workers one``, any such change replaces the one worker), and start the workers of the new
+        plan that are not running."""
         plan = self.worker_plan()
-        if self.sink_workers == "per-sink":
-            stop, start = change.stop_units, change.start_units
-        elif change.stop_units or change.start_units:
-            stop, start = list(self.workers), list(plan)
-        else:
-            stop = start = []
+        changed = set(change.stop_units)
+        stop = [name for name, units in self.serving.items()
+                if plan.get(name) != units or any(unit in changed for unit, _ in units)]
         stopping = [(name, self.workers.pop(name)) for name in stop if name in self.workers]
+        for name in stop:
+            self.serving.pop(name, None)
+        start = [name for name in plan if name not in self.workers]
         for _unit, process in stopping:
             process.terminate()                       # warm shutdown: the batch is written or given back
         for _unit, process in stopping:
@@ -429,6 +426,7 @@ class Agent:
                 process.kill()
                 process.wait()
         self.workers.clear()
+        self.serving.clear()
 
     # -- metrics ---------------------------------------------------------------------------------------------
     def agent_metrics(self):

@@ -2,7 +2,7 @@
 
     flumery agent    -f FILE -n NAME [--data-dir DIR] [--broker-url URL] [--role all|sources|sinks]
                      [--metrics-port N] [--metrics-bind ADDR] [--log-level INFO] [--stats-interval 60]
-                     [--reload-interval 30] [--sink-workers per-sink|one]
+                     [--reload-interval 30] [--sink-workers auto|per-sink|one|N]
     flumery validate -f FILE -n NAME
     flumery dlq      list|replay|purge -f FILE -n NAME [--limit N] [--channel C] [--json] [--yes]
     flumery worker   -f FILE -n NAME [--broker-url URL] [--sinks k1,g1] [--log-level INFO] [celery worker options]
@@ -30,8 +30,9 @@ from importlib import metadata
 from pathlib import Path
 
 from app import dlq, malloc
-from app.agent import SINK_WORKERS, Agent
+from app.agent import Agent
 from app.worker import BOOTSTRAP, pool_options
+from app.worker_layout import parse_layout
 from core import options
 from core.config import AgentConfig, load_agent
 from core.errors import BrokerRefused, ConfigFileUnreadable, ConfigInvalid, SettingsError
@@ -78,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--reload-interval", type=float, default=30.0, metavar="SECONDS",
                        help="look for changes to the agent file this often, as Flume does (default 30; 0: only "
                             "on SIGHUP); a valid new file replaces only the components that changed")
-    agent.add_argument("--sink-workers", choices=SINK_WORKERS, default="per-sink",
-                       help="per-sink (default): one worker process per sink or sink group, each on its own; "
-                            "one: a single worker process for all of them, a thread each (less CPU and memory, "
-                            "but a crash or a reload of one restarts all)")
+    agent.add_argument("--sink-workers", type=_sink_workers, default="auto", metavar="auto|per-sink|one|N",
+                       help="how many worker processes run the sinks: per-sink, one worker process per sink or "
+                            "sink group; one, a single process for all, a thread each (less CPU and memory, but "
+                            "a crash or a reload of one restarts all); N, at most N processes sharing them out; "
+                            "auto (default): per-sink while there is a core for each beside one for the sources, "
+                            "else as many processes as cores less one")
     validate = sub.add_parser("validate", help="check an agent file and summarise the flow")
     _common(validate)
     dlq = sub.add_parser("dlq", help="list, replay or purge the agent's dead letters")
@@ -211,6 +214,14 @@ def _shown(agent: AgentConfig, full_key: str, key: str, value) -> str:
     own = agent.from_env.get(full_key)
     text = own.shown if own and own.value == str(value) else agent.mask(str(value), full_key)
     return f"{key}={text}"
+
+
+def _sink_workers(text: str) -> str | int:
+    """argparse type of ``--sink-workers``: its ValueError message becomes the usage error."""
+    try:
+        return parse_layout(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sink-workers: ")) from None
 
 
 def _metrics_bind(args) -> str:

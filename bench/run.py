@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: a web-server access log through a Flumery agent into files, beside syslog-ng and rsyslog.
 
-    python bench/run.py [--lines 1000000] [--rounds 1] [--workloads file-1000,file-10000,replicating,replicating-one]
+    python bench/run.py [--lines 1000000] [--rounds 1]
+                        [--workloads file-1000,file-10000,replicating,replicating-per-sink,replicating-one]
                         [--source exec|taildir] [--work DIR] [--no-peers] [--flumery DIR]
 
 Workloads (each run checks that every line arrived exactly once, in every output):
@@ -9,9 +10,11 @@ Workloads (each run checks that every line arrived exactly once, in every output
 * ``file-1000`` / ``file-10000``: ``exec`` (``cat LOG``, ``batchSize`` 1000) -> one ``file`` channel (embedded
   Redis, appendfsync always) -> ``file_roll`` (fsync per batch) with sink ``batchSize`` 1000 / 10000;
 * ``replicating``: the same source replicated into 3 ``file`` channels, each drained by its own ``file_roll``
-  sink (batchSize 10000), timed against ``file-10000`` of the same round;
-* ``replicating-one``: the same, the agent run with ``--sink-workers one`` (one sink worker process, a thread per
-  sink, instead of a process per sink).
+  sink (batchSize 10000), timed against ``file-10000`` of the same round; the agent's default sink worker layout
+  (``--sink-workers auto``: on a machine with fewer than 4 cores, fewer worker processes than sinks; the run
+  prints what it chose);
+* ``replicating-per-sink``: the same with ``--sink-workers per-sink`` (a worker process per sink);
+* ``replicating-one``: the same with ``--sink-workers one`` (one sink worker process, a thread per sink).
 
 Peers, on the same file in the same round: syslog-ng 3.38 (Debian ``syslog-ng-core``), tuned and with default
 options, and rsyslog 8 (Debian ``rsyslog``: ``imfile`` -> ``omfile``, run as a plain process with its own
@@ -107,7 +110,10 @@ input(type="imfile" file="{log}" tag="bench" freshStartTail="off" maxLinesAtOnce
 action(type="omfile" file="{out}" template="line" ioBufferSize="1m" flushOnTXEnd="on")
 """
 
-WORKLOADS = ("file-1000", "file-10000", "replicating", "replicating-one")
+WORKLOADS = ("file-1000", "file-10000", "replicating", "replicating-per-sink", "replicating-one")
+REPLICATING_LAYOUTS = {"replicating": ("default layout", ()),
+                       "replicating-per-sink": ("a worker per sink", ("--sink-workers", "per-sink")),
+                       "replicating-one": ("1 worker", ("--sink-workers", "one"))}
 
 
 @dataclass
@@ -248,14 +254,11 @@ def one_round(args, log: Path, work: Path, size: int, expected, peers: dict) -> 
         flumery = Path(checkout).resolve()
         label = "" if len(args.flumery) == 1 else f"[{checkout}] "
         for workload in args.workloads:
-            if workload == "replicating":
-                record(f"flumery {label}replicating x3 (10000)",
+            if workload in REPLICATING_LAYOUTS:
+                layout, agent_args = REPLICATING_LAYOUTS[workload]
+                record(f"flumery {label}replicating x3 (10000, {layout})",
                        partial(run_flumery, log, work, args.source, size, expected, flumery, copies=3,
-                               sink_batch=10000))
-            elif workload == "replicating-one":
-                record(f"flumery {label}replicating x3 (10000, 1 worker)",
-                       partial(run_flumery, log, work, args.source, size, expected, flumery, copies=3,
-                               sink_batch=10000, agent_args=("--sink-workers", "one")))
+                               sink_batch=10000, agent_args=agent_args))
             else:
                 batch = int(workload.split("-")[1])
                 record(f"flumery {label}{args.source} ({batch})",
@@ -305,6 +308,16 @@ def summary(rounds: list[list[Run]], lines: int, source: str) -> None:
               f"steady rate of one / of three: {span([r[one].steady / r[rep].steady for r in rounds], '.2f')}x")
 
 
+def default_layout() -> str:
+    """What this checkout's ``--sink-workers auto`` runs the replicating workload's 3 sinks in, here."""
+    sys.path.insert(0, str(REPO))
+    from app.worker_layout import usable_cores, worker_count
+    cores = usable_cores()
+    workers = worker_count("auto", 3, cores)
+    return (f"default sink worker layout (--sink-workers auto) on {cores} usable cores: {workers} worker "
+            f"process{'' if workers == 1 else 'es'} for the 3 sinks of `replicating`")
+
+
 def available_peers(wanted: bool) -> dict:
     peers = {}
     if not wanted:
@@ -348,6 +361,8 @@ def main() -> int:
     peers = available_peers(not args.no_peers)
     print(f"workload: {args.lines:,} lines, {size / 2**20:.1f} MiB ({log}); load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
+    if "replicating" in args.workloads:
+        print(default_layout())
     rounds = []
     for n in range(args.rounds):
         print(f"round {n + 1} of {args.rounds} (Flumery outputs checked line for line: every line exactly once)")

@@ -162,7 +162,7 @@ def test_the_plan_names_one_worker_after_its_sorted_sinks_and_keeps_groups_whole
     config = load_agent(conf, "a1")
     one = Agent(config, Settings(), sink_workers="one").worker_plan()
     assert list(one) == ["g1+k3"] and sorted(u for u, _ in one["g1+k3"]) == ["g1", "k3"]
-    per_sink = Agent(config, Settings()).worker_plan()
+    per_sink = Agent(config, Settings(), sink_workers="per-sink").worker_plan()
     assert sorted(per_sink) == ["g1", "k3"] and per_sink["g1"] == [("g1", ("k1", "k2"))]
 
 
