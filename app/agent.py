@@ -1,10 +1,11 @@
 """``flumery agent``: one Flume agent, run on Celery.
 
 Role ``all`` (the default) runs everything in one command: the broker (embedded Redis unless a URL is given),
-the agent's sources in this process, and its sinks in ``celery worker`` child processes, one per sink group or
-lone sink (``--pool solo``: one take transaction at a time, as Flume's SinkRunner).  Role ``sources`` runs only
-the sources (the sinks then run as ``celery -A app worker`` elsewhere); role ``sinks`` only supervises the
-workers.
+the agent's sources in this process, and its sinks in ``celery worker`` child processes, laid out by
+``--sink-workers`` (:mod:`app.worker_layout`): a worker serving one sink group or lone sink runs ``--pool
+solo`` (one take transaction at a time, as Flume's SinkRunner), one serving several a thread per unit.  Role
+``sources`` runs only the sources (the sinks then run as ``celery -A app worker`` elsewhere); role ``sinks`` only
+supervises the workers.
 
 Stopping (SIGTERM or Ctrl-C): sources stop accepting and finish or abandon (unacknowledged) their in-flight put;
 then the workers get SIGTERM, finish their current batch or give it back to the channel; then the embedded

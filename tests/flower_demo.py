@@ -99,7 +99,10 @@ class FlowerDemo:
     def start(self) -> None:
         self.redis.start()
         conf = CONF.format(http_port=self.http_port, out=self.out, out2=self.tmp / "out2")
-        self.agent = AgentProcess(self.tmp, conf, broker_url=self.redis.url).start()
+        # A worker per sink whatever the cores (--sink-workers auto would run both in one on 2 cores): Flower
+        # is to show two workers.
+        self.agent = AgentProcess(self.tmp, conf, broker_url=self.redis.url,
+                                  extra=["--sink-workers", "per-sink"]).start()
         wait_until(lambda: port_open(self.http_port) or self.agent.process.poll() is not None, 60,
                    what="the agent's http source")
         assert self.agent.process.poll() is None, self.agent.output_tail()

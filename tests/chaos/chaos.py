@@ -379,7 +379,7 @@ def replicated_worker_kills(tmp: Path, total: int, rate: float, kills: int, inte
     port, outs = free_port(), [tmp / "out1", tmp / "out2"]
     server = RedisServer(tmp / "redis").start()
     agent = AgentProcess(tmp, replicated_conf(port, outs), broker_url=server.url,
-                         extra=["--sink-workers", "one"] if one_worker else [],
+                         extra=["--sink-workers", "one" if one_worker else "per-sink"],
                          env={"FLUMERY_VISIBILITY_TIMEOUT_S": str(vt_s)}).start()
     result = Result("kill -9 the one sink worker (two sink threads) of replicated batches (shared data)" if one_worker
                     else "kill -9 one of two sink workers of replicated batches (shared data)", faults=kills)

@@ -1,6 +1,7 @@
 """``flumery agent --sink-workers one``: every sink of the agent in one worker process (Celery's threads pool, a
 thread per sink unit), against a real Redis: delivery into every channel's sink, a ``kill -9`` of that process,
-a sink whose store hangs while the others go on, and one write at a time per sink however the pool runs tasks."""
+a sink whose store hangs while the others go on, and one write at a time per sink however the pool runs tasks.
+Also ``--sink-workers N`` (sinks dealt out over N workers) and its reload."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,8 @@ from agents import REPO, AgentProcess, children, port_open, read_lines, sink_wor
 
 from app.agent import Agent
 from app.broker import free_port
+from app.worker_layout import plan as layout_plan
+from app.worker_layout import usable_cores
 from core.config import load_agent
 from core.settings import Settings
 
@@ -163,6 +166,9 @@ def test_the_plan_names_one_worker_after_its_sorted_sinks_and_keeps_groups_whole
     one = Agent(config, Settings(), sink_workers="one").worker_plan()
     assert list(one) == ["g1+k3"] and sorted(u for u, _ in one["g1+k3"]) == ["g1", "k3"]
     per_sink = Agent(config, Settings(), sink_workers="per-sink").worker_plan()
+    default = Agent(config, Settings())
+    assert default.sink_workers == "auto" and default.worker_plan() == layout_plan(config.sink_units(), "auto",
+                                                                                    usable_cores())
     assert sorted(per_sink) == ["g1", "k3"] and per_sink["g1"] == [("g1", ("k1", "k2"))]
 
 
@@ -213,3 +219,39 @@ def test_flumery_worker_serving_two_sinks_runs_a_thread_each(tmp_path, redis_ser
     for out in (out1, out2):
         assert not (tmp_path / f"{out.name}.overlap").exists()
         assert sorted(read_lines(out)) == sorted(e.encode() for e in events)
+
+
+def test_a_worker_count_deals_the_sinks_out_and_a_reload_replaces_only_the_worker_whose_sinks_changed(tmp_path):
+    """``--sink-workers 2`` with three sinks: workers k1+k3 and k2 (name order, dealt out).  A reload that adds k4
+    deals it to the second worker: k2's worker is replaced by k2+k4's, k1+k3's keeps running (same pid), and every
+    event reaches every sink once."""
+    port = free_port()
+    outs = {k: tmp_path / f"out{k}" for k in ("k1", "k2", "k3", "k4")}
+    roll = "a1.sinks.{0}.sink.rollInterval = 0\n"
+
+    def conf(sinks: list[str]) -> str:
+        channels = " ".join(f"c{k[1]}" for k in sinks)
+        return (http_source(port, channels) + f"a1.channels = {channels}\na1.sinks = {' '.join(sinks)}\n"
+                + "".join(sink_conf(k, f"c{k[1]}", "file_roll", outs[k], roll.format(k)) for k in sinks))
+
+    first, later = [f"a{i}" for i in range(60)], [f"b{i}" for i in range(60)]
+    with AgentProcess(tmp_path, conf(["k1", "k2", "k3"]),
+                      extra=["--sink-workers", "2", "--reload-interval", "0"]) as agent:
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        kept = sink_worker_pid(agent, b"--hostname\0k1+k3@", "the worker of k1 and k3")
+        k2 = sink_worker_pid(agent, b"--hostname\0k2@", "k2's worker")
+        assert len(worker_processes(agent)) == 2
+        post(port, first)
+        wait_until(lambda: all(len(read_lines(outs[k])) >= 60 for k in ("k1", "k2", "k3")), 60,
+                   what="the first events in out1-out3")
+        agent.conf.write_text(conf(["k1", "k2", "k3", "k4"]))
+        agent.process.send_signal(signal.SIGHUP)
+        sink_worker_pid(agent, b"--hostname\0k2+k4@", "the worker of k2 and k4")
+        wait_until(lambda: k2 not in children(agent.process.pid), 60, what="k2's own worker to stop")
+        post(port, later)
+        wait_until(lambda: all(len(read_lines(outs[k])) >= 120 for k in ("k1", "k2", "k3"))
+                   and len(read_lines(outs["k4"])) >= 60, 60, what="the later events in every output")
+        assert kept in children(agent.process.pid) and len(worker_processes(agent)) == 2
+    for k in ("k1", "k2", "k3"):
+        assert sorted(read_lines(outs[k])) == sorted(e.encode() for e in first + later), f"{k}: lost or duplicated"
+    assert sorted(read_lines(outs["k4"])) == sorted(e.encode() for e in later)

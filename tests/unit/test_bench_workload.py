@@ -110,11 +110,11 @@ def test_the_replicated_memory_benchmark_fills_every_channel_and_prints_its_figu
 
 def test_the_process_timeline_sees_the_agent_its_broker_and_every_worker(tmp_path):
     """A real agent on 2,000 lines into 2 channels (every output checked line for line inside the script): the
-    timeline must reach 100 % written, and name the agent, the broker and both sink workers with their CPU (of it in
-    the kernel) and page faults."""
+    timeline must reach 100 % written, and name the agent, the broker and both sink workers (a worker per sink,
+    passed on to the agent) with their CPU (of it in the kernel) and page faults."""
     out = subprocess.run([sys.executable, str(REPO / "bench" / "process_timeline.py"), "--copies", "2", "--lines",
-                          "2000", "--work", str(tmp_path)], capture_output=True, text=True, timeout=180,
-                         check=True).stdout
+                          "2000", "--work", str(tmp_path), "--", "--sink-workers", "per-sink"],
+                         capture_output=True, text=True, timeout=180, check=True).stdout
     assert re.search(r"^2 channel\(s\), sink batchSize 10000: \d+\.\d\d s from launch", out, re.M), out
     assert re.search(r"100\.0 %$", out, re.M), out
     kinds = re.findall(r"^  (agent|redis|worker|cat) +\d+ +\d+\.\d\d +\d+\.\d\d +[\d,]+ +\d+\.\d\d \| +\d+\.\d\d$", out,
