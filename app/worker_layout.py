@@ -9,8 +9,9 @@
   sources and the broker (units <= cores - 1); otherwise ``cores - 1`` workers (at least one), the units dealt out
   as for ``<N>``.  A worker's start costs 0.3-0.5 CPU-s and every worker takes a share of the cores: on 2 cores,
   replicating into 3 sinks with one worker took 1.33-1.70 times one sink's time, with a worker per sink
-  1.49-1.87 (eight interleaved rounds, README "Throughput").  Cores are those this process may run on
-  (its CPU affinity); a container's CPU quota is not looked at: give the layout explicitly there.
+  1.49-1.87 (eight interleaved rounds, README "Throughput").  Cores are those this process may run on (its CPU
+  affinity), fewer where its cgroup (a container's ``--cpus``, a systemd ``CPUQuota=``) allows less CPU time:
+  see :func:`usable_cores`.
 
 A worker serving several units is named after them joined by ``+`` in name order (``k1+k3``), the name
 ``flumery worker`` gives such a worker too; a worker of one unit is named after it.  A reload that adds or removes
@@ -20,6 +21,7 @@ back its batch).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 Unit = tuple[str, tuple[str, ...]]          # (sink group or lone sink, its sinks)
 
@@ -37,12 +39,64 @@ def parse_layout(text: str) -> str | int:
                      "more)")
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which taskset and cpusets narrow)."""
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> int:
+    """The cores this process may use: those it may run on (its CPU affinity, which taskset and cpusets narrow),
+    fewer if the CPU quota of its cgroup or of an ancestor is tighter (whole cores, rounded down, at least one)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):          # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cpu_quota_cores(cgroup_root, own)
+    return cores if quota is None else max(1, min(cores, int(quota)))
+
+
+def cpu_quota_cores(cgroup_root: Path, own: Path) -> float | None:
+    """The tightest CPU quota on this process's cgroup and its ancestors, in cores (quota / period), or None where
+    there is none or it cannot be read.  cgroup v2: ``cpu.max`` (``max 100000`` or ``200000 100000``); v1:
+    ``cpu.cfs_quota_us`` (-1: none) over ``cpu.cfs_period_us``, under the ``cpu`` controller's mount."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            mounts = [cgroup_root, cgroup_root / "unified"]     # v2 alone, or beside v1 (hybrid)
+            read = _v2_quota
+        elif "cpu" in controllers.split(","):
+            mounts = [cgroup_root / controllers, cgroup_root / "cpu"]
+            read = _v1_quota
+        else:
+            continue
+        mount = next((m for m in mounts if m.is_dir()), None)
+        if mount is None:
+            continue
+        directory = mount / path.lstrip("/")
+        for level in [directory, *directory.parents]:       # the cgroup, then its ancestors up to the mount
+            quota = read(level)
+            if quota is not None:
+                quotas.append(quota)
+            if level == mount:
+                break
+    return min(quotas) if quotas else None
+
+
+def _v2_quota(directory: Path) -> float | None:
+    try:
+        quota, period = (directory / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(directory: Path) -> float | None:
+    try:
+        quota = int((directory / "cpu.cfs_quota_us").read_text())
+        period = int((directory / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
 
 
 def worker_count(layout: str | int, units: int, cores: int) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.worker_layout import parse_layout, plan, usable_cores, worker_count
+from app.worker_layout import cpu_quota_cores, parse_layout, plan, usable_cores, worker_count
 
 UNITS = [("k3", ("k3",)), ("g1", ("k1", "k2")), ("k4", ("k4",)), ("k5", ("k5",))]
 
@@ -46,6 +46,45 @@ def test_the_order_of_the_units_in_the_file_does_not_change_the_plan():
     assert plan(list(reversed(UNITS)), 3, cores=2) == plan(UNITS, 3, cores=2)
 
 
-def test_usable_cores_counts_the_cores_this_process_may_run_on():
+def test_usable_cores_counts_the_cores_this_process_may_run_on(tmp_path):
     import os
-    assert usable_cores() == len(os.sched_getaffinity(0)) >= 1
+    no_cgroup = tmp_path / "missing"
+    assert usable_cores(tmp_path, no_cgroup) == len(os.sched_getaffinity(0)) >= 1
+
+
+def cgroup_tree(tmp_path, own: str, files: dict[str, str]):
+    """A fake cgroup mount under ``tmp_path``: ``own`` is /proc/self/cgroup's text, ``files`` path -> content."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "own").write_text(own)
+    return tmp_path, tmp_path / "own"
+
+
+def test_a_cgroup_v2_quota_on_an_ancestor_limits_the_cores(tmp_path):
+    root, own = cgroup_tree(tmp_path, "0::/system.slice/flumery.service\n", {
+        "cgroup.controllers": "cpu io memory\n",
+        "system.slice/cpu.max": "150000 100000\n",                # 1.5 cores for the whole slice
+        "system.slice/flumery.service/cpu.max": "max 100000\n"})
+    assert cpu_quota_cores(root, own) == 1.5
+    assert usable_cores(root, own) == 1                          # whole cores, rounded down
+
+
+def test_a_cgroup_v1_quota_under_the_cpu_controllers_mount(tmp_path):
+    root, own = cgroup_tree(tmp_path, "4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n0::/\n", {
+        "cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n",
+        "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"})
+    assert cpu_quota_cores(root, own) == 0.5
+    assert usable_cores(root, own) == 1                          # never less than one
+
+
+@pytest.mark.parametrize("files", [
+    {"cgroup.controllers": "cpu\n", "cpu.max": "max 100000\n"},               # v2, no quota
+    {"cgroup.controllers": "cpu\n", "cpu.max": "garbage\n"},                  # unreadable: ignored
+    {"cgroup.controllers": "cpu\n"}])                                          # no cpu.max (the root)
+def test_no_quota_leaves_the_affinity(tmp_path, files):
+    import os
+    root, own = cgroup_tree(tmp_path, "0::/\n", files)
+    assert cpu_quota_cores(root, own) is None
+    assert usable_cores(root, own) == len(os.sched_getaffinity(0))
