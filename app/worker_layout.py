@@ -60,7 +60,10 @@ def cpu_quota_cores(cgroup_root: Path, own: Path) -> float | None:
         return None
     quotas = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if controllers == "":
             mounts = [cgroup_root, cgroup_root / "unified"]     # v2 alone, or beside v1 (hybrid)
             read = _v2_quota
@@ -86,7 +89,7 @@ def _v2_quota(directory: Path) -> float | None:
     try:
         quota, period = (directory / "cpu.max").read_text().split()
         return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
+    except (OSError, ValueError, ZeroDivisionError):
         return None
 
 

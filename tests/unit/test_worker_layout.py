@@ -82,9 +82,10 @@ def test_a_cgroup_v1_quota_under_the_cpu_controllers_mount(tmp_path):
 @pytest.mark.parametrize("files", [
     {"cgroup.controllers": "cpu\n", "cpu.max": "max 100000\n"},               # v2, no quota
     {"cgroup.controllers": "cpu\n", "cpu.max": "garbage\n"},                  # unreadable: ignored
+    {"cgroup.controllers": "cpu\n", "cpu.max": "100000 0\n"},                 # a zero period: ignored
     {"cgroup.controllers": "cpu\n"}])                                          # no cpu.max (the root)
 def test_no_quota_leaves_the_affinity(tmp_path, files):
     import os
-    root, own = cgroup_tree(tmp_path, "0::/\n", files)
+    root, own = cgroup_tree(tmp_path, "not a cgroup line\n0::/\n", files)
     assert cpu_quota_cores(root, own) is None
     assert usable_cores(root, own) == len(os.sched_getaffinity(0))
