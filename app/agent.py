@@ -357,7 +357,9 @@ class Agent:
         for name in stop:
             self.serving.pop(name, None)
         start = [name for name in plan if name not in self.workers]
-        for _unit, process in stopping:
+        for name, process in stopping:
+            # The reload's own line names the units that changed; a shared worker also restarts the others.
+            log.info("reload: stopping the sink worker for %s (pid %d)", name, process.pid)
             process.terminate()                       # warm shutdown: the batch is written or given back
         for _unit, process in stopping:
             try:

@@ -252,6 +252,8 @@ def test_a_worker_count_deals_the_sinks_out_and_a_reload_replaces_only_the_worke
         wait_until(lambda: all(len(read_lines(outs[k])) >= 120 for k in ("k1", "k2", "k3"))
                    and len(read_lines(outs["k4"])) >= 60, 60, what="the later events in every output")
         assert kept in children(agent.process.pid) and len(worker_processes(agent)) == 2
+        assert f"stopping the sink worker for k2 (pid {k2})" in agent.output()
+        assert "stopping the sink worker for k1+k3" not in agent.output()
     for k in ("k1", "k2", "k3"):
         assert sorted(read_lines(outs[k])) == sorted(e.encode() for e in first + later), f"{k}: lost or duplicated"
     assert sorted(read_lines(outs["k4"])) == sorted(e.encode() for e in later)
