@@ -88,9 +88,12 @@ def cpu_quota_cores(cgroup_root: Path, own: Path) -> float | None:
 def _v2_quota(directory: Path) -> float | None:
     try:
         quota, period = (directory / "cpu.max").read_text().split()
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError, ZeroDivisionError):
+        if quota == "max":
+            return None
+        quota_us, period_us = int(quota), int(period)
+    except (OSError, ValueError):
         return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
 
 
 def _v1_quota(directory: Path) -> float | None:
@@ -111,7 +114,7 @@ def worker_count(layout: str | int, units: int, cores: int) -> int:
     elif layout == "one":
         wanted = 1
     elif layout == "auto":
-        wanted = units if units <= cores - 1 else cores - 1
+        wanted = cores - 1          # a worker per unit while units <= cores - 1 (the min below)
     else:
         wanted = layout
     return max(1, min(units, wanted))

@@ -1,6 +1,8 @@
 """``--sink-workers``: how an agent's sink units are spread over worker processes (app/worker_layout.py)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from app.worker_layout import cpu_quota_cores, parse_layout, plan, usable_cores, worker_count
@@ -47,7 +49,6 @@ def test_the_order_of_the_units_in_the_file_does_not_change_the_plan():
 
 
 def test_usable_cores_counts_the_cores_this_process_may_run_on(tmp_path):
-    import os
     no_cgroup = tmp_path / "missing"
     assert usable_cores(tmp_path, no_cgroup) == len(os.sched_getaffinity(0)) >= 1
 
@@ -85,7 +86,6 @@ def test_a_cgroup_v1_quota_under_the_cpu_controllers_mount(tmp_path):
     {"cgroup.controllers": "cpu\n", "cpu.max": "100000 0\n"},                 # a zero period: ignored
     {"cgroup.controllers": "cpu\n"}])                                          # no cpu.max (the root)
 def test_no_quota_leaves_the_affinity(tmp_path, files):
-    import os
     root, own = cgroup_tree(tmp_path, "not a cgroup line\n0::/\n", files)
     assert cpu_quota_cores(root, own) is None
     assert usable_cores(root, own) == len(os.sched_getaffinity(0))
