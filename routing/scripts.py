@@ -14,7 +14,9 @@ Keyspace (names from :mod:`core.keys`; kombu's ``global_keyprefix`` goes in fron
   batch's columns, raw bytes), ``n`` its events, ``z`` the bytes of its event bodies, ``t`` the id of its channel's
   template, and ``o`` the consumer holding it while in flight.  Everything else is the template's;
 * ``<namespace><tag>.d``: a hash of data that several messages share (a batch replicated into several channels is
-  stored once, not once per channel): ``a`` the data, ``r`` how many messages refer to it.  Such a message's hash
+  stored once, not once per channel): ``a`` the data, ``r`` how many messages refer to it, and a field ``w:...``
+  per sink worker process that took the data with its share token (:mod:`routing.shared_data`: its later takes of
+  messages referring to it get only the key).  Such a message's hash
   holds ``d``, this key, instead of ``a``; the data is deleted with the last message that refers to it (ACK or
   PURGE).  Named after the first of those messages, which may be acknowledged before the others;
 * ``<template namespace><id>`` (``flumery.tpl:``, derived from the message namespace by replacing its last four
@@ -162,15 +164,18 @@ return results
 """.replace("$INLINE_MAX_BYTES", str(INLINE_MAX_BYTES)).replace("$SHARED_DATA_SUFFIX", SHARED_DATA_SUFFIX)
 
 # KEYS: message namespace, in-flight set, then per queue: queue, bell
-# ARGV: now, owner, start (rotation of the queue list), max_events
+# ARGV: now, owner, start (rotation of the queue list), max_events[, share token ('' or none: no token)]
 # Takes the first message of the first non-empty queue, then more of the same queue while their events still fit
 # in max_events (0: just one).  Returns {i, envelope, body, envelope, body, ...} (i: the queue's position in the
 # order given, from 1) or nil.  For a compact message, envelope is "\0<template id>\0<tag>\0<events>" and body
-# its data (see :func:`routing.transport.Channel.message`).
+# its data (see :meth:`routing.transport.Channel.stored_message`).  With a share token, a message whose data is
+# shared has "\0<data key>" after its events, and its body is the data only the first time a take with that token
+# gets the data (the token is then a field of the shared data hash), else "" (:mod:`routing.shared_data`).
 FETCH = UNPACK_INLINE + """
 local ns, inflight = KEYS[1], KEYS[2]
 local nq = (#KEYS - 2) / 2
 local budget = tonumber(ARGV[4])
+local share = ARGV[5] or ''
 for k = 0, nq - 1 do
   local i = 1 + ((tonumber(ARGV[3]) + k) % nq)
   local queue, bell = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
@@ -200,8 +205,23 @@ for k = 0, nq - 1 do
         out[#out + 1] = message[1]
         out[#out + 1] = message[2]
       else
-        out[#out + 1] = '\0' .. message[4] .. '\0' .. tag .. '\0' .. message[3]
-        out[#out + 1] = message[5] or redis.call('HGET', message[6], 'a')
+        local envelope = '\0' .. message[4] .. '\0' .. tag .. '\0' .. message[3]
+        if message[5] then
+          out[#out + 1] = envelope
+          out[#out + 1] = message[5]
+        elseif share == '' then
+          out[#out + 1] = envelope
+          out[#out + 1] = redis.call('HGET', message[6], 'a')
+        else
+          -- shared data, to a taker with a share token: the data the first time this process takes it, else
+          -- only its key (the process kept the data, see routing.shared_data)
+          out[#out + 1] = envelope .. '\0' .. message[6]
+          if redis.call('HSETNX', message[6], share, '1') == 1 then
+            out[#out + 1] = redis.call('HGET', message[6], 'a')
+          else
+            out[#out + 1] = ''
+          end
+        end
       end
       taken = taken + tonumber(message[3])
       if taken >= budget then break end
@@ -255,17 +275,18 @@ return acked
 """
 
 # KEYS: message namespace, in-flight set, queue, bell
-# ARGV: now, owner, max_events, tag...  ACK of the tags, then FETCH from the one queue: a sink worker that keeps
-# draining its channel commits one batch and takes the next in one call (one round trip, one fsync).  Made of the
-# two scripts above, each run as a function of its own KEYS and ARGV.  Returns {acked, envelope, body, ...}.
+# ARGV: now, owner, max_events, share token ('': none), tag...  ACK of the tags, then FETCH (with the share token)
+# from the one queue: a sink worker that keeps draining its channel commits one batch and takes the next in one
+# call (one round trip, one fsync).  Made of the two scripts above, each run as a function of its own KEYS and
+# ARGV.  Returns {acked, envelope, body, ...}.
 ACKFETCH = (f"local function ack(KEYS, ARGV)\n{ACK}\nend\n"
             f"local function fetch(KEYS, ARGV)\n{FETCH}\nend\n" """
 local tags = {ARGV[2]}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   tags[#tags + 1] = ARGV[i]
 end
 local acked = ack({KEYS[1], KEYS[2]}, tags)
-local out = fetch(KEYS, {ARGV[1], ARGV[2], 0, ARGV[3]}) or {0}
+local out = fetch(KEYS, {ARGV[1], ARGV[2], 0, ARGV[3], ARGV[4]}) or {0}
 out[1] = acked
 return out
 """)

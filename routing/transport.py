@@ -46,7 +46,7 @@ from core import keys
 from core.errors import BrokerOutOfMemory, ChannelFullError, NotReplicated
 from core.keys import bell_key, bytes_key, is_channel_queue, message_key, prefixed, sizes_key
 from core.settings import CLUSTER_SCHEME
-from routing import codec, scripts
+from routing import codec, scripts, shared_data
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +274,9 @@ class Channel(kombu_redis.Channel):
         self._scripts: dict[str, object] = {}
         self._memory = MemoryGauge()
         self._plain: redis.Redis | None = None      # see _plain_client
+        # Take with this process's share token (fetch, ack_and_fetch): set by a process that drains several
+        # channels, so that a batch replicated into them crosses from Redis once (routing.shared_data).
+        self.shares_data = False
 
     # -- consuming (the worker's event loop) -----------------------------------------------------------------
     def _flumery_queues(self) -> list[str] | None:
@@ -459,17 +462,24 @@ class Channel(kombu_redis.Channel):
     def fetch(self, queue: str, max_events: int = 0) -> list[dict]:
         """Take the next message of ``queue``, and more while their events fit in ``max_events``: one take
         transaction.  They are in flight, held by this channel.  An empty list if the queue is empty."""
-        reply = self._run("FETCH", self._fetch_keys([queue]), [repr(time()), self.owner, 0, max_events])
+        reply = self._run("FETCH", self._fetch_keys([queue]),
+                          [repr(time()), self.owner, 0, max_events, self._share_token()])
         return self._taken(reply) if reply else []
 
+    def _share_token(self) -> str:
+        return shared_data.share_token() if self.shares_data else ""
+
     def _taken(self, reply: list) -> list[dict]:
-        """The messages of a FETCH (or ACKFETCH) reply, after its first element."""
-        return [self.stored_message(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
+        """The messages of a FETCH (or ACKFETCH) reply, after its first element.  A message whose shared data is
+        gone (it was acknowledged by another holder since: this take lost its lease) is left out."""
+        taken = (self.stored_message(reply[i], reply[i + 1]) for i in range(1, len(reply), 2))
+        return [message for message in taken if message is not None]
 
     def ack_and_fetch(self, queue: str, tags: list[str], max_events: int) -> tuple[int, list[dict]]:
         """:meth:`ack_tag` of ``tags``, then :meth:`fetch` from ``queue``, in one transaction: (how many were
         still ours and are acknowledged, the messages taken)."""
-        reply = self._run("ACKFETCH", self._fetch_keys([queue]), [repr(time()), self.owner, max_events, *tags])
+        reply = self._run("ACKFETCH", self._fetch_keys([queue]),
+                          [repr(time()), self.owner, max_events, self._share_token(), *tags])
         return int(reply[0]), self._taken(reply)
 
     def ack_tag(self, *tags: str) -> int:
@@ -533,11 +543,22 @@ class Channel(kombu_redis.Channel):
                 out.append(message_from_template(self.template(_text(t)), _text(item), int(n), a))
         return out
 
-    def stored_message(self, envelope: bytes, body: bytes) -> dict:
-        """The kombu message dict of a message FETCH returned (compact, or stored whole by an earlier version)."""
+    def stored_message(self, envelope: bytes, body: bytes) -> dict | None:
+        """The kombu message dict of a message FETCH returned (compact, or stored whole by an earlier version).
+        None if its data was sent only as a key (a take with a share token) and is gone from this process and
+        from Redis (see :meth:`_taken`)."""
         if envelope[:1] != b"\0":
             return message_from_redis(envelope, body)
-        _, template, tag, events = envelope.split(b"\0")
+        _, template, tag, events, *shared = envelope.split(b"\0")
+        if shared:
+            if body:
+                shared_data.PROCESS.keep(shared[0], body)
+            else:
+                body = shared_data.PROCESS.get(shared[0], lambda key: self._plain_client().hget(key, "a"))
+                if body is None:
+                    log.warning("message %s: its shared data is gone (acknowledged by another holder after this "
+                                "take's lease ran out); leaving it", tag.decode())
+                    return None
         return message_from_template(self.template(template.decode()), tag.decode(), int(events), body)
 
     def template(self, template_id: str) -> codec.Template:

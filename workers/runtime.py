@@ -158,6 +158,8 @@ class WorkerRuntime:
         self.by_channel: dict[str, list[SinkRunner]] = {}
         for runner in self.all_runners:
             self.by_channel.setdefault(runner.channel, []).append(runner)
+        # A batch replicated into several of the channels drained here crosses from Redis once, not once each.
+        self.channel.shares_data = len(self.by_channel) > 1
         # Several sinks outside a group on one channel compete for its messages, as in Flume.
         self.runners = {channel: itertools.cycle(rs) for channel, rs in self.by_channel.items()}
         # A sink writes one batch at a time.  Celery's threads pool runs tasks side by side in this process (the

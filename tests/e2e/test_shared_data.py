@@ -1,7 +1,10 @@
 """A batch replicated into several channels is stored once, against a real redis-server: the messages (one per
 channel) refer to one shared data key, each channel takes, gives back, peeks and purges its own message, and the
-data goes with the last message that refers to it (routing.scripts, routing.transport)."""
+data goes with the last message that refers to it (routing.scripts, routing.transport); a process that drains
+several of the channels receives the data once (routing.shared_data)."""
 from __future__ import annotations
+
+import os
 
 import pytest
 from helpers import msgpack_columns
@@ -12,7 +15,7 @@ from core.config import parse_agent
 from core.errors import ChannelFullError
 from core.event import Batch
 from core.settings import Settings
-from routing import codec, scripts
+from routing import codec, scripts, shared_data
 from routing.processor import ChannelProcessor, ChannelWriter
 from routing.transport import Transport, read_bytes, read_sizes
 
@@ -156,3 +159,103 @@ def test_the_replicating_selector_hands_the_writer_one_batch_stored_once(writer,
     processor.process(large_batch(2, b"s"))
     client = redis_server.client()
     assert len(shared_keys(client)) == 1 and len(message_keys(client)) == 3
+
+
+# -- a process draining several channels receives a replicated batch's data once (routing.shared_data) ------------
+@pytest.fixture
+def process_copy(monkeypatch):
+    """A fresh copy of shared data for this process (the module's one is the whole test session's)."""
+    copy = shared_data.SharedData()
+    monkeypatch.setattr(shared_data, "PROCESS", copy)
+    return copy
+
+
+def net_output_bytes(client) -> int:
+    return client.info("stats")["total_net_output_bytes"]
+
+
+def take_each(consumers, shares: bool) -> dict[str, list]:
+    for consumer in consumers.values():
+        consumer.shares_data = shares
+    return {name: consumers[name].ack_and_fetch(f"flumery.a1.{name}", [], 2)[1] for name in CHANNELS}
+
+
+def test_a_process_draining_several_channels_receives_a_replicated_batch_once(
+        writer, consumers, redis_server, process_copy):
+    client = redis_server.client()
+    batch = Batch([b"w" * 50_000, b"v" * 50_000], None, ["id-0", "id-1"])
+    data_bytes = len(codec.encode_data(batch))
+    writer.put({name: batch for name in CHANNELS})
+    before = net_output_bytes(client)
+    taken = take_each(consumers, shares=True)
+    sent = net_output_bytes(client) - before
+    assert all([bodies(m) for m in messages] == [batch.bodies] for messages in taken.values())
+    # The first take got the data, the two others only its key: Redis sent the data once (the INFO replies, the
+    # envelopes and the channel template are a few KB).
+    assert data_bytes < sent < 2 * data_bytes
+    assert process_copy.loads == 0
+    [shared] = shared_keys(client)
+    assert client.hget(shared, shared_data.share_token()) == b"1"
+    for name in CHANNELS:         # acknowledged as usual: the data goes with the last message
+        tag = taken[name][0]["properties"]["delivery_tag"]
+        assert consumers[name].ack_and_fetch(f"flumery.a1.{name}", [tag], 2) == (1, [])
+    assert client.keys("flumery.msg:*") == []
+
+
+def test_takes_without_a_share_token_each_receive_the_data(writer, consumers, redis_server, process_copy):
+    """Celery's own consumer, `flumery dlq` and a worker draining one channel take without a token."""
+    client = redis_server.client()
+    batch = Batch([b"n" * 50_000, b"m" * 50_000], None, ["id-0", "id-1"])
+    data_bytes = len(codec.encode_data(batch))
+    writer.put({name: batch for name in CHANNELS})
+    before = net_output_bytes(client)
+    taken = take_each(consumers, shares=False)
+    assert net_output_bytes(client) - before > 3 * data_bytes
+    assert all([bodies(m) for m in messages] == [batch.bodies] for messages in taken.values())
+    [shared] = shared_keys(client)
+    assert sorted(client.hgetall(shared)) == [b"a", b"r"]
+
+
+def test_another_process_receives_the_data_again(writer, consumers, redis_server, monkeypatch):
+    """A worker restarted (a new process: a new token, an empty copy) is sent the data, not only its key."""
+    batch = large_batch(2, b"a")
+    writer.put({name: batch for name in CHANNELS})
+    for n, name in enumerate(CHANNELS):
+        monkeypatch.setattr(shared_data, "_token", (os.getpid(), f"w:process-{n}"))
+        copy = shared_data.SharedData(wait_s=60)       # a wait for data that is not coming would hang the test
+        monkeypatch.setattr(shared_data, "PROCESS", copy)
+        consumers[name].shares_data = True
+        [message] = consumers[name].fetch(f"flumery.a1.{name}", 2)
+        assert bodies(message) == batch.bodies and copy.loads == 0
+    [shared] = shared_keys(redis_server.client())
+    assert sorted(redis_server.client().hgetall(shared)) == [b"a", b"r", b"w:process-0", b"w:process-1",
+                                                             b"w:process-2"]
+
+
+def test_data_this_process_dropped_is_read_from_redis(writer, consumers, redis_server, monkeypatch):
+    copy = shared_data.SharedData(max_bytes=1, wait_s=60)     # keeps only the newest data
+    monkeypatch.setattr(shared_data, "PROCESS", copy)
+    first, second = large_batch(2, b"1"), large_batch(2, b"2")
+    writer.put({name: first for name in CHANNELS})
+    writer.put({name: second for name in CHANNELS})
+    for consumer in consumers.values():
+        consumer.shares_data = True
+    assert [bodies(m) for m in consumers["c1"].fetch("flumery.a1.c1", 4)] == [first.bodies, second.bodies]
+    # c2's take gets both only as keys; the first batch's data was dropped here, so it is read from Redis.
+    assert [bodies(m) for m in consumers["c2"].fetch("flumery.a1.c2", 4)] == [first.bodies, second.bodies]
+    assert copy.loads == 1
+
+
+def test_a_take_whose_shared_data_is_gone_leaves_the_message_out(writer, consumers, redis_server, monkeypatch,
+                                                                  caplog):
+    copy = shared_data.SharedData(wait_s=0)
+    monkeypatch.setattr(shared_data, "PROCESS", copy)
+    batch = large_batch(2, b"g")
+    writer.put({name: batch for name in CHANNELS})
+    client = redis_server.client()
+    [shared] = shared_keys(client)
+    client.hset(shared, shared_data.share_token(), "1")     # as if this process had taken it before ...
+    client.hdel(shared, "a")                                 # ... and the data were gone since
+    consumers["c1"].shares_data = True
+    assert consumers["c1"].fetch("flumery.a1.c1", 2) == []
+    assert copy.loads == 1 and "its shared data is gone" in caplog.text
