@@ -169,8 +169,9 @@ return results
 # in max_events (0: just one).  Returns {i, envelope, body, envelope, body, ...} (i: the queue's position in the
 # order given, from 1) or nil.  For a compact message, envelope is "\0<template id>\0<tag>\0<events>" and body
 # its data (see :meth:`routing.transport.Channel.stored_message`).  With a share token, a message whose data is
-# shared has "\0<data key>" after its events, and its body is the data only the first time a take with that token
-# gets the data (the token is then a field of the shared data hash), else "" (:mod:`routing.shared_data`).
+# shared has "\0<data key>" after its events; the first time a take with that token meets the data (the token is
+# then a field of the shared data hash), also "\0<messages referring to the data>", and its body is the data; else
+# its body is "" (:mod:`routing.shared_data`).
 FETCH = UNPACK_INLINE + """
 local ns, inflight = KEYS[1], KEYS[2]
 local nq = (#KEYS - 2) / 2
@@ -215,10 +216,12 @@ for k = 0, nq - 1 do
         else
           -- shared data, to a taker with a share token: the data the first time this process takes it, else
           -- only its key (the process kept the data, see routing.shared_data)
-          out[#out + 1] = envelope .. '\0' .. message[6]
           if redis.call('HSETNX', message[6], share, '1') == 1 then
-            out[#out + 1] = redis.call('HGET', message[6], 'a')
+            local data = redis.call('HMGET', message[6], 'a', 'r')
+            out[#out + 1] = envelope .. '\0' .. message[6] .. '\0' .. data[2]
+            out[#out + 1] = data[1]
           else
+            out[#out + 1] = envelope .. '\0' .. message[6]
             out[#out + 1] = ''
           end
         end

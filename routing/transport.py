@@ -552,7 +552,8 @@ class Channel(kombu_redis.Channel):
         _, template, tag, events, *shared = envelope.split(b"\0")
         if shared:
             if body:
-                shared_data.PROCESS.keep(shared[0], body)
+                # The other messages referring to the data: the takes of this process that may still ask for it.
+                shared_data.PROCESS.keep(shared[0], body, int(shared[1]) - 1)
             else:
                 body = shared_data.PROCESS.get(shared[0], lambda key: self._plain_client().hget(key, "a"))
                 if body is None:
