@@ -23,7 +23,6 @@ import itertools
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import make_access_log  # noqa: E402
 from hadoop import HadoopCluster  # noqa: E402
 from run import line_digest, report  # noqa: E402
+from workdir import work_dir  # noqa: E402
 
 AGENT = """\
 b.sources = r1
@@ -125,10 +125,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--default-rolling-lines", type=int, default=1_000)
-    parser.add_argument("--work", help="working directory (default: a temporary one)")
+    parser.add_argument("--work", help="working directory (default: a temporary one, removed afterwards)")
     args = parser.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="flumery-bench-hdfs-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args.work, "flumery-bench-hdfs-")
     log = work / "access.log"
     make_access_log.write(log, args.lines)
     size = log.stat().st_size

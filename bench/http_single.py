@@ -39,11 +39,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from workdir import work_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -259,12 +260,11 @@ def main() -> int:
     parser.add_argument("--load", choices=("python", "wrk"), default="python",
                         help="the clients: this process's threads (http.client), or wrk (a C load generator)")
     parser.add_argument("--large-mb", type=int, default=0, help="also measure one request of this many MB")
-    parser.add_argument("--work", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--work", type=Path, default=None, help="work directory (default: a temporary one, removed afterwards)")
     args = parser.parse_args()
     if args.load == "wrk" and shutil.which("wrk") is None:
         raise SystemExit("--load wrk: wrk is not installed (apt-get install wrk)")
-    work = args.work or Path(tempfile.mkdtemp(prefix="flumery-http-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args.work, "flumery-http-bench-")
     port, metrics_port = free_port(), free_port()
     conf = work / "bench.conf"
     conf.write_text(CONF.format(port=port, channel=args.channel))

@@ -28,7 +28,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from http_single import free_port, wait_for_port  # noqa: E402  (bench/ is not a package)
+from workdir import work_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,10 +92,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--channel", choices=("file", "memory"), default="file")
-    parser.add_argument("--work", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--work", type=Path, default=None, help="work directory (default: a temporary one, removed afterwards)")
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="flumery-memory-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args.work, "flumery-memory-bench-")
     port = free_port()
     conf = work / "bench.conf"
     conf.write_text(CONF.format(port=port, channel=args.channel))

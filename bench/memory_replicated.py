@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,6 +21,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 import make_access_log  # noqa: E402
 from conftest import RedisServer  # noqa: E402
+from workdir import work_dir  # noqa: E402
 
 from app.celery_app import create_app  # noqa: E402
 from core.config import parse_agent  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
     lines = [line.rstrip("\n").encode() for line in make_access_log.lines(0, args.events)]
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="flumery-memrep-bench-"))).start()
+    server = RedisServer(work_dir(None, "flumery-memrep-bench-")).start()
     writer = ChannelWriter(create_app(Settings(broker_url=server.url)), parse_agent(conf(args.copies, args.batch), "m"),
                            server.url, {})
     try:

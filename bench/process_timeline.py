@@ -24,7 +24,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from typing import NamedTuple
 import make_access_log  # bench/ is on sys.path when this script runs
 import redis
 import run as bench
+from workdir import work_dir
 
 KINDS = ("agent", "redis", "worker", "cat", "other")
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -180,10 +180,10 @@ def main() -> int:
     parser.add_argument("--sink-batch", type=int, default=10000, help="the sinks' batchSize")
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--step-s", type=float, default=0.25)
-    parser.add_argument("--work", help="working directory (default: a temporary one)")
+    parser.add_argument("--work", help="working directory (default: a temporary one, removed afterwards)")
     parser.add_argument("agent_args", nargs="*", help="options passed on to `flumery agent` (after --)")
     args = parser.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="flumery-timeline-"))
+    work = work_dir(args.work, "flumery-timeline-")
     log = work / "access.log"
     if not log.exists():
         make_access_log.write(log, args.lines)

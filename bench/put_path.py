@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from conftest import RedisServer  # noqa: E402
+from workdir import work_dir  # noqa: E402
 
 from app.celery_app import create_app  # noqa: E402
 from core.config import parse_agent  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     args = parser.parse_args()
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="flumery-put-bench-")), appendfsync=args.appendfsync).start()
+    server = RedisServer(work_dir(None, "flumery-put-bench-"), appendfsync=args.appendfsync).start()
     writer = ChannelWriter(create_app(Settings(broker_url=server.url)), parse_agent(CONF, "p"), server.url, {})
     try:
         writer.put({"c1": Batch([b"warm-up"])})

@@ -35,13 +35,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import make_access_log  # bench/make_access_log.py: the workload (this script's folder is on sys.path)
+from workdir import work_dir
 
 REPO = Path(__file__).resolve().parent.parent
 # `make bench INSTALL_RSYSLOG=1` unpacks Debian's rsyslog here: its package conflicts with syslog-ng-core's.
@@ -352,8 +352,7 @@ def main() -> int:
         parser.error(f"--workloads: unknown {unknown} (known: {', '.join(WORKLOADS)})" if unknown
                      else "--rounds must be 1 or more")
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="flumery-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args.work, "flumery-bench-")
     log = work / "access.log"
     make_access_log.write(log, args.lines)
     size = log.stat().st_size
@@ -369,8 +368,6 @@ def main() -> int:
         rounds.append(one_round(args, log, work, size, expected, peers))
     summary(rounds, args.lines, args.source)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if not args.work:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -121,3 +122,18 @@ def test_the_process_timeline_sees_the_agent_its_broker_and_every_worker(tmp_pat
                        re.M)
     assert kinds.count("agent") == 1 and kinds.count("worker") == 2 and "redis" in kinds, out
     assert re.search(r"^  evalsha +[\d,]+ calls", out, re.M), out        # the broker's stats were read
+
+
+def test_a_benchmark_s_temporary_work_dir_is_removed_when_it_exits_and_a_given_one_is_kept(tmp_path):
+    """A 1M-line run leaves ~0.7 GB in its work directory: repeated runs filled the disk before they cleaned up."""
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from workdir import work_dir; "
+              "temp = work_dir(None, 'flumery-test-workdir-'); (temp / 'out').write_text('x'); "
+              "given = work_dir(sys.argv[2], 'unused-'); (given / 'out').write_text('x'); print(temp); "
+              "raise SystemExit(3)")         # an exit with an error cleans up too
+    given = tmp_path / "given" / "deeper"
+    run = subprocess.run([sys.executable, "-c", script, str(REPO / "bench"), str(given)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 3, run.stderr
+    temp = Path(run.stdout.strip())
+    assert temp.name.startswith("flumery-test-workdir-") and not temp.exists()
+    assert (given / "out").read_text() == "x"
