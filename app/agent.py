@@ -261,12 +261,15 @@ class Agent:
         self.stop_requested.set()
 
     def supervise(self) -> None:
-        """Wait for a stop request; restart a sink worker that died on its own: after 1 s, or, if it keeps
-        dying within seconds of its start (it cannot start), after a delay that doubles up to 30 s."""
+        """Wait for a stop request; restart the embedded broker if it exited on its own (see
+        :meth:`~app.broker.EmbeddedRedis.keep_running`), and a sink worker that died on its own: after 1 s, or, if
+        it keeps dying within seconds of its start (it cannot start), after a delay that doubles up to 30 s."""
         delay: dict[str, float] = {}
         due: dict[str, float] = {}
         next_poll = time.monotonic() + self.reload_interval_s
         while not self.stop_requested.wait(0.5):
+            if self.embedded is not None:
+                self.embedded.keep_running()
             now = time.monotonic()
             polled = self.reload_interval_s > 0 and now >= next_poll
             if polled:

@@ -96,6 +96,13 @@ def aof_rewrite_min_bytes(maxmemory: int) -> int:
     return high if maxmemory <= 0 else max(low, min(maxmemory, high))
 
 
+# An embedded server that exited on its own is started again after this long, doubled while it keeps exiting
+# within HEALTHY_AFTER_S of its start (see EmbeddedRedis.keep_running).
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+HEALTHY_AFTER_S = 10.0
+
+
 def die_with_parent() -> None:
     """preexec_fn: have the kernel send SIGTERM to this child when the process that started it dies."""
     try:
@@ -143,6 +150,9 @@ class EmbeddedRedis:
         self.maxmemory = maxmemory                       # bytes; 0 = no limit
         self.password = ""
         self.process: subprocess.Popen | None = None
+        self._started_at = 0.0
+        self._restart_at: float | None = None       # when keep_running starts it again, once it exited
+        self._restart_delay_s = RESTART_FIRST_S
 
     @property
     def url(self) -> str:
@@ -213,6 +223,7 @@ class EmbeddedRedis:
                                    f"{self._log_tail()}")
             time.sleep(0.05)
         client.close()
+        self._started_at = time.monotonic()
         log.info("embedded redis-server %s on %s (data in %s, appendfsync %s, maxmemory %s)", args[0],
                  mask_password(self.url), self.directory, "always" if self.fsync_always else "everysec",
                  f"{self.maxmemory // 1024 ** 2} MiB" if self.maxmemory else "none")
@@ -235,6 +246,36 @@ class EmbeddedRedis:
                 break
             time.sleep(0.1)
         raise RuntimeError(f"a redis-server (pid {pid}) still runs on {self.directory}; stop it first")
+
+    def keep_running(self) -> None:
+        """Called by the agent every half second: if the server exited on its own (Redis exits when it cannot write
+        its append-only file: a full disk), say why and start it again, on the same port with the same password,
+        so that sources and workers reconnect by themselves; it replays its append-only file, so the channels hold
+        what they held.  Waits :data:`RESTART_FIRST_S` first, twice as long (up to :data:`RESTART_MAX_S`) each
+        time it exits again within :data:`HEALTHY_AFTER_S` of a start."""
+        if self.process is None or self.process.poll() is None:
+            return
+        now = time.monotonic()
+        if self._restart_at is None:
+            if now - self._started_at >= HEALTHY_AFTER_S:
+                self._restart_delay_s = RESTART_FIRST_S
+            log.error("embedded redis-server exited with %s (its log: %s); starting it again in %.0fs",
+                      self.process.returncode, self._log_tail(), self._restart_delay_s)
+            self._restart_at = now + self._restart_delay_s
+            return
+        if now < self._restart_at:
+            return
+        try:
+            self.start()
+        except (OSError, RuntimeError) as exc:
+            self._restart_delay_s = min(2 * self._restart_delay_s, RESTART_MAX_S)
+            self._restart_at = time.monotonic() + self._restart_delay_s
+            log.error("embedded redis-server did not start again (%s); trying again in %.0fs", exc,
+                      self._restart_delay_s)
+            return
+        self._restart_at = None
+        self._restart_delay_s = min(2 * self._restart_delay_s, RESTART_MAX_S)    # if it exits again soon
+        log.warning("embedded redis-server runs again, on port %d", self.port)
 
     def _log_tail(self) -> str:
         try:

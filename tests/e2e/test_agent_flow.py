@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -331,6 +332,29 @@ def test_clean_stop_under_load_loses_nothing(tmp_path):
     lines = read_lines(out)
     assert sorted(set(lines)) == expected                 # nothing acknowledged was lost, nothing invented
     assert len(lines) == len(expected)                    # and nothing was written twice
+
+
+def test_the_agent_starts_its_embedded_broker_again_when_it_exits(tmp_path):
+    """kill -9 of the embedded redis-server (Redis also exits on its own when it cannot write its append-only file,
+    as on a full disk): the agent says so, starts it again on the same port, and every request answered 200, before
+    and after, is delivered (a file channel: each put was on disk before its answer)."""
+    out, port = tmp_path / "out", free_port()
+    conf = HTTP_CONF.format(port=port, out=out).replace("type = memory", "type = file")
+    with AgentProcess(tmp_path, conf) as agent:
+        url = agent.broker_url()
+        wait_until(lambda: port_open(port), 30, what="the http source")
+        for i in range(5):
+            assert post(port, [{"body": f"before-{i}"}]) == 200
+        os.kill(int((tmp_path / "data" / "redis" / "redis.pid").read_text()), signal.SIGKILL)
+        wait_until(lambda: "embedded redis-server exited with -9" in agent.output(), 30,
+                   what="the agent seeing its broker exit")
+        wait_until(lambda: "embedded redis-server runs again" in agent.output(), 60, what="the broker started again")
+        for i in range(5):
+            assert post(port, [{"body": f"after-{i}"}], timeout_s=30) == 200
+        wait_until(lambda: len(set(read_lines(out))) >= 10, 60, what="every acknowledged event")
+        assert agent.broker_url() == url
+    assert sorted(set(read_lines(out))) == sorted(f"{when}-{i}".encode() for when in ("before", "after")
+                                                   for i in range(5))
 
 
 def test_netcat_stops_reading_while_the_channel_is_full(tmp_path, redis_server):
