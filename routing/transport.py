@@ -462,25 +462,26 @@ class Channel(kombu_redis.Channel):
     def fetch(self, queue: str, max_events: int = 0) -> list[dict]:
         """Take the next message of ``queue``, and more while their events fit in ``max_events``: one take
         transaction.  They are in flight, held by this channel.  An empty list if the queue is empty."""
-        reply = self._run("FETCH", self._fetch_keys([queue]),
-                          [repr(time()), self.owner, 0, max_events, self._share_token()])
-        return self._taken(reply) if reply else []
+        _, taken = self._take("FETCH", queue, [repr(time()), self.owner, 0, max_events, self._share_token()])
+        return taken
 
     def _share_token(self) -> str:
         return shared_data.share_token() if self.shares_data else ""
 
-    def _taken(self, reply: list) -> list[dict]:
-        """The messages of a FETCH (or ACKFETCH) reply, after its first element.  A message whose shared data is
+    def _take(self, script: str, queue: str, args: list) -> tuple[list | None, list[dict]]:
+        """Run FETCH or ACKFETCH on ``queue``: (its reply, the messages it took).  A message whose shared data is
         gone (it was acknowledged by another holder since: this take lost its lease) is left out."""
-        taken = (self.stored_message(reply[i], reply[i + 1]) for i in range(1, len(reply), 2))
-        return [message for message in taken if message is not None]
+        with shared_data.PROCESS.taking() as ticket:        # (see routing.shared_data's contract)
+            reply = self._run(script, self._fetch_keys([queue]), args)
+            taken = (self.stored_message(reply[i], reply[i + 1], ticket) for i in range(1, len(reply or ()), 2))
+            return reply, [message for message in taken if message is not None]
 
     def ack_and_fetch(self, queue: str, tags: list[str], max_events: int) -> tuple[int, list[dict]]:
         """:meth:`ack_tag` of ``tags``, then :meth:`fetch` from ``queue``, in one transaction: (how many were
         still ours and are acknowledged, the messages taken)."""
-        reply = self._run("ACKFETCH", self._fetch_keys([queue]),
-                          [repr(time()), self.owner, max_events, self._share_token(), *tags])
-        return int(reply[0]), self._taken(reply)
+        reply, taken = self._take("ACKFETCH", queue, [repr(time()), self.owner, max_events, self._share_token(),
+                                                      *tags])
+        return int(reply[0]), taken
 
     def ack_tag(self, *tags: str) -> int:
         """Commit takes: delete the messages and release their events.  Returns how many were still ours."""
@@ -543,10 +544,10 @@ class Channel(kombu_redis.Channel):
                 out.append(message_from_template(self.template(_text(t)), _text(item), int(n), a))
         return out
 
-    def stored_message(self, envelope: bytes, body: bytes) -> dict | None:
+    def stored_message(self, envelope: bytes, body: bytes, ticket: int | None = None) -> dict | None:
         """The kombu message dict of a message FETCH returned (compact, or stored whole by an earlier version).
-        None if its data was sent only as a key (a take with a share token) and is gone from this process and
-        from Redis (see :meth:`_taken`)."""
+        None if its data was sent only as a key (a take with a share token, ``ticket`` its ticket) and is gone from
+        this process and from Redis (see :meth:`_take`)."""
         if envelope[:1] != b"\0":
             return message_from_redis(envelope, body)
         _, template, tag, events, *shared = envelope.split(b"\0")
@@ -555,7 +556,7 @@ class Channel(kombu_redis.Channel):
                 # The other messages referring to the data: the takes of this process that may still ask for it.
                 shared_data.PROCESS.keep(shared[0], body, int(shared[1]) - 1)
             else:
-                body = shared_data.PROCESS.get(shared[0], lambda key: self._plain_client().hget(key, "a"))
+                body = shared_data.PROCESS.get(shared[0], lambda key: self._plain_client().hget(key, "a"), ticket)
                 if body is None:
                     log.warning("message %s: its shared data is gone (acknowledged by another holder after this "
                                 "take's lease ran out); leaving it", tag.decode())
