@@ -174,22 +174,24 @@ def net_output_bytes(client) -> int:
     return client.info("stats")["total_net_output_bytes"]
 
 
-def take_each(consumers, shares: bool) -> dict[str, list]:
+def put_and_take_each(writer, consumers, client, shares: bool) -> tuple[int, int, dict[str, list]]:
+    """Put a 100 KB batch into the three channels, then take it from each (every take decodes to the batch), with
+    or without the share token: (the bytes of its data, the bytes Redis sent for the takes, the messages taken per
+    channel)."""
+    batch = Batch([b"w" * 50_000, b"v" * 50_000], None, ["id-0", "id-1"])
+    writer.put({name: batch for name in CHANNELS})
+    before = net_output_bytes(client)
     for consumer in consumers.values():
         consumer.shares_data = shares
-    return {name: consumers[name].ack_and_fetch(f"flumery.a1.{name}", [], 2)[1] for name in CHANNELS}
+    taken = {name: consumers[name].ack_and_fetch(f"flumery.a1.{name}", [], 2)[1] for name in CHANNELS}
+    assert all([bodies(m) for m in messages] == [batch.bodies] for messages in taken.values())
+    return len(codec.encode_data(batch)), net_output_bytes(client) - before, taken
 
 
 def test_a_process_draining_several_channels_receives_a_replicated_batch_once(
         writer, consumers, redis_server, process_copy):
     client = redis_server.client()
-    batch = Batch([b"w" * 50_000, b"v" * 50_000], None, ["id-0", "id-1"])
-    data_bytes = len(codec.encode_data(batch))
-    writer.put({name: batch for name in CHANNELS})
-    before = net_output_bytes(client)
-    taken = take_each(consumers, shares=True)
-    sent = net_output_bytes(client) - before
-    assert all([bodies(m) for m in messages] == [batch.bodies] for messages in taken.values())
+    data_bytes, sent, taken = put_and_take_each(writer, consumers, client, shares=True)
     # The first take got the data, the two others only its key: Redis sent the data once (the INFO replies, the
     # envelopes and the channel template are a few KB).
     assert data_bytes < sent < 2 * data_bytes
@@ -206,13 +208,8 @@ def test_a_process_draining_several_channels_receives_a_replicated_batch_once(
 def test_takes_without_a_share_token_each_receive_the_data(writer, consumers, redis_server, process_copy):
     """Celery's own consumer, `flumery dlq` and a worker draining one channel take without a token."""
     client = redis_server.client()
-    batch = Batch([b"n" * 50_000, b"m" * 50_000], None, ["id-0", "id-1"])
-    data_bytes = len(codec.encode_data(batch))
-    writer.put({name: batch for name in CHANNELS})
-    before = net_output_bytes(client)
-    taken = take_each(consumers, shares=False)
-    assert net_output_bytes(client) - before > 3 * data_bytes
-    assert all([bodies(m) for m in messages] == [batch.bodies] for messages in taken.values())
+    data_bytes, sent, _ = put_and_take_each(writer, consumers, client, shares=False)
+    assert sent > 3 * data_bytes
     [shared] = shared_keys(client)
     assert sorted(client.hgetall(shared)) == [b"a", b"r"]
 
