@@ -31,6 +31,7 @@ import socket
 import threading
 import uuid
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from time import monotonic, time
 from urllib.parse import urlsplit
@@ -471,7 +472,8 @@ class Channel(kombu_redis.Channel):
     def _take(self, script: str, queue: str, args: list) -> tuple[list | None, list[dict]]:
         """Run FETCH or ACKFETCH on ``queue``: (its reply, the messages it took).  A message whose shared data is
         gone (it was acknowledged by another holder since: this take lost its lease) is left out."""
-        with shared_data.PROCESS.taking() as ticket:        # (see routing.shared_data's contract)
+        # Only a take with the share token can bring data that another take of this process waits for.
+        with shared_data.PROCESS.taking() if self.shares_data else nullcontext() as ticket:
             reply = self._run(script, self._fetch_keys([queue]), args)
             taken = (self.stored_message(reply[i], reply[i + 1], ticket) for i in range(1, len(reply or ()), 2))
             return reply, [message for message in taken if message is not None]
